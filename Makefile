@@ -1,0 +1,35 @@
+# The two Quick-start commands (`make demo`, `make test`) create everything they need in .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-fast lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): shared/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e 'shared[test]'
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/trainkit demo-data demo --force
+	DATASTORE_NAME=demo_datastore $(BIN)/trainkit validate --imageset demo/imageset --labelset demo/labels.csv \
+		--min-confidence 0.5 --json demo/validate.json
+
+lint: $(STAMP)
+	$(BIN)/ruff check shared tests benchmarks
+	$(BIN)/ruff format --check shared tests benchmarks
+
+test: lint
+	$(BIN)/pytest
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow and not container"
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/parse_labels.py
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache .ruff_cache
