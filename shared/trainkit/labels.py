@@ -29,6 +29,11 @@ _VAL = rf"(?:{_STR}|{_NUM}|None|True|False)"
 _KEY = r"'[A-Za-z_][A-Za-z0-9_]*'"
 _DICT = rf"\{{{_KEY}: {_VAL}(?:, {_KEY}: {_VAL})*\}}"
 _LABEL_CELL = rf"^\[(?:{_DICT}(?:, {_DICT})*)?\]$"
+# A split-off dict (its outer braces only at the ends of the list) in the API's own key order.
+_CANONICAL_DICT = (
+    rf"^\{{?'(?:type|label)': '(?P<name>[^']+)', 'bottomX': (?P<bx>{_NUM}), 'topX': (?P<tx>{_NUM}), "
+    rf"'bottomY': (?P<by>{_NUM}), 'topY': (?P<ty>{_NUM})\}}?$"
+)
 _NUMBER_CELL = rf"^\[(?:{_NUM}(?:, {_NUM})*)?\]$"
 
 
@@ -224,6 +229,29 @@ def _fast_label_rows(column: pa.Array, max_chars: int) -> tuple[np.ndarray, np.n
     """Rows the regex kernels can parse: (rows, objects per row, class names, coords)."""
     rows = _fast_rows(column, _LABEL_CELL, max_chars)
     counts, dicts = _split_lists(column.take(rows), "}, {")
+    # Most dicts have the API's key order: one regex pass reads all five values.
+    canonical = pc.extract_regex(dicts, _CANONICAL_DICT)
+    is_canonical = pc.is_valid(canonical).to_numpy(zero_copy_only=False)
+    names = pc.struct_field(canonical, [0])
+    coords = np.stack([_to_float(pc.struct_field(canonical, [j + 1])) for j in range(4)], axis=1).reshape(-1, 4)
+    good = is_canonical & np.isfinite(coords).all(axis=1)
+    other = np.flatnonzero(~is_canonical)
+    if len(other):
+        other_names, other_coords, other_good = _keyed_dicts(dicts.take(other))
+        order = np.argsort(np.concatenate([np.flatnonzero(is_canonical), other]), kind="stable")
+        names = pa.concat_arrays([names.filter(pa.array(is_canonical)), other_names]).take(order)
+        coords[other] = other_coords
+        good[other] = other_good
+
+    dict_row = np.repeat(np.arange(len(rows)), counts)
+    keep_row = np.ones(len(rows), bool)
+    keep_row[dict_row[~good]] = False
+    keep = keep_row[dict_row]
+    return rows[keep_row], counts[keep_row], names.filter(pa.array(keep)), coords[keep]
+
+
+def _keyed_dicts(dicts: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """Dicts with other key orders or extra keys: (class names, coords, parsed cleanly)."""
     # Strings on this path hold no quotes or braces, so "'key': " can only be a key.
     good = np.ones(len(dicts), bool)
     coords = np.empty((len(dicts), 4), np.float64)
@@ -246,12 +274,7 @@ def _fast_label_rows(column: pa.Array, max_chars: int) -> tuple[np.ndarray, np.n
     name = pc.coalesce(type_name, label_name)
     nonempty = pc.fill_null(pc.not_equal(name, ""), False).to_numpy(zero_copy_only=False)
     good &= (has_type | has_label) & agree & nonempty
-
-    dict_row = np.repeat(np.arange(len(rows)), counts)
-    keep_row = np.ones(len(rows), bool)
-    keep_row[dict_row[~good]] = False
-    keep = keep_row[dict_row]
-    return rows[keep_row], counts[keep_row], name.filter(pa.array(keep)), coords[keep]
+    return name, coords, good
 
 
 def objects_from_cell(

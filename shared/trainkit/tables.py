@@ -136,7 +136,7 @@ def _read_file(spec: TableFile, header: tuple[str, ...]) -> pa.Table:
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise DatasetError(
-            f"{spec.path}: no column {missing[0]!r} (columns: {', '.join(header) or 'none'}); "
+            f"{spec.path}: no column {missing[0]!r} (columns: {', '.join(map(repr, header)) or 'none'}); "
             f"a label set needs columns {', '.join(REQUIRED_COLUMNS)}"
         )
     wanted = [c for c in USED_COLUMNS if c in header]

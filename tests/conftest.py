@@ -1,0 +1,87 @@
+"""Shared fixtures: tiny images and label sets made in tmp_path, and an in-process CLI runner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+from trainkit.cli import main
+from trainkit.demo import DemoDataset, write_demo_dataset
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    """Run `trainkit ARGS` in-process with the given environment; returns code, stdout, stderr."""
+
+    def run(*args: object, env: dict[str, str] | None = None) -> CliResult:
+        for name in ("DATASTORE_NAME", "TRAINKIT_OUTPUT_DIR", "TRAINKIT_TRAINER"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoDataset:
+    """The demo dataset, written once per test session (tests must not modify it)."""
+    return write_demo_dataset(tmp_path_factory.mktemp("demo") / "demo", images=12, seed=1)
+
+
+def make_image(path: Path, size: tuple[int, int] = (64, 48), fmt: str | None = None, colour=(90, 120, 30)) -> Path:
+    """Write a plain image; the format follows the suffix unless given."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path, format=fmt)
+    return path
+
+
+def obj(name: str, x0: float, x1: float, y0: float, y1: float, key: str = "type") -> dict:
+    """One object in the label API's form."""
+    return {key: name, "bottomX": x0, "topX": x1, "bottomY": y0, "topY": y1}
+
+
+def write_labels(path: Path, rows: list[dict], index: bool = True) -> Path:
+    """A label set as the API writes it: pandas to_csv of a DataFrame holding lists."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(path, index=index)
+    return path
+
+
+@dataclass
+class SmallSet:
+    imageset: Path
+    labels: Path
+
+
+@pytest.fixture
+def small_set(tmp_path: Path) -> SmallSet:
+    """Three 64x48 images in the studio layout and a clean label set for them."""
+    imageset = tmp_path / "images"
+    for name in ("a.jpg", "b.jpg", "c.png"):
+        make_image(imageset / "set" / name)
+    labels = write_labels(
+        tmp_path / "labels.csv",
+        [
+            {"image_url": "set/a.jpg", "label": [obj("cat", 1, 30, 2, 40)], "label_confidence": [0.9]},
+            {
+                "image_url": "set/b.jpg",
+                "label": [obj("dog", 10, 20, 10, 20), obj("cat", 0, 5, 0, 5)],
+                "label_confidence": [0.8, 0.7],
+            },
+            {"image_url": "set/c.png", "label": [], "label_confidence": []},
+        ],
+    )
+    return SmallSet(imageset, labels)

@@ -1,0 +1,156 @@
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SmallSet, make_image, obj, write_labels
+from trainkit.classmap import ClassMap
+from trainkit.dataset import (
+    DataConfig,
+    DatasetOptions,
+    DatasetPair,
+    load_dataset,
+    load_dataset_strict,
+    load_pair,
+    split_by_image,
+)
+from trainkit.errors import DatasetError, UserError
+
+
+def one_image_set(tmp_path: Path, objects: list[dict], size=(100, 50), confidences=None, datastore: str = ""):
+    make_image(tmp_path / "imgs" / datastore / "x.jpg", size)
+    row = {"image_url": "x.jpg", "label": objects}
+    if confidences is not None:
+        row["label_confidence"] = confidences
+    return DatasetPair(tmp_path / "imgs", write_labels(tmp_path / "l.csv", [row]))
+
+
+def test_pixel_boxes_are_clipped_and_degenerate_ones_dropped(tmp_path: Path) -> None:
+    pair = one_image_set(
+        tmp_path,
+        [obj("a", -5, 20, 10, 30), obj("b", 90, 130, 0, 60), obj("c", 110, 140, 0, 10), obj("d", 5, 5, 0, 10)],
+    )
+    records, report = load_pair(pair, DatasetOptions())
+    assert report.box_units == "pixel"
+    assert records.boxes.tolist() == [[0, 10, 20, 30], [90, 0, 100, 50]]
+    assert [records.classes[i] for i in records.class_ids] == ["a", "b"]
+    assert report.dropped_objects == {"degenerate_box": 2}
+    assert report.clipped_objects == 2
+
+
+def test_relative_boxes_become_pixels(tmp_path: Path) -> None:
+    pair = one_image_set(tmp_path, [obj("a", 0.1, 0.5, 0.2, 1.0)])
+    records, report = load_pair(pair, DatasetOptions())
+    assert report.box_units == "relative" and "auto -> relative" in report.box_units_reason
+    assert records.boxes.tolist() == [[10, 10, 50, 50]]
+
+
+def test_box_units_can_be_forced(tmp_path: Path) -> None:
+    pair = one_image_set(tmp_path, [obj("a", 0, 1, 0, 1)])
+    records, report = load_pair(pair, DatasetOptions(box_units="pixel"))
+    assert records.boxes.tolist() == [[0, 0, 1, 1]] and report.box_units_reason == "pixel (as requested)"
+
+
+def test_min_confidence_drops_and_counts(tmp_path: Path) -> None:
+    pair = one_image_set(tmp_path, [obj("a", 0, 10, 0, 10), obj("b", 0, 10, 0, 10)], confidences=[0.2, 0.9])
+    records, report = load_pair(pair, DatasetOptions(min_confidence=0.5))
+    assert [records.classes[i] for i in records.class_ids] == ["b"]
+    assert records.confidences.tolist() == pytest.approx([0.9])
+    assert report.dropped_objects == {"low_confidence": 1}
+
+
+def test_datastore_layout(tmp_path: Path) -> None:
+    pair = one_image_set(tmp_path, [obj("a", 0, 10, 0, 10)], datastore="main_datastore")
+    records, _ = load_pair(pair, DatasetOptions(datastore_name="main_datastore"))
+    assert records.paths.tolist() == [str(tmp_path / "imgs" / "main_datastore" / "x.jpg")]
+    with pytest.raises(DatasetError, match=r"has no folder 'other'.*folders there: main_datastore"):
+        load_pair(pair, DatasetOptions(datastore_name="other"))
+    _, studio = load_pair(pair, DatasetOptions())
+    assert studio.images_missing == 1 and "folders there: main_datastore" in studio.hint
+
+
+def test_bad_rows_error_or_skip(tmp_path: Path, small_set: SmallSet) -> None:
+    labels = write_labels(
+        tmp_path / "bad.csv",
+        [
+            {"image_url": "set/a.jpg", "label": [obj("cat", 1, 30, 2, 40)]},
+            {"image_url": "set/missing.jpg", "label": [obj("cat", 1, 2, 3, 4)]},
+            {"image_url": "../escape.jpg", "label": []},
+            {"image_url": "set/a.jpg", "label": []},
+            {"image_url": "set/b.jpg", "label": "[{'type': 'x'}]"},
+        ],
+    )
+    config = DataConfig(DatasetPair(small_set.imageset, labels))
+    dataset = load_dataset(config)
+    report = dataset.reports[0]
+    assert report.problems == {"image_missing": 1, "image_url_unsafe": 1, "duplicate_image": 1, "label_box": 1}
+    assert report.first_problem.startswith(f"{labels} row 2, field 'image_url': image ")
+    assert "is also on " + f"{labels} row 1" in report.problem_examples[2]
+    assert len(dataset.train) == 1  # only the good row
+    with pytest.raises(DatasetError, match=r"row 2, field 'image_url'.*pass --on-bad-row skip"):
+        load_dataset_strict(config)
+    skipped = load_dataset_strict(replace(config, options=DatasetOptions(on_bad_row="skip")))
+    assert skipped.train.image_urls.tolist() == ["set/a.jpg"]
+
+
+def test_nothing_usable_is_an_error_even_when_skipping(tmp_path: Path, small_set: SmallSet) -> None:
+    labels = write_labels(tmp_path / "l.csv", [{"image_url": "set/c.png", "label": []}])
+    with pytest.raises(DatasetError, match="no objects left"):
+        load_dataset_strict(
+            DataConfig(DatasetPair(small_set.imageset, labels), options=DatasetOptions(on_bad_row="skip"))
+        )
+
+
+def test_imageset_must_be_a_folder(tmp_path: Path, small_set: SmallSet) -> None:
+    with pytest.raises(DatasetError, match="is not a folder"):
+        load_pair(DatasetPair(tmp_path / "nope", small_set.labels), DatasetOptions())
+
+
+def test_class_map_is_sorted_union_and_ids_follow_it(tmp_path: Path, small_set: SmallSet) -> None:
+    val_labels = write_labels(tmp_path / "val.csv", [{"image_url": "set/c.png", "label": [obj("ant", 0, 5, 0, 5)]}])
+    dataset = load_dataset(
+        DataConfig(DatasetPair(small_set.imageset, small_set.labels), DatasetPair(small_set.imageset, val_labels))
+    )
+    assert dataset.class_map.names == ("ant", "cat", "dog")
+    train = dataset.train
+    assert [dataset.class_map.names[i] for i in train.class_ids] == ["cat", "dog", "cat"]
+    assert [dataset.class_map.names[i] for i in dataset.val.class_ids] == ["ant"]
+
+
+def test_class_map_round_trip(tmp_path: Path) -> None:
+    cmap = ClassMap.from_names(["b", "a", "b"])
+    assert cmap.names == ("a", "b")
+    assert ClassMap.load(cmap.save(tmp_path / "class_map.json")) == cmap
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(UserError, match="not a trainkit class map"):
+        ClassMap.load(tmp_path / "bad.json")
+
+
+def test_records_access_and_subset(small_set: SmallSet) -> None:
+    records, _ = load_pair(DatasetPair(small_set.imageset, small_set.labels), DatasetOptions())
+    second = records[1]
+    assert second.image_url == "set/b.jpg" and (second.width, second.height) == (64, 48)
+    assert second.boxes.tolist() == [[10, 10, 20, 20], [0, 0, 5, 5]]
+    sub = records.subset(np.array([2, 1]))
+    assert sub.image_urls.tolist() == ["set/c.png", "set/b.jpg"]
+    assert sub[1].boxes.tolist() == second.boxes.tolist()
+    assert sub.offsets.tolist() == [0, 0, 2]
+
+
+def test_split_is_seeded_disjoint_and_complete(tmp_path: Path) -> None:
+    for i in range(20):
+        make_image(tmp_path / "imgs" / f"{i}.jpg", (16, 16))
+    labels = write_labels(
+        tmp_path / "l.csv", [{"image_url": f"{i}.jpg", "label": [obj("a", 0, 5, 0, 5)]} for i in range(20)]
+    )
+    records, _ = load_pair(DatasetPair(tmp_path / "imgs", labels), DatasetOptions())
+    train, val = split_by_image(records, 0.25, seed=3)
+    _, again_val = split_by_image(records, 0.25, seed=3)
+    _, other_val = split_by_image(records, 0.25, seed=4)
+    assert len(val) == 5 and len(train) == 15
+    assert set(train.image_urls) | set(val.image_urls) == set(records.image_urls)
+    assert not set(train.image_urls) & set(val.image_urls)
+    assert val.image_urls.tolist() == again_val.image_urls.tolist()
+    assert set(other_val.image_urls) != set(val.image_urls)
+    shuffled = records.subset(np.arange(20)[::-1])  # the split follows image names, not row order
+    assert set(split_by_image(shuffled, 0.25, seed=3)[1].image_urls) == set(val.image_urls)
