@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-dir",
         type=Path,
         default=Path(os.environ.get(ENV_OUTPUT_DIR.name) or "outputs"),
-        help=f"where model, checkpoints and metrics go (env {ENV_OUTPUT_DIR.name}; default ./outputs)",
+        help=f"where model, checkpoints and metrics go (env {ENV_OUTPUT_DIR.name})",
     )
     train.add_argument("--params", type=Path, metavar="FILE", help="hyperparameters from a JSON object file")
     train.add_argument(
@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write a small synthetic dataset in the label-API format.",
     )
     demo.add_argument("dir", type=Path, help="folder to create")
-    demo.add_argument("--images", type=int, default=24, help="number of images (default 24)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--images", type=int, default=24, help="number of images")
+    demo.add_argument("--seed", type=int, default=0, help="random seed")
     demo.add_argument("--force", action="store_true", help="replace DIR if it exists")
     demo.set_defaults(func=_cmd_demo)
 
@@ -106,9 +106,7 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help=f"folder between the image set and image_url (env {ENV_DATASTORE_NAME.name}; empty: ML-studio layout)",
     )
-    g.add_argument(
-        "--box-units", choices=("auto", "pixel", "relative"), default="auto", help="box coordinate units (default auto)"
-    )
+    g.add_argument("--box-units", choices=("auto", "pixel", "relative"), default="auto", help="box coordinate units")
     g.add_argument(
         "--min-confidence", type=float, default=0.0, metavar="X", help="drop objects whose confidence is below X"
     )
@@ -122,9 +120,9 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
         type=float,
         default=0.1,
         metavar="F",
-        help="hold out F of the images for validation (default 0.1)",
+        help="hold out F of the images for validation",
     )
-    g.add_argument("--split-seed", type=int, default=0, metavar="N", help="seed of the validation split (default 0)")
+    g.add_argument("--split-seed", type=int, default=0, metavar="N", help="seed of the validation split")
     g.add_argument("--decode-check", action="store_true", help="decode every image fully instead of reading headers")
     g.add_argument(
         "--max-cell-chars",
@@ -179,14 +177,15 @@ def contract_markdown(parser: argparse.ArgumentParser | None = None) -> str:
     """The contract as Markdown tables, generated from the parser itself so the README cannot drift."""
     parser = parser or build_parser()
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    lines = ["| command | option | default | meaning |", "|---|---|---|---|"]
-    for name in ("train", "validate", "demo-data"):
+    rows: dict[tuple[str, str, str], list[str]] = {}
+    for name in ("validate", "train", "demo-data"):
         for action in subparsers.choices[name]._actions:
-            if isinstance(action, argparse._HelpAction) or action.dest == "debug":
+            if isinstance(action, argparse._HelpAction):
                 continue
             option = action.option_strings[0] if action.option_strings else action.dest.upper()
-            default = _default_text(action)
-            lines.append(f"| {name} | `{option}` | {default} | {action.help} |")
+            rows.setdefault((option, _default_text(action), action.help or ""), []).append(name)
+    lines = ["| option | commands | default | meaning |", "|---|---|---|---|"]
+    lines += [f"| `{opt}` | {', '.join(cmds)} | {default} | {text} |" for (opt, default, text), cmds in rows.items()]
     lines += ["", "| environment variable | option | meaning |", "|---|---|---|"]
     lines += [f"| `{env.name}` | `{env.option}` | {env.help} |" for env in ENV_VARS]
     lines += ["", "| exit code | meaning |", "|---|---|"]
@@ -198,8 +197,8 @@ def _default_text(action: argparse.Action) -> str:
     if action.required:
         return "required"
     if action.dest in {"datastore_name", "output_dir", "trainer"}:
-        return "from env"
-    if action.default in (None, False, argparse.SUPPRESS):
+        return "env, else `outputs`" if action.dest == "output_dir" else "env, else empty"
+    if action.default is None or action.default is False:
         return ""
     return f"`{action.default}`"
 
