@@ -156,7 +156,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     config = train_config_from_args(args)
     dataset = load_dataset_strict(config.data)
-    log.info("dataset: %d training images, %d classes; %s", len(dataset.train), len(dataset.class_map), dataset.split)
+    for report in dataset.reports:
+        skipped = f"; {sum(report.problems.values())} bad rows skipped" if report.problems else ""
+        log.info(
+            "%s set: %d images, box units %s%s", report.name, report.usable_images, report.box_units_reason, skipped
+        )
+    log.info("%d classes; %s", len(dataset.class_map), dataset.split)
     raise UserError(
         "no trainer is installed here: `trainkit train` runs inside a trainer image (which sets "
         f"{ENV_TRAINER.name}); `trainkit validate` checks the dataset"

@@ -232,10 +232,9 @@ def _build_records(
     report: SetReport,
 ) -> Records:
     obj_row = np.repeat(np.arange(len(valid)), parsed.counts)
-    size = sizes[obj_row].astype(np.float64)
-    wh = np.concatenate([size, size], axis=1)  # width, height, width, height
-    boxes = parsed.boxes * wh[:, [0, 1, 0, 1]] if units == "relative" else parsed.boxes.copy()
-    clipped = np.clip(boxes, 0.0, wh[:, [0, 1, 0, 1]])
+    limits = sizes[obj_row][:, [0, 1, 0, 1]].astype(np.float64)  # width, height, width, height
+    boxes = parsed.boxes * limits if units == "relative" else parsed.boxes
+    clipped = np.clip(boxes, 0.0, limits)
     keep = valid[obj_row]
     low = keep & (parsed.confidences < min_confidence)
     degenerate = keep & ~low & ((clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1]))

@@ -72,7 +72,10 @@ def _write(root: Path, images: int, seed: int, size: tuple[int, int], datastore_
         for folder in (root / "imageset" / datastore_name, root / "imageset_studio"):
             path = folder / url
             path.parent.mkdir(parents=True, exist_ok=True)
-            image.save(path, quality=90) if suffix == "jpg" else image.save(path)
+            if suffix == "jpg":
+                image.save(path, quality=90)
+            else:
+                image.save(path)
         confidences = [round(float(c), 3) for c in rng.uniform(0.55, 1.0, len(objects))]
         if objects and i % 5 == 4:
             confidences[0] = round(float(rng.uniform(0.1, 0.3)), 3)  # a doubtful label for --min-confidence

@@ -23,8 +23,6 @@ _EXIF_ORIENTATION = 0x0112
 _ROTATED_ORIENTATIONS = frozenset({5, 6, 7, 8})
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
 
-Image.MAX_IMAGE_PIXELS = None  # the size limit guards untrusted uploads; label sets are the user's own data
-
 
 def relative_image_path(url: str | None) -> str | RowIssue:
     """Normalise an `image_url` to a relative POSIX path inside the image set, or say why it cannot be one."""
@@ -74,6 +72,8 @@ def probe_image(path: Path, decode: bool = False) -> ImageInfo | RowIssue:
                 width, height = height, width
             if decode:
                 image.load()
+    except Image.DecompressionBombError as exc:
+        return RowIssue("image_unreadable", "image_url", f"image {path} is too large for a safe decode ({exc})")
     except FileNotFoundError:
         return RowIssue("image_missing", "image_url", f"image {path} does not exist")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -89,4 +89,4 @@ def probe_images(paths: Iterable[Path], decode: bool = False, workers: int | Non
     """Probe many images; threads overlap the file-open latency of network mounts."""
     workers = workers or min(16, (os.cpu_count() or 2) * 4)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda p: probe_image(p, decode), paths, chunksize=64))
+        return list(pool.map(lambda p: probe_image(p, decode), paths))

@@ -307,7 +307,7 @@ def _cell_value(cell: object, field: str, max_chars: int) -> object:
             return parse_literal(cell, max_chars)
         except LiteralError as exc:
             reason = "too_large" if "over the limit" in str(exc) else "syntax"
-            raise RowProblem(f"{field}_{reason}", field, f"{field}: {exc}") from None
+            raise RowProblem(f"{field}_{reason}", field, str(exc)) from None
     if isinstance(cell, Sequence) and not isinstance(cell, (str, bytes)):
         return list(cell)
     return cell
