@@ -8,12 +8,15 @@ torch on the model's device (see loader.py): DALI's CPU resize costs four times 
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from nvidia.dali import fn, pipeline_def, types
+
+log = logging.getLogger(__name__)
 
 # Crop policy of the SSD reference: keep boxes, at least one with this much overlap, or no crop.
 CROP_THRESHOLDS = [0.0, 0.1, 0.3, 0.5, 0.7, 0.9]
@@ -99,6 +102,7 @@ class BatchSource:
                     self.error = bad
                     raise
                 self.bad[position] = str(bad)
+                log.warning("skipped: %s", bad)
         return samples
 
 

@@ -108,7 +108,6 @@ class DaliLoader:
         self.device = device
         self.shard = shard
         self.epoch = 0
-        self.skipped: dict[str, str] = {}  # path -> reason, files left out under on_bad_row=skip
         self._units = len(records) if config.task != "object_crops" else records.num_objects
         if config.train and self._units < shard.count:
             raise DatasetError(f"{self._units} samples cannot be split over {shard.count} processes")
@@ -116,6 +115,11 @@ class DaliLoader:
         self._source = BatchSource(self._load, config.batch_size, config.task, config.on_bad_row == "skip")
         self._pipe = None
         self._clean_end = True
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Files left out under on_bad_row=skip: path -> why."""
+        return {self._path_of(position): reason for position, reason in self._source.bad.items()}
 
     def __len__(self) -> int:
         """Batches per epoch for this shard (before skipped files)."""
@@ -189,6 +193,8 @@ class DaliLoader:
                 "pass --on-bad-row skip to leave them out"
             )
         self._source.bad.update(broken)
+        for reason in broken.values():
+            log.warning("skipped: %s", reason)
         rest = self._source._order[self._source._cursor :] if self._source._cursor < len(self._source._order) else []
         self._source.start(np.concatenate([unconsumed, np.asarray(rest, np.int64)]))
         self._pipe = self._build()

@@ -1,0 +1,254 @@
+"""The DALI loader on the CPU: geometry, order, sharding, determinism, formats and bad files.
+
+The GPU variant is the same pipeline with decode_device="mixed"; tests marked `gpu` rerun the
+geometry checks there when a GPU is present.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import obj, write_labels
+from PIL import Image
+from trainkit.dataset import DatasetOptions, DatasetPair, load_pair
+from trainkit.devices import resolve_device
+from trainkit.distributed import Shard
+from trainkit.errors import DatasetError, UserError
+from trainkit.loader import ClassificationBatch, DetectionBatch, LoaderConfig, create_loader, to_float
+
+RED = (250, 30, 30)
+BLUE = (30, 30, 250)
+BACKGROUND = (40, 160, 40)
+
+
+def scene(path: Path, size=(160, 120), rects=(((20, 30, 70, 90), RED),), fmt=None, mode="RGB", exif=None) -> Path:
+    """An image with solid rectangles (xyxy, end exclusive) on a plain background."""
+    array = np.zeros((size[1], size[0], 3), np.uint8)
+    array[:] = BACKGROUND
+    for (x0, y0, x1, y1), colour in rects:
+        array[y0:y1, x0:x1] = colour
+    image = Image.fromarray(array).convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kwargs = {"quality": 95} if path.suffix == ".jpg" else {}
+    if exif is not None:
+        kwargs["exif"] = exif
+    image.save(path, format=fmt, **kwargs)
+    return path
+
+
+def records_for(tmp_path: Path, rows: list[dict]):
+    labels = write_labels(tmp_path / "labels.csv", rows)
+    records, report = load_pair(DatasetPair(tmp_path / "imgs", labels), DatasetOptions())
+    assert not report.problems, report.problem_examples
+    return records
+
+
+def rect_set(tmp_path: Path, n: int = 6, suffix: str = "png"):
+    rows = []
+    for i in range(n):
+        x0 = 10 + 5 * i
+        scene(tmp_path / "imgs" / f"{i}.{suffix}", rects=(((x0, 30, x0 + 50, 90), RED),))
+        rows.append({"image_url": f"{i}.{suffix}", "label": [obj("red", x0, x0 + 50, 30, 90)]})
+    return records_for(tmp_path, rows)
+
+
+def is_red(images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) uint8 -> (N, H, W) bool."""
+    r, g, b = images.int().unbind(1)
+    return (r > 180) & (g < 100) & (b < 100)
+
+
+def assert_boxes_cover_red(batch: DetectionBatch, margin: int = 2) -> None:
+    red = is_red(batch.images.cpu())
+    for i, target in enumerate(batch.targets):
+        mask = torch.zeros_like(red[i])
+        inner = torch.zeros_like(red[i])
+        for x0, y0, x1, y1 in target["boxes"].cpu().tolist():
+            mask[max(0, int(y0) - margin) : int(y1) + margin + 1, max(0, int(x0) - margin) : int(x1) + margin + 1] = (
+                True
+            )
+            inner[int(y0) + margin : int(y1) - margin, int(x0) + margin : int(x1) - margin] = True
+        assert red[i][~mask].float().mean() < 0.005, "red pixels outside every box"
+        if inner.any():
+            assert red[i][inner].float().mean() > 0.95, "a box over pixels that are not the object"
+
+
+@pytest.mark.parametrize("suffix", ["png", "jpg"])
+def test_boxes_move_with_pixels_through_crop_flip_resize(tmp_path: Path, suffix: str) -> None:
+    records = rect_set(tmp_path, suffix=suffix)
+    loader = create_loader(records, LoaderConfig(batch_size=3, image_size=96, train=True, seed=5))
+    centres, widths = [], []
+    for _ in range(6):
+        for batch in loader:
+            assert batch.images.shape[1:] == (3, 96, 96) and batch.images.dtype == torch.uint8
+            assert_boxes_cover_red(batch)
+            for target in batch.targets:
+                boxes = target["boxes"]
+                assert target["labels"].tolist() == [0] * len(boxes)
+                centres += ((boxes[:, 0] + boxes[:, 2]) / 2).tolist()
+                widths += (boxes[:, 2] - boxes[:, 0]).tolist()
+    assert min(centres) < 40 and max(centres) > 56, "flips should put the object on both sides"
+    assert max(widths) > 96 * 50 / 160 + 2, "some crops should zoom in"
+
+
+def test_eval_mode_is_plain_resize(tmp_path: Path) -> None:
+    records = rect_set(tmp_path, n=2)
+    batch = next(iter(create_loader(records, LoaderConfig(batch_size=2, image_size=80, train=False))))
+    assert batch.targets[0]["boxes"].tolist() == [[5.0, 20.0, 30.0, 60.0]]  # (10, 30, 60, 90) * 0.5 and 2/3
+    assert batch.scales.tolist() == [[0.5, pytest.approx(2 / 3)]] * 2
+    assert_boxes_cover_red(batch, margin=1)
+
+
+def numbered_set(tmp_path: Path, n: int):
+    rows = []
+    for i in range(n):
+        scene(tmp_path / "imgs" / f"{i:02d}.jpg", size=(32, 24), rects=(((2, 2, 20, 20), RED),))
+        rows.append({"image_url": f"{i:02d}.jpg", "label": [obj("red", 2, 20, 2, 20)]})
+    return records_for(tmp_path, rows)
+
+
+def positions(loader) -> list[list[int]]:
+    return [batch.indices.tolist() for batch in loader]
+
+
+def test_eval_reads_every_image_once_in_order_with_partial_last_batch(tmp_path: Path) -> None:
+    loader = create_loader(numbered_set(tmp_path, 7), LoaderConfig(batch_size=3, image_size=16, train=False))
+    assert len(loader) == 3
+    assert positions(loader) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert positions(loader) == [[0, 1, 2], [3, 4, 5], [6]]  # and again next epoch
+
+
+def test_eval_shards_are_disjoint_and_complete(tmp_path: Path) -> None:
+    records = numbered_set(tmp_path, 10)
+    seen = []
+    for index in range(3):
+        loader = create_loader(records, LoaderConfig(batch_size=4, image_size=16, train=False), shard=Shard(index, 3))
+        seen += [p for batch in positions(loader) for p in batch]
+    assert sorted(seen) == list(range(10))
+
+
+def test_train_shards_are_disjoint_equal_and_reshuffled(tmp_path: Path) -> None:
+    records = numbered_set(tmp_path, 11)
+    config = LoaderConfig(batch_size=2, image_size=16, train=True, seed=1)
+    loaders = [create_loader(records, config, shard=Shard(i, 2)) for i in range(2)]
+    epochs = []
+    for _ in range(2):
+        parts = [[p for batch in positions(loader) for p in batch] for loader in loaders]
+        assert len(parts[0]) == len(parts[1]) == 5
+        assert not set(parts[0]) & set(parts[1])
+        epochs.append(parts)
+    assert epochs[0] != epochs[1]
+
+
+def test_same_seed_same_batches(tmp_path: Path) -> None:
+    records = rect_set(tmp_path)
+
+    def run(seed: int):
+        loader = create_loader(records, LoaderConfig(batch_size=3, image_size=64, train=True, seed=seed))
+        return [
+            (b.indices.tolist(), b.images.clone(), [t["boxes"].tolist() for t in b.targets])
+            for _ in range(2)
+            for b in loader
+        ]
+
+    first, second, other = run(7), run(7), run(8)
+    for a, b in zip(first, second, strict=True):
+        assert a[0] == b[0] and torch.equal(a[1], b[1]) and a[2] == b[2]
+    assert any(a[0] != c[0] or not torch.equal(a[1], c[1]) for a, c in zip(first, other, strict=True))
+
+
+def test_formats_come_out_as_rgb_and_exif_orientation_matches_boxes(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 160x120, displayed rotated 90 degrees clockwise: 120x160
+    scene(tmp_path / "imgs" / "grey.jpg", mode="L")
+    scene(tmp_path / "imgs" / "cmyk.jpg", mode="CMYK")
+    scene(tmp_path / "imgs" / "rgba.png", mode="RGBA")
+    # Stored rect x 20..70, y 30..90 -> displayed x = 120 - y: 30..90, y = x: 20..70.
+    scene(tmp_path / "imgs" / "rotated.jpg", exif=exif)
+    rows = [
+        {"image_url": "grey.jpg", "label": [obj("o", 20, 70, 30, 90)]},
+        {"image_url": "cmyk.jpg", "label": [obj("o", 20, 70, 30, 90)]},
+        {"image_url": "rgba.png", "label": [obj("o", 20, 70, 30, 90)]},
+        {"image_url": "rotated.jpg", "label": [obj("o", 30, 90, 20, 70)]},
+    ]
+    records = records_for(tmp_path, rows)
+    assert records.sizes.tolist() == [[160, 120]] * 3 + [[120, 160]]
+    batch = next(iter(create_loader(records, LoaderConfig(batch_size=4, image_size=64, train=False))))
+    assert batch.images.shape == (4, 3, 64, 64)
+    grey = batch.images[0].int()
+    assert (grey[0] - grey[1]).abs().max() <= 2 and (grey[1] - grey[2]).abs().max() <= 2
+    cmyk_red = is_red(batch.images[1:2])[0]
+    box = batch.targets[1]["boxes"][0].int().tolist()
+    assert cmyk_red[box[1] + 2 : box[3] - 2, box[0] + 2 : box[2] - 2].float().mean() > 0.95
+    assert_boxes_cover_red(DetectionBatch(batch.images[2:], batch.targets[2:], batch.indices[2:], batch.scales[2:]))
+
+
+def broken_set(tmp_path: Path):
+    records = numbered_set(tmp_path, 6)
+    (tmp_path / "imgs" / "02.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    (tmp_path / "imgs" / "04.jpg").unlink()
+    return records
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_bad_files_error_names_the_file(tmp_path: Path, train: bool) -> None:
+    loader = create_loader(broken_set(tmp_path), LoaderConfig(batch_size=2, image_size=16, train=train))
+    with pytest.raises(DatasetError, match=r"imgs/0[24]\.jpg .*--on-bad-row skip"):
+        positions(loader)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_bad_files_skip_and_count(tmp_path: Path, train: bool) -> None:
+    config = LoaderConfig(batch_size=2, image_size=16, train=train, on_bad_row="skip")
+    loader = create_loader(broken_set(tmp_path), config)
+    for _ in range(2):
+        seen = sorted(p for batch in positions(loader) for p in batch)
+        assert seen == [0, 1, 3, 5]
+    assert sorted(Path(p).name for p in loader.skipped) == ["02.jpg", "04.jpg"]
+
+
+def test_object_crops_and_image_labels(tmp_path: Path) -> None:
+    scene(tmp_path / "imgs" / "two.png", rects=(((10, 10, 50, 50), RED), ((90, 40, 150, 110), BLUE)))
+    scene(tmp_path / "imgs" / "one.png", rects=(((90, 40, 150, 110), BLUE),))
+    rows = [
+        {"image_url": "two.png", "label": [obj("red", 10, 50, 10, 50), obj("blue", 90, 150, 40, 110)]},
+        {"image_url": "one.png", "label": [obj("blue", 90, 150, 40, 110)]},
+    ]
+    records = records_for(tmp_path, rows).with_classes(("blue", "red"))
+    crops = next(
+        iter(create_loader(records, LoaderConfig(batch_size=8, image_size=32, train=False, task="object_crops")))
+    )
+    assert isinstance(crops, ClassificationBatch)
+    assert crops.labels.tolist() == [1, 0, 0] and crops.indices.tolist() == [0, 1, 2]
+    assert is_red(crops.images[:1]).float().mean() > 0.95
+    blue = crops.images[1:].int()
+    assert ((blue[:, 2] > 180) & (blue[:, 0] < 100)).float().mean() > 0.95
+    hot = next(iter(create_loader(records, LoaderConfig(batch_size=8, image_size=32, train=True, task="image_labels"))))
+    assert sorted(hot.labels.tolist()) == [[1.0, 0.0], [1.0, 1.0]]
+
+
+def test_to_float_normalises_on_the_device() -> None:
+    images = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
+    assert torch.allclose(to_float(images), torch.ones(1, 3, 2, 2))
+    assert torch.allclose(to_float(images, mean=(0.5,) * 3, std=(0.5,) * 3), torch.ones(1, 3, 2, 2))
+
+
+def test_device_choice() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") == torch.device("cpu")
+        with pytest.raises(UserError, match="torch sees no GPU"):
+            resolve_device("cuda")
+    with pytest.raises(UserError, match="must be auto, cpu or cuda"):
+        resolve_device("tpu")
+
+
+@pytest.mark.gpu
+def test_gpu_pipeline_keeps_boxes_with_pixels(tmp_path: Path) -> None:
+    records = rect_set(tmp_path, suffix="jpg")
+    loader = create_loader(records, LoaderConfig(batch_size=3, image_size=96, train=True, seed=5), device="cuda")
+    for _ in range(3):
+        for batch in loader:
+            assert batch.images.device.type == "cuda"
+            assert_boxes_cover_red(batch)
