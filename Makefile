@@ -30,6 +30,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/parse_labels.py
+	$(BIN)/python benchmarks/loader.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .ruff_cache

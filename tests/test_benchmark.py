@@ -20,3 +20,25 @@ def test_parse_benchmark_runs_and_records_are_identical() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "identical records: yes" in result.stdout
     assert "trainkit: read_labelset + parse_labels" in result.stdout
+
+
+@pytest.mark.slow
+def test_loader_benchmark_runs() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "loader.py"),
+            "--images",
+            "24",
+            "--batch-size",
+            "8",
+            "--epochs",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "trainkit (cpu)   eval: decode + resize" in result.stdout
+    assert "DataLoader(" in result.stdout and "decode only" in result.stdout

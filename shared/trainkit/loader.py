@@ -1,7 +1,7 @@
 """Training and evaluation batches from Records, with NVIDIA DALI, on a GPU or on the CPU.
 
 `create_loader(records, config, device)` returns an iterable of batches; each `iter()` is one
-epoch. Images arrive as uint8 (N, 3, S, S) tensors on the model's device (channels-last memory);
+epoch. Images arrive as uint8 (N, 3, S, S) tensors (channels-last memory) on the model's device;
 call `to_float` on the device to normalise. Detection targets follow torchvision: per image a dict
 of absolute xyxy `boxes` (float32, in output pixels) and `labels` (int64).
 
@@ -94,7 +94,10 @@ def create_loader(
     records: Records, config: LoaderConfig, device: torch.device | str = "cpu", shard: Shard | None = None
 ) -> DaliLoader:
     """A DALI loader over `records` producing batches on `device` (cpu or cuda)."""
-    return DaliLoader(records, config, torch.device(device), shard or Shard())
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return DaliLoader(records, config, device, shard or Shard())
 
 
 class DaliLoader:
@@ -247,13 +250,12 @@ class DaliLoader:
     def _batch(self, outputs: tuple, positions: np.ndarray) -> DetectionBatch | ClassificationBatch:
         size = self.config.image_size
         images_tl = outputs[0]
-        images = torch.empty((len(positions), 3, size, size), dtype=torch.uint8, device=self.device)
-        images = images.contiguous(memory_format=torch.channels_last)
-        shapes = []
+        # Channels-last: the uint8 resize kernel writes it directly, and convolutions take it as is.
+        images = torch.empty(
+            (len(positions), 3, size, size), dtype=torch.uint8, device=self.device, memory_format=torch.channels_last
+        )
         for i in range(len(positions)):
-            hwc = _to_torch(images_tl[i], self.device)
-            shapes.append(hwc.shape[:2])
-            images[i] = _resize(hwc.permute(2, 0, 1).unsqueeze(0), size)[0]
+            _resize_into(_to_torch(images_tl[i], self.device), images[i : i + 1])
         indices = torch.from_numpy(positions)
         if self.config.task != "detection":
             labels_tl = outputs[1]
@@ -280,18 +282,26 @@ class DaliLoader:
 
 
 def _to_torch(tensor, device: torch.device) -> torch.Tensor:
-    """Copy one DALI sample (CPU or GPU) into a new torch tensor on `device`."""
-    from nvidia.dali.plugin.pytorch import feed_ndarray
+    """One DALI sample as a (1, 3, H, W) uint8 view or copy on `device`.
 
-    out = torch.empty(tuple(tensor.shape()), dtype=torch.uint8, device=device)
-    stream = torch.cuda.current_stream(device) if device.type == "cuda" else None
-    feed_ndarray(tensor, out, cuda_stream=stream)
-    return out
+    On the CPU this is a zero-copy view of DALI's buffer, valid until the next pipeline run; the
+    caller resizes it into its own tensor straight away.
+    """
+    if device.type == "cpu":
+        hwc = torch.from_numpy(np.asarray(tensor))
+    else:
+        from nvidia.dali.plugin.pytorch import feed_ndarray
+
+        hwc = torch.empty(tuple(tensor.shape()), dtype=torch.uint8, device=device)
+        feed_ndarray(tensor, hwc, cuda_stream=torch.cuda.current_stream(device))
+    return hwc.permute(2, 0, 1).unsqueeze(0)
 
 
-def _resize(chw: torch.Tensor, size: int) -> torch.Tensor:
-    """Bilinear, antialiased resize to (size, size) of a (1, 3, H, W) uint8 tensor, as torchvision's v2 Resize."""
-    if chw.device.type == "cpu":  # torch has a fast uint8 kernel on the CPU only
-        return F.interpolate(chw, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    out = F.interpolate(chw.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return out.round_().clamp_(0, 255).to(torch.uint8)
+def _resize_into(chw: torch.Tensor, out: torch.Tensor) -> None:
+    """Bilinear, antialiased resize of (1, 3, H, W) uint8 into `out`, as torchvision's v2 Resize does."""
+    size = list(out.shape[-2:])
+    if chw.device.type == "cpu":  # torch's fast uint8 kernel exists on the CPU only
+        torch.ops.aten._upsample_bilinear2d_aa.out(chw, size, False, None, None, out=out)
+        return
+    resized = F.interpolate(chw.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+    out.copy_(resized.round_().clamp_(0, 255))
