@@ -75,6 +75,14 @@ class BatchSource:
         self.pending.clear()
         self.error = None
 
+    def unconsumed(self) -> np.ndarray:
+        """Positions handed to DALI whose batches the loader has not received yet."""
+        return np.concatenate(list(self.pending)) if self.pending else np.zeros(0, np.int64)
+
+    def rewind(self) -> None:
+        """Start again at the first batch the loader has not received (after rebuilding the pipeline)."""
+        self.start(np.concatenate([self.unconsumed(), self._order[self._cursor :]]))
+
     def __call__(self) -> tuple[list[np.ndarray], ...]:
         samples: list[Sample] = []
         while not samples:

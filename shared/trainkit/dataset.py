@@ -20,7 +20,7 @@ from trainkit.errors import DatasetError
 from trainkit.images import ImageInfo, image_root, probe_images, relative_image_path
 from trainkit.labels import ParsedLabels, RowIssue, parse_labels
 from trainkit.literal import DEFAULT_MAX_CELL_CHARS
-from trainkit.records import Records
+from trainkit.records import Records, row_of_items
 from trainkit.tables import LabelTable, read_labelset
 
 log = logging.getLogger(__name__)
@@ -231,7 +231,7 @@ def _build_records(
     min_confidence: float,
     report: SetReport,
 ) -> Records:
-    obj_row = np.repeat(np.arange(len(valid)), parsed.counts)
+    obj_row = row_of_items(parsed.counts)
     limits = sizes[obj_row][:, [0, 1, 0, 1]].astype(np.float64)  # width, height, width, height
     boxes = parsed.boxes * limits if units == "relative" else parsed.boxes
     clipped = np.clip(boxes, 0.0, limits)

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from trainkit.literal import DEFAULT_MAX_CELL_CHARS, LiteralError, parse_literal
+from trainkit.records import row_of_items, segment_indices
 
 COORD_KEYS = ("bottomX", "topX", "bottomY", "topY")
 CLASS_KEYS = ("type", "label")
@@ -104,11 +105,11 @@ def parse_labels(
     if issues:
         valid[np.fromiter(issues.keys(), np.int64, len(issues))] = False
 
-    obj_row = np.repeat(np.arange(n), objects.counts)
+    obj_row = row_of_items(objects.counts)
     confidences = np.ones(len(obj_row), np.float64)
     if conf is not None:
         use = valid & conf.given
-        confidences[use[obj_row]] = conf.values[use[np.repeat(np.arange(n), conf.counts)]]
+        confidences[use[obj_row]] = conf.values[use[row_of_items(conf.counts)]]
     keep = valid[obj_row]
     raw = objects.coords[keep]
     boxes = np.stack(
@@ -210,8 +211,7 @@ def _parse_label_column(column: pa.Array, max_chars: int) -> _LabelObjects:
     coords = np.empty((int(offsets[-1]), 4), np.float64)
     codes = np.empty(int(offsets[-1]), np.int32)
     if len(fast_coords):
-        local = np.concatenate([[0], np.cumsum(fast_counts)])
-        pos = np.repeat(offsets[fast] - local[:-1], fast_counts) + np.arange(len(fast_coords))
+        pos = segment_indices(offsets[fast], fast_counts)
         coords[pos] = fast_coords
         codes[pos] = encoded.indices.to_numpy(zero_copy_only=False)
     for row, objs in slow_objects.items():
@@ -243,7 +243,7 @@ def _fast_label_rows(column: pa.Array, max_chars: int) -> tuple[np.ndarray, np.n
         coords[other] = other_coords
         good[other] = other_good
 
-    dict_row = np.repeat(np.arange(len(rows)), counts)
+    dict_row = row_of_items(counts)
     keep_row = np.ones(len(rows), bool)
     keep_row[dict_row[~good]] = False
     keep = keep_row[dict_row]
@@ -382,8 +382,7 @@ def _parse_confidence_column(column: pa.Array, max_chars: int) -> _NumberLists:
     offsets = np.concatenate([[0], np.cumsum(counts)])
     values = np.empty(int(offsets[-1]), np.float64)
     if len(items):
-        local = np.concatenate([[0], np.cumsum(fast_counts)])
-        values[np.repeat(offsets[fast] - local[:-1], fast_counts) + np.arange(len(items))] = _to_float(items)
+        values[segment_indices(offsets[fast], fast_counts)] = _to_float(items)
     for row, vals in slow_values.items():
         values[offsets[row] : offsets[row + 1]] = vals
     _flag_bad_confidences(values, counts, issues)
@@ -393,7 +392,7 @@ def _parse_confidence_column(column: pa.Array, max_chars: int) -> _NumberLists:
 def _flag_bad_confidences(values: np.ndarray, counts: np.ndarray, issues: dict[int, RowIssue]) -> None:
     bad = ~np.isfinite(values)
     if bad.any():
-        rows = np.repeat(np.arange(len(counts)), counts)
+        rows = row_of_items(counts)
         for row in np.unique(rows[bad]).tolist():
             issues.setdefault(
                 row,

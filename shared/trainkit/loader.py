@@ -185,7 +185,7 @@ class DaliLoader:
         if self._source.error is not None:
             bad = self._source.error
             raise DatasetError(f"{bad}; `trainkit validate` finds such files; pass --on-bad-row skip to leave them out")
-        unconsumed = np.concatenate(list(self._source.pending)) if self._source.pending else np.zeros(0, np.int64)
+        unconsumed = self._source.unconsumed()
         broken = {p: reason for p in unconsumed.tolist() if (reason := self._decode_problem(p))}
         if not broken or rebuilds > MAX_REBUILDS_PER_EPOCH:
             raise RuntimeError(f"the image pipeline failed on positions {unconsumed.tolist()[:8]}: {exc}") from exc
@@ -198,8 +198,7 @@ class DaliLoader:
         self._source.bad.update(broken)
         for reason in broken.values():
             log.warning("skipped: %s", reason)
-        rest = self._source._order[self._source._cursor :] if self._source._cursor < len(self._source._order) else []
-        self._source.start(np.concatenate([unconsumed, np.asarray(rest, np.int64)]))
+        self._source.rewind()
         self._pipe = self._build()
 
     def _path_of(self, position: int) -> str:

@@ -7,6 +7,18 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 
+def segment_indices(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenated ranges starts[i] : starts[i] + counts[i], as one index array."""
+    counts = np.asarray(counts, np.int64)
+    local = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return np.repeat(np.asarray(starts, np.int64) - local, counts) + np.arange(int(counts.sum()))
+
+
+def row_of_items(counts: np.ndarray) -> np.ndarray:
+    """For items stored flat in row order with `counts` per row: the row of each item."""
+    return np.repeat(np.arange(len(counts)), counts)
+
+
 @dataclass(frozen=True)
 class ImageRecord:
     """One image and its objects. Boxes are absolute pixel xyxy in the displayed image."""
@@ -55,14 +67,13 @@ class Records:
 
     def object_image(self) -> np.ndarray:
         """The image index of every object."""
-        return np.repeat(np.arange(len(self)), np.diff(self.offsets))
+        return row_of_items(np.diff(self.offsets))
 
     def subset(self, indices: np.ndarray) -> Records:
         """The given images, in the given order."""
         indices = np.asarray(indices, dtype=np.int64)
         counts = np.diff(self.offsets)[indices]
-        starts = self.offsets[indices]
-        pick = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(counts.sum())
+        pick = segment_indices(self.offsets[indices], counts)
         return replace(
             self,
             paths=self.paths[indices],
