@@ -252,3 +252,22 @@ def test_gpu_pipeline_keeps_boxes_with_pixels(tmp_path: Path) -> None:
         for batch in loader:
             assert batch.images.device.type == "cuda"
             assert_boxes_cover_red(batch)
+
+
+def test_resume_mid_epoch_gives_the_same_batches(tmp_path: Path) -> None:
+    records = rect_set(tmp_path, n=6)
+    config = LoaderConfig(batch_size=2, image_size=48, train=True, seed=3)
+
+    def snapshot(batches):
+        return [(b.indices.tolist(), b.images.clone(), [t["boxes"].tolist() for t in b.targets]) for b in batches]
+
+    whole = create_loader(records, config)
+    next(iter(whole))  # epoch 0, read in part
+    expected = snapshot(list(iter(whole)))  # epoch 1
+    resumed = create_loader(records, config)
+    resumed.resume(epoch=1, batch=1)
+    got = snapshot(list(iter(resumed)))
+    assert len(got) == 2
+    for a, b in zip(expected[1:], got, strict=True):
+        assert a[0] == b[0] and torch.equal(a[1], b[1]) and a[2] == b[2]
+    assert resumed.epoch == 2

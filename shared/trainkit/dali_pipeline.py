@@ -1,9 +1,11 @@
 """The DALI graph and the source that feeds it: one definition for CPU and GPU, the device a parameter.
 
-The source hands DALI encoded file bytes plus each sample's targets, in the order the loader chose
-(seeded shuffle, shard). DALI decodes (nvImageCodec; `mixed` = on the GPU), crops around boxes and
-flips, moving the boxes with the pixels. Resizing to the model's size and normalising happen in
-torch on the model's device (see loader.py): DALI's CPU resize costs four times its decode here.
+The source hands DALI each sample's encoded file bytes, the pixel window to decode, whether to
+mirror it, and the sample's targets, in the order the loader chose (seeded shuffle, shard). The
+window, flip and boxes are decided in numpy by `augment` from (seed, epoch, position), so DALI's
+only jobs are decoding (nvImageCodec; `mixed` = on the GPU) and flipping. Resizing to the model's
+size and normalising happen in torch on the model's device (see loader.py): DALI's CPU resize
+costs more than its decode here.
 """
 
 from __future__ import annotations
@@ -18,11 +20,6 @@ from nvidia.dali import fn, pipeline_def, types
 
 log = logging.getLogger(__name__)
 
-# Crop policy of the SSD reference: keep boxes, at least one with this much overlap, or no crop.
-CROP_THRESHOLDS = [0.0, 0.1, 0.3, 0.5, 0.7, 0.9]
-CROP_ASPECT = [0.5, 2.0]
-CROP_SCALE = [0.3, 1.0]
-
 
 @dataclass(frozen=True)
 class Sample:
@@ -30,14 +27,17 @@ class Sample:
 
     position: int  # index into the loader's sample list
     encoded: np.ndarray  # file bytes, uint8
-    targets: tuple[np.ndarray, ...]  # per task; see TASK_OUTPUTS
+    anchor: np.ndarray  # (2,) float32: x, y of the window to decode, in pixels
+    shape: np.ndarray  # (2,) float32: width, height of the window
+    flip: np.ndarray  # () int32: 1 to mirror horizontally
+    targets: tuple[np.ndarray, ...]  # per task; see TASK_TARGETS
 
 
-# What the source yields after the encoded bytes, and their DALI types.
-TASK_OUTPUTS: dict[str, tuple[tuple[str, types.DALIDataType], ...]] = {
-    "detection": (("boxes", types.FLOAT), ("labels", types.INT32)),
-    "object_crops": (("anchor", types.FLOAT), ("shape", types.FLOAT), ("labels", types.INT32)),
-    "image_labels": (("labels", types.FLOAT),),
+# Targets that travel with each sample through DALI (untouched) to the batch, per task.
+TASK_TARGETS: dict[str, tuple[types.DALIDataType, ...]] = {
+    "detection": (types.FLOAT, types.INT32),  # boxes (k, 4) relative to the output, class ids (k,)
+    "object_crops": (types.INT32,),  # class id (1,)
+    "image_labels": (types.FLOAT,),  # multi-hot (classes,)
 }
 
 
@@ -92,9 +92,9 @@ class BatchSource:
             self._cursor += len(chunk)
             samples = self._read(chunk)
         self.pending.append(np.array([s.position for s in samples], np.int64))
-        columns: list[list[np.ndarray]] = [[s.encoded for s in samples]]
-        for j in range(len(TASK_OUTPUTS[self._task])):
-            columns.append([s.targets[j] for s in samples])
+        columns: list[list[np.ndarray]] = [[s.encoded for s in samples], [s.anchor for s in samples]]
+        columns += [[s.shape for s in samples], [s.flip for s in samples]]
+        columns += [[s.targets[j] for s in samples] for j in range(len(TASK_TARGETS[self._task]))]
         columns.append([np.array([s.position], np.int64) for s in samples])
         return tuple(columns)
 
@@ -115,38 +115,19 @@ class BatchSource:
 
 
 @pipeline_def(enable_conditionals=False)
-def loader_pipeline(
-    source: BatchSource, task: str, train: bool, decode_device: str, hflip: float, random_crop: bool
-) -> tuple:
-    """Decode and augment. Outputs: images (HWC uint8, ragged), then per task the targets, then positions."""
-    names = [name for name, _ in TASK_OUTPUTS[task]]
-    dtypes = [types.UINT8] + [dtype for _, dtype in TASK_OUTPUTS[task]] + [types.INT64]
-    encoded, *targets, positions = fn.external_source(source=source, num_outputs=len(dtypes), batch=True, dtype=dtypes)
-    named = dict(zip(names, targets, strict=True))
-    boxes = named.get("boxes")
-    if task == "detection" and train and random_crop:
-        anchor, shape, boxes, named["labels"] = fn.random_bbox_crop(
-            boxes,
-            named["labels"],
-            bbox_layout="xyXY",
-            thresholds=CROP_THRESHOLDS,
-            aspect_ratio=CROP_ASPECT,
-            scaling=CROP_SCALE,
-            allow_no_crop=True,
-            num_attempts=50,
-        )
-        images = fn.decoders.image_slice(encoded, anchor, shape, device=decode_device, output_type=types.RGB)
-    elif task == "object_crops":
-        images = fn.decoders.image_slice(
-            encoded, named["anchor"], named["shape"], device=decode_device, output_type=types.RGB
-        )
-    else:
-        images = fn.decoders.image(encoded, device=decode_device, output_type=types.RGB)
-    if train and hflip > 0:
-        coin = fn.random.coin_flip(probability=hflip)
-        images = fn.flip(images, horizontal=coin)
-        if boxes is not None:
-            boxes = fn.bb_flip(boxes, ltrb=True, horizontal=coin)
-    if boxes is not None:
-        return images, boxes, named["labels"], positions
-    return images, named["labels"], positions
+def loader_pipeline(source: BatchSource, task: str, decode_device: str) -> tuple:
+    """Decode each sample's window and mirror it when asked. Outputs: images (HWC uint8), targets, positions."""
+    dtypes = [types.UINT8, types.FLOAT, types.FLOAT, types.INT32, *TASK_TARGETS[task], types.INT64]
+    encoded, anchor, shape, flip, *rest = fn.external_source(
+        source=source, num_outputs=len(dtypes), batch=True, dtype=dtypes
+    )
+    images = fn.decoders.image_slice(
+        encoded,
+        anchor,
+        shape,
+        normalized_anchor=False,
+        normalized_shape=False,
+        device=decode_device,
+        output_type=types.RGB,
+    )
+    return (fn.flip(images, horizontal=flip), *rest)

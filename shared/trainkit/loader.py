@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -27,6 +27,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from trainkit.augment import (
+    Window,
+    box_window,
+    boxes_in_window,
+    full_window,
+    sample_crop_window,
+    sample_rng,
+)
 from trainkit.dali_pipeline import BadFile, BatchSource, Sample, loader_pipeline
 from trainkit.dataset import BadRowPolicy
 from trainkit.distributed import Shard
@@ -118,6 +126,11 @@ class DaliLoader:
         self._source = BatchSource(self._load, config.batch_size, config.task, config.on_bad_row == "skip")
         self._pipe = None
         self._clean_end = True
+        self._start_batch = 0
+
+    def resume(self, epoch: int, batch: int) -> None:
+        """Make the next iteration epoch `epoch`, starting at its batch `batch` (for resuming a run)."""
+        self.epoch, self._start_batch = epoch, batch
 
     @property
     def skipped(self) -> dict[str, str]:
@@ -137,7 +150,10 @@ class DaliLoader:
         return order[: n - n % shard.count][shard.index :: shard.count]
 
     def __iter__(self) -> Iterator[DetectionBatch | ClassificationBatch]:
-        order = self.epoch_order(self.epoch)
+        # Each iteration is the next epoch, however far the previous one was read.
+        self._source_epoch, self.epoch = self.epoch, self.epoch + 1
+        order = self.epoch_order(self._source_epoch)[self._start_batch * self.config.batch_size :]
+        self._start_batch = 0
         self._source.start(order)
         if self._pipe is None or not self._clean_end:
             self._pipe = self._build()
@@ -157,7 +173,6 @@ class DaliLoader:
             positions = self._source.pending.popleft()
             yield self._batch(outputs, positions)
         self._clean_end = True
-        self.epoch += 1
 
     def _build(self):
         c = self.config
@@ -166,14 +181,11 @@ class DaliLoader:
         pipe = loader_pipeline(
             source=self._source,
             task=c.task,
-            train=c.train,
             decode_device="mixed" if gpu else "cpu",
-            hflip=c.hflip,
-            random_crop=c.random_crop,
             batch_size=c.batch_size,
             num_threads=threads,
             device_id=self.device.index if gpu else None,
-            seed=c.seed * 1000 + self.shard.index if c.train else 0,
+            seed=0,  # the pipeline has no random operators: augmentation is decided in `augment`
             prefetch_queue_depth=c.prefetch,
             exec_dynamic=True,
         )
@@ -215,8 +227,8 @@ class DaliLoader:
         return None
 
     def _load(self, position: int) -> Sample:
-        """Read one sample's bytes and targets (runs in DALI's feeding thread)."""
-        records, task = self.records, self.config.task
+        """Read one sample's bytes and decide its window, flip and targets (runs in DALI's feeding thread)."""
+        records, config, task = self.records, self.config, self.config.task
         image = int(self._object_image[position]) if task == "object_crops" else position
         path = str(records.paths[image])
         try:
@@ -225,26 +237,34 @@ class DaliLoader:
             raise BadFile(position, f"image {path} cannot be read ({exc.strerror or exc})") from None
         if not len(encoded):
             raise BadFile(position, f"image {path} is empty")
-        width, height = records.sizes[image]
-        scale = np.array([width, height, width, height], np.float32)
-        if task == "object_crops":
-            box = records.boxes[position] / scale
-            return Sample(
-                position,
-                encoded,
-                (
-                    box[:2].copy(),
-                    (box[2:] - box[:2]).copy(),
-                    records.class_ids[position : position + 1].astype(np.int32),
-                ),
-            )
+        width, height = (int(v) for v in records.sizes[image])
+        rng = sample_rng(config.seed, self._source_epoch, position) if config.train else None
+        flip = bool(rng is not None and rng.random() < config.hflip)
         start, stop = records.offsets[image], records.offsets[image + 1]
-        if task == "image_labels":
+        window: Window
+        if task == "object_crops":
+            window = box_window(records.boxes[position], width, height, flip)
+            targets: tuple[np.ndarray, ...] = (records.class_ids[position : position + 1].astype(np.int32),)
+        elif task == "image_labels":
+            window = full_window(width, height, flip)
             hot = np.zeros(len(records.classes), np.float32)
             hot[records.class_ids[start:stop]] = 1.0
-            return Sample(position, encoded, (hot,))
-        boxes = np.clip(records.boxes[start:stop] / scale, 0.0, 1.0).astype(np.float32).reshape(-1, 4)
-        return Sample(position, encoded, (boxes, records.class_ids[start:stop].astype(np.int32)))
+            targets = (hot,)
+        else:
+            boxes = records.boxes[start:stop].astype(np.float64)
+            labels = records.class_ids[start:stop].astype(np.int32)
+            crop = rng is not None and config.random_crop
+            window = sample_crop_window(rng, boxes, width, height) if crop else full_window(width, height)
+            window = replace(window, flip=flip)
+            targets = boxes_in_window(boxes, labels, window)
+        return Sample(
+            position,
+            encoded,
+            anchor=np.array([window.x0, window.y0], np.float32),
+            shape=np.array([window.width, window.height], np.float32),
+            flip=np.array(int(window.flip), np.int32),
+            targets=targets,
+        )
 
     def _batch(self, outputs: tuple, positions: np.ndarray) -> DetectionBatch | ClassificationBatch:
         size = self.config.image_size
