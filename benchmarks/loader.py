@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image, ImageDraw
+
 from trainkit.dataset import DatasetOptions, DatasetPair, load_pair
 from trainkit.loader import LoaderConfig, create_loader
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from trainkit.labels import parse_labels
 from trainkit.tables import read_labelset
 

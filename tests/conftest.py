@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from PIL import Image
+
 from trainkit.cli import main
 from trainkit.demo import DemoDataset, write_demo_dataset
 

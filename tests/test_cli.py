@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 from conftest import SmallSet, make_image, obj, write_labels
+
 from trainkit.demo import DemoDataset
+
+SKELETON = Path(__file__).resolve().parents[1] / "trainers" / "skeleton"
 
 
 def assert_one_line_error(result, *fragments: str) -> None:
@@ -144,7 +147,17 @@ def test_bad_label_sets_exit_2_with_one_line(
 ) -> None:
     labels = make(tmp_path)
     result = (
-        run_cli(command, "--imageset", small_set.imageset, "--labelset", labels, "--output-dir", tmp_path / "out")
+        run_cli(
+            command,
+            "--imageset",
+            small_set.imageset,
+            "--labelset",
+            labels,
+            "--output-dir",
+            tmp_path / "out",
+            "--trainer",
+            SKELETON,
+        )
         if command == "train"
         else run_cli(command, "--imageset", small_set.imageset, "--labelset", labels)
     )
@@ -196,7 +209,18 @@ def test_missing_label_set(run_cli, small_set: SmallSet, tmp_path: Path) -> None
 
 
 def train_args(s: SmallSet, tmp_path: Path, *extra: object) -> list[object]:
-    return ["train", "--imageset", s.imageset, "--labelset", s.labels, "--output-dir", tmp_path / "out", *extra]
+    return [
+        "train",
+        "--imageset",
+        s.imageset,
+        "--labelset",
+        s.labels,
+        "--output-dir",
+        tmp_path / "out",
+        "--trainer",
+        SKELETON,
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize(
@@ -248,8 +272,35 @@ def test_hyperparameters_merge(small_set: SmallSet, tmp_path: Path) -> None:
 
 
 def test_train_without_a_trainer_says_so(run_cli, small_set: SmallSet, tmp_path: Path) -> None:
-    result = run_cli(*train_args(small_set, tmp_path))
-    assert_one_line_error(result, "no trainer is installed here", "TRAINKIT_TRAINER")
+    result = run_cli("train", "--imageset", small_set.imageset, "--labelset", small_set.labels)
+    assert_one_line_error(result, "no trainer given: set TRAINKIT_TRAINER", "--trainer trainers/detector")
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragments"),
+    [
+        ("nowhere/at_all.py", ["trainer file nowhere/at_all.py does not exist"]),
+        ("no_such_module_x", ["is neither a trainer folder, a .py file nor an importable module"]),
+        ("json", ["must define TRAINER"]),
+    ],
+)
+def test_bad_trainer(run_cli, small_set: SmallSet, tmp_path: Path, spec: str, fragments) -> None:
+    args = ["train", "--imageset", small_set.imageset, "--labelset", small_set.labels, "--trainer", spec]
+    assert_one_line_error(run_cli(*args), *fragments)
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragments"),
+    [
+        (["--set", "epoch=1"], ["unknown hyperparameter 'epoch' for this trainer; it accepts:", "epochs"]),
+        (["--set", "epochs=two"], ["hyperparameter 'epochs' must be int, got 'two'"]),
+        (["--set", "epochs=0"], ["hyperparameter 'epochs' = 0 is out of range"]),
+        (["--set", "width=2"], ["'width' must be at least 4"]),
+        (["--set", "amp=maybe"], ["hyperparameter 'amp' must be bool"]),
+    ],
+)
+def test_bad_typed_hyperparameters(run_cli, small_set: SmallSet, tmp_path: Path, extra, fragments) -> None:
+    assert_one_line_error(run_cli(*train_args(small_set, tmp_path, *extra)), *fragments)
 
 
 def test_output_dir_env_fallback(small_set: SmallSet, tmp_path: Path, monkeypatch) -> None:

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SmallSet, make_image, obj, write_labels
+
 from trainkit.classmap import ClassMap
 from trainkit.dataset import (
     DataConfig,

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 from conftest import make_image
 from PIL import Image
+
 from trainkit.images import ImageInfo, image_root, probe_image, relative_image_path
 from trainkit.labels import RowIssue
 

@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pyarrow as pa
 import pytest
+
 from trainkit.labels import _LABEL_CELL, objects_from_cell, parse_labels
 
 

@@ -6,6 +6,7 @@ import math
 import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from trainkit.labels import parse_labels
 
 names = st.one_of(

@@ -1,6 +1,7 @@
 import math
 
 import pytest
+
 from trainkit.literal import LiteralError, parse_literal
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import obj, write_labels
 from PIL import Image
+
 from trainkit.dataset import DatasetOptions, DatasetPair, load_pair
 from trainkit.devices import resolve_device
 from trainkit.distributed import Shard

@@ -3,6 +3,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import obj, write_labels
+
 from trainkit.errors import DatasetError
 from trainkit.labels import parse_labels
 from trainkit.tables import read_labelset

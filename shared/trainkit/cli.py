@@ -67,7 +67,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="one hyperparameter, e.g. --set epochs=10 (repeatable; wins over --params)",
     )
     train.add_argument(
-        "--trainer", default=os.environ.get(ENV_TRAINER.name, ""), help=f"the trainer to run (env {ENV_TRAINER.name})"
+        "--trainer",
+        default=os.environ.get(ENV_TRAINER.name, ""),
+        help=f"trainer folder, *_trainer.py file or module (env {ENV_TRAINER.name})",
+    )
+    train.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where to train (auto: a GPU if torch sees one)",
+    )
+    train.add_argument(
+        "--resume",
+        choices=("never", "auto"),
+        default="never",
+        help="auto: continue from the last good checkpoint if there is one",
+    )
+    train.add_argument(
+        "--checkpoint-dir", type=Path, metavar="DIR", help="where checkpoints go (default OUTPUT_DIR/checkpoints)"
+    )
+    train.add_argument(
+        "--checkpoint-every", type=int, default=100, metavar="N", help="checkpoint every N steps (0: epoch ends only)"
+    )
+    train.add_argument("--log-every", type=int, default=10, metavar="N", help="log metrics every N steps")
+    train.add_argument("--eval-every", type=int, default=1, metavar="N", help="evaluate every N epochs")
+    train.add_argument(
+        "--experiment",
+        default=os.environ.get("MLFLOW_EXPERIMENT_NAME") or "trainkit",
+        help="MLflow experiment (env MLFLOW_EXPERIMENT_NAME)",
+    )
+    train.add_argument(
+        "--register-as", metavar="NAME", help="register the final model under NAME in the MLflow model registry"
     )
     train.set_defaults(func=_cmd_train)
 
@@ -153,8 +183,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from trainkit.config import train_config_from_args
     from trainkit.dataset import load_dataset_strict
+    from trainkit.discovery import load_trainer
+    from trainkit.harness import run_training
+    from trainkit.params import parse_params
 
     config = train_config_from_args(args)
+    loaded = load_trainer(config.trainer)
+    parse_params(loaded.trainer.Params, config.hyperparameters)  # bad hyperparameters fail before data is read
     dataset = load_dataset_strict(config.data)
     for report in dataset.reports:
         skipped = f"; {sum(report.problems.values())} bad rows skipped" if report.problems else ""
@@ -162,10 +197,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "%s set: %d images, box units %s%s", report.name, report.usable_images, report.box_units_reason, skipped
         )
     log.info("%d classes; %s", len(dataset.class_map), dataset.split)
-    raise UserError(
-        "no trainer is installed here: `trainkit train` runs inside a trainer image (which sets "
-        f"{ENV_TRAINER.name}); `trainkit validate` checks the dataset"
-    )
+    return run_training(config, dataset, loaded)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -201,8 +233,10 @@ def contract_markdown(parser: argparse.ArgumentParser | None = None) -> str:
 def _default_text(action: argparse.Action) -> str:
     if action.required:
         return "required"
-    if action.dest in {"datastore_name", "output_dir", "trainer"}:
-        return "env, else `outputs`" if action.dest == "output_dir" else "env, else empty"
+    if action.dest in {"datastore_name", "output_dir", "trainer", "experiment"}:
+        return {"output_dir": "env, else `outputs`", "experiment": "env, else `trainkit`"}.get(
+            action.dest, "env, else empty"
+        )
     if action.default is None or action.default is False:
         return ""
     return f"`{action.default}`"

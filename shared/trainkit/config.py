@@ -24,15 +24,28 @@ class TrainConfig:
     output_dir: Path
     trainer: str
     hyperparameters: Mapping[str, object]
+    device: str = "auto"
+    resume: str = "never"  # never | auto
+    checkpoint_dir: Path | None = None  # default: <output_dir>/checkpoints
+    checkpoint_every: int = 100  # optimiser steps; 0: only at epoch ends
+    log_every: int = 10
+    eval_every: int = 1  # epochs
+    experiment: str = "trainkit"
+    register_as: str = ""
 
     def to_json(self) -> dict:
         """The resolved configuration, as written next to the outputs."""
         out = asdict(self.data)
+        run = {k: getattr(self, k) for k in ("device", "resume", "checkpoint_every", "log_every", "eval_every")}
         return {
             "data": json.loads(json.dumps(out, default=str)),
             "output_dir": str(self.output_dir),
+            "checkpoint_dir": str(self.checkpoint_dir or self.output_dir / "checkpoints"),
             "trainer": self.trainer,
             "hyperparameters": dict(self.hyperparameters),
+            **run,
+            "experiment": self.experiment,
+            "register_as": self.register_as,
         }
 
 
@@ -70,11 +83,22 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The whole `train` configuration: data, outputs, trainer and hyperparameters."""
     params = load_params_file(args.params) if args.params else {}
     params.update(parse_set_options(args.set or []))
+    for name in ("checkpoint_every", "log_every", "eval_every"):
+        if getattr(args, name) < (0 if name == "checkpoint_every" else 1):
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     return TrainConfig(
         data=data_config_from_args(args),
         output_dir=args.output_dir,
         trainer=args.trainer or "",
         hyperparameters=MappingProxyType(params),
+        device=args.device,
+        resume=args.resume,
+        checkpoint_dir=args.checkpoint_dir,
+        checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every,
+        eval_every=args.eval_every,
+        experiment=args.experiment,
+        register_as=args.register_as or "",
     )
 
 

@@ -15,6 +15,7 @@ class ExitCode(IntEnum):
     OK = 0
     INTERNAL_ERROR = 1
     BAD_INPUT = 2
+    PREEMPTED = 3
     INTERRUPTED = 130
 
 
@@ -22,6 +23,7 @@ EXIT_CODE_HELP: dict[ExitCode, str] = {
     ExitCode.OK: "success",
     ExitCode.INTERNAL_ERROR: "internal error (a bug or an environment fault; rerun with --debug for the traceback)",
     ExitCode.BAD_INPUT: "bad input: dataset, arguments or configuration; the one-line message says what to fix",
+    ExitCode.PREEMPTED: "stopped by SIGTERM (preemption, `docker stop`) after a checkpoint; rerun with `--resume auto`",
     ExitCode.INTERRUPTED: "interrupted by Ctrl-C",
 }
 
