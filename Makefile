@@ -13,10 +13,15 @@ $(STAMP): shared/pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e 'shared[test]'
 	touch $@
 
+# The main job: train the detector on the demo data (CPU is fine), outputs in demo/outputs.
 demo: $(STAMP)
 	$(BIN)/trainkit demo-data demo --force
 	DATASTORE_NAME=demo_datastore $(BIN)/trainkit validate --imageset demo/imageset --labelset demo/labels.csv \
 		--min-confidence 0.5 --json demo/validate.json
+	rm -rf demo/outputs
+	DATASTORE_NAME=demo_datastore $(BIN)/trainkit train --trainer trainers/detector \
+		--imageset demo/imageset --labelset demo/labels.csv --min-confidence 0.5 --output-dir demo/outputs \
+		--set epochs=3 --set batch_size=4 --set image_size=256 --register-as demo-detector
 
 lint: $(STAMP)
 	$(BIN)/ruff check shared tests benchmarks

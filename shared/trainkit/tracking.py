@@ -38,7 +38,9 @@ class Tracker:
             artifacts = (output_dir / "mlruns").resolve().as_uri()
             if mlflow.get_experiment_by_name(experiment) is None:
                 mlflow.create_experiment(experiment, artifact_location=artifacts)
-        if not os.environ.get("MLFLOW_RUN_ID"):  # inside an AzureML job the platform picks run and experiment
+        if os.environ.get("MLFLOW_RUN_ID"):  # inside an AzureML job the platform picks run and experiment
+            run_id = None  # mlflow attaches to the job's own run, which a restarted job keeps
+        else:
             mlflow.set_experiment(experiment)
         self.run = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run()
         self.run_id = self.run.info.run_id

@@ -1,0 +1,178 @@
+"""The harness end to end on the CPU: real training, MLflow, checkpoints, SIGTERM and SIGKILL resume."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainkit.demo import DemoDataset
+
+ROOT = Path(__file__).resolve().parents[1]
+SKELETON = ROOT / "trainers" / "skeleton"
+DETECTOR = ROOT / "trainers" / "detector"
+TRAINKIT = Path(sys.executable).with_name("trainkit")
+
+pytestmark = pytest.mark.slow
+
+
+def train_command(demo: DemoDataset, out: Path, trainer: Path, *extra: object) -> list[str]:
+    return [
+        str(TRAINKIT), "train", "--trainer", str(trainer),
+        "--imageset", str(demo.imageset_studio), "--labelset", str(demo.labels_csv),
+        "--output-dir", str(out), "--device", "cpu", *map(str, extra),
+    ]  # fmt: skip
+
+
+def run(command: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "", "TRAINKIT_TRAINER": ""}
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def final_weights(out: Path) -> dict[str, torch.Tensor]:
+    return torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)["model"]
+
+
+def test_detector_trains_logs_to_mlflow_and_reloads(demo: DemoDataset, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run(
+        train_command(demo, out, DETECTOR, "--set", "epochs=1", "--set", "max_steps=3", "--set", "batch_size=2",
+                      "--set", "image_size=96", "--log-every", 1, "--register-as", "demo-detector")
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in (
+        "run.json",
+        "metrics.json",
+        "class_map.json",
+        "model/MLmodel",
+        "checkpoints/last.pt",
+        "plots/train_loss.png",
+    ):
+        assert (out / name).is_file(), name
+    assert list((out / "plots").glob("val_*.png"))
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["trainkit"], output_format="list")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert {"train/loss", "val/map", "val/map_50"} <= set(runs[0].data.metrics)
+    assert runs[0].data.params["hp.max_steps"] == "3"
+    history = mlflow.MlflowClient().get_metric_history(runs[0].info.run_id, "train/loss")
+    assert [m.step for m in history] == [1, 2, 3]
+    version = mlflow.MlflowClient().get_latest_versions("demo-detector")[0]
+    model = mlflow.pytorch.load_model(f"models:/demo-detector/{version.version}")
+    model.eval()
+    with torch.no_grad():
+        prediction = model([torch.rand(3, 96, 96)])[0]
+    assert set(prediction) == {"boxes", "labels", "scores"}
+    local = mlflow.pytorch.load_model(str(out / "model"))
+    assert type(local).__name__ == "FasterRCNN"
+
+
+def test_loss_decreases_when_overfitting_a_tiny_set(tmp_path: Path) -> None:
+    from trainkit.demo import write_demo_dataset
+
+    tiny = write_demo_dataset(tmp_path / "tiny", images=4, seed=3)
+    out = tmp_path / "out"
+    result = run(
+        train_command(tiny, out, DETECTOR, "--val-fraction", 0, "--set", "epochs=12", "--set", "batch_size=4",
+                      "--set", "image_size=96", "--set", "lr=0.02", "--log-every", 1)
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
+    run_id = mlflow.search_runs(experiment_names=["trainkit"], output_format="list")[0].info.run_id
+    losses = [
+        m.value for m in sorted(mlflow.MlflowClient().get_metric_history(run_id, "train/loss"), key=lambda m: m.step)
+    ]
+    assert len(losses) == 12
+    assert sum(losses[-3:]) / 3 < 0.6 * sum(losses[:3]) / 3, losses
+
+
+def wait_for_step(process: subprocess.Popen, log: Path, step: int, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if f"step {step}:" in log.read_text():
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"training ended early ({process.returncode}):\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError(f"no step {step} within {timeout}s")
+
+
+def start(command: list[str], log: Path) -> subprocess.Popen:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "", "TRAINKIT_TRAINER": ""}
+    return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+
+
+SETTINGS = ("--set", "epochs=2", "--set", "batch_size=2", "--set", "image_size=64", "--set", "seed=11",
+            "--log-every", 1, "--checkpoint-every", 3)  # fmt: skip
+
+
+def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(demo: DemoDataset, tmp_path: Path) -> None:
+    straight = tmp_path / "straight"
+    assert run(train_command(demo, straight, SKELETON, *SETTINGS)).returncode == 0
+    total = torch.load(straight / "checkpoints" / "last.pt", weights_only=False)["step"]
+    assert total == 12  # 11 training images, batches of 2, 2 epochs
+
+    out, log = tmp_path / "stopped", tmp_path / "stopped.log"
+    process = start(train_command(demo, out, SKELETON, *SETTINGS), log)
+    wait_for_step(process, log, 5)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 3, log.read_text()[-3000:]
+    assert "rerun with --resume auto" in log.read_text()
+    stopped_at = torch.load(out / "checkpoints" / "last.pt", weights_only=False)["step"]
+    assert 5 <= stopped_at < total
+
+    again = run(train_command(demo, out, SKELETON, *SETTINGS))
+    assert again.returncode == 2 and "pass --resume auto" in again.stderr
+
+    resumed = run(train_command(demo, out, SKELETON, *SETTINGS, "--resume", "auto"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming at step {stopped_at}" in resumed.stderr
+    expected, got = final_weights(straight), final_weights(out)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["trainkit"], output_format="list")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # the same MLflow run, continued
+    steps = [m.step for m in mlflow.MlflowClient().get_metric_history(runs[0].info.run_id, "train/loss")]
+    assert sorted(steps) == list(range(1, total + 1))
+
+
+def test_sigkill_at_a_random_moment_still_resumes(demo: DemoDataset, tmp_path: Path) -> None:
+    out, log = tmp_path / "killed", tmp_path / "killed.log"
+    process = start(train_command(demo, out, SKELETON, *SETTINGS), log)
+    wait_for_step(process, log, 4)
+    time.sleep(random.uniform(0.0, 2.0))
+    process.kill()
+    process.wait(timeout=60)
+    resumed = run(train_command(demo, out, SKELETON, *SETTINGS, "--resume", "auto"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming at step" in resumed.stderr
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["step"] == 12
+
+
+def test_a_torn_checkpoint_falls_back_to_the_previous_one(tmp_path: Path) -> None:
+    from trainkit.checkpoint import load_latest_checkpoint, save_checkpoint
+
+    folder = tmp_path / "ck"
+    save_checkpoint(folder, {"step": 1})
+    save_checkpoint(folder, {"step": 2})
+    assert load_latest_checkpoint(folder)["step"] == 2
+    (folder / "last.pt").write_bytes((folder / "last.pt").read_bytes()[:50])
+    assert load_latest_checkpoint(folder)["step"] == 1
