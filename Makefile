@@ -24,8 +24,8 @@ demo: $(STAMP)
 		--set epochs=3 --set batch_size=4 --set image_size=256 --register-as demo-detector
 
 lint: $(STAMP)
-	$(BIN)/ruff check shared tests benchmarks
-	$(BIN)/ruff format --check shared tests benchmarks
+	$(BIN)/ruff check shared tests benchmarks trainers ci
+	$(BIN)/ruff format --check shared tests benchmarks trainers ci
 
 test: lint
 	$(BIN)/pytest
@@ -36,6 +36,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/parse_labels.py
 	$(BIN)/python benchmarks/loader.py
+	$(BIN)/python benchmarks/harness.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .ruff_cache

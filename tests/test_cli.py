@@ -362,3 +362,18 @@ def test_console_script_exit_codes(small_set: SmallSet, tmp_path: Path) -> None:
         text=True,
     )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+def test_permission_denied_is_a_user_error(run_cli, small_set: SmallSet, tmp_path: Path, monkeypatch) -> None:
+    import trainkit.dataset
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(small_set.imageset))
+
+    monkeypatch.setattr(trainkit.dataset, "load_dataset", denied)
+    result = run_cli(*validate_args(small_set))
+    assert_one_line_error(result, f"permission denied: {small_set.imageset}", "for the user trainkit runs as (uid")
+
+
+def test_demo_data_is_readable_by_others(demo: DemoDataset) -> None:
+    assert demo.root.stat().st_mode & 0o005 == 0o005

@@ -259,12 +259,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="trainkit: %(levelname)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its font-cache chatter is not ours to show
     try:
         return int(args.func(args))
     except UserError as exc:
         if args.debug:
             traceback.print_exc()
         print(f"trainkit: error: {_one_line(exc)}", file=sys.stderr)
+        return ExitCode.BAD_INPUT
+    except PermissionError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(
+            f"trainkit: error: permission denied: {exc.filename}; make it readable (inputs) or writable (outputs) "
+            f"for the user trainkit runs as (uid {os.getuid()})",
+            file=sys.stderr,
+        )
         return ExitCode.BAD_INPUT
     except KeyboardInterrupt:
         print("trainkit: interrupted", file=sys.stderr)

@@ -53,6 +53,7 @@ def write_demo_dataset(
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
         _write(staging, images, seed, size, datastore_name)
+        staging.chmod(0o755)  # mkdtemp made it private; the data is meant to be mounted and shared
         if root.exists():
             shutil.rmtree(root) if root.is_dir() else root.unlink()
         staging.rename(root)

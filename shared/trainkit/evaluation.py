@@ -82,11 +82,8 @@ def draw_detections(evaluation: Evaluation, classes: ClassMap, folder: Path) -> 
 
 def plot_curves(history: dict[str, list[tuple[int, float]]], folder: Path) -> list[Path]:
     """One PNG per metric series (x: optimiser step)."""
-    import logging
-
     import matplotlib
 
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -1,0 +1,180 @@
+"""The images, built and run for real with podman, as a user runs them with `docker run`.
+
+These VMs have no Docker engine: ci/podman/setup.sh installs podman and imports an offline
+Debian base; ci/podman/runc is the OCI runtime wrapper these VMs need. The Dockerfiles know
+nothing of either. Skipped where podman is missing, except in CI, where that is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from trainkit.demo import DemoDataset, write_demo_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNC = ROOT / "ci" / "podman" / "runc"
+TAG = "citest"
+QUICK = ["--device", "cpu", "--set", "epochs=1", "--set", "batch_size=2", "--set", "image_size=64"]
+
+pytestmark = [pytest.mark.container, pytest.mark.slow]
+
+
+@pytest.fixture(scope="session")
+def images() -> dict[str, str]:
+    """Build the base and every trainer image once per session; remove them afterwards."""
+    if shutil.which("podman") is None and not os.environ.get("CI"):
+        pytest.skip("podman is not installed (ci/podman/setup.sh installs it)")
+    base = subprocess.run([str(ROOT / "ci" / "podman" / "setup.sh")], check=True, capture_output=True, text=True)
+    env = {
+        **os.environ,
+        "TRAINKIT_BASE_IMAGE": base.stdout.strip(),
+        "TRAINKIT_BUILD_FLAGS": "--isolation chroot --network host --format docker",
+        "TRAINKIT_REGISTRY": "localhost",
+        "TRAINKIT_TAG": TAG,
+    }
+    built = subprocess.run(
+        [sys.executable, str(ROOT / "ci" / "images.py"), "build", "--engine", "podman"],
+        env=env, capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr[-4000:]
+    refs = built.stdout.split()
+    yield {ref.split("/")[-1].split(":")[0].removeprefix("trainkit-"): ref for ref in refs}
+    subprocess.run(["podman", "rmi", "--force", *refs], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> DemoDataset:
+    return write_demo_dataset(tmp_path_factory.mktemp("container-demo") / "demo", images=8, seed=2)
+
+
+def podman(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(["podman", "--runtime", str(RUNC), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def writable(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o777)  # the image runs as uid 1000, as a user's `docker run` would
+    return path
+
+
+def train_args(data: DemoDataset, out: Path, *, studio: bool) -> list[str]:
+    """Mounts (data read-only, outputs read-write) and, for the datastore layout, DATASTORE_NAME."""
+    env = [] if studio else ["-e", f"DATASTORE_NAME={data.datastore_name}"]
+    mounts = ["-v", f"{data.root}:/data:ro", "-v", f"{out}:/outputs"]
+    return [*mounts, *env]
+
+
+@pytest.mark.parametrize("studio", [False, True], ids=["datastore-folder", "ml-studio"])
+def test_detector_image_trains_on_mounted_data(images, data: DemoDataset, tmp_path: Path, studio: bool) -> None:
+    out = writable(tmp_path / "out")
+    imageset = "/data/imageset_studio" if studio else "/data/imageset"
+    result = podman(
+        "run", "--rm", *train_args(data, out, studio=studio), images["detector"],
+        "train", "--imageset", imageset, "--labelset", "/data/labels.csv", "--output-dir", "/outputs", *QUICK,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "model" / "MLmodel").is_file() and (out / "metrics.json").is_file()
+    assert json.loads((out / "run.json").read_text())["trainer"] == "detector"
+    assert (out / "metrics.json").stat().st_uid == 1000  # written by the image's non-root user
+
+
+def test_images_run_as_non_root_with_python_and_bash(images) -> None:
+    for ref in images.values():
+        result = podman(
+            "run", "--rm", "--entrypoint", "bash", ref, "-c", "id -u && python --version && trainkit --version"
+        )
+        assert result.returncode == 0, result.stderr
+        uid, python, version = result.stdout.split("\n")[:3]
+        assert uid == "1000" and python.startswith("Python 3.11") and version.startswith("trainkit ")
+
+
+def test_bad_dataset_exits_2_with_one_line(images, data: DemoDataset, tmp_path: Path) -> None:
+    out = writable(tmp_path / "out")
+    result = podman(
+        "run", "--rm", *train_args(data, out, studio=True), images["detector"],
+        "train", "--imageset", "/data/imageset", "--labelset", "/data/labels.csv", "--output-dir", "/outputs", *QUICK,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("trainkit: error:")]
+    assert len(errors) == 1 and "does not exist" in errors[0] and "DATASTORE_NAME" in errors[0]
+
+
+def test_docker_stop_leaves_a_checkpoint_and_a_second_run_resumes(images, data: DemoDataset, tmp_path: Path) -> None:
+    out = writable(tmp_path / "out")
+    name = f"trainkit-stop-{os.getpid()}"
+    command = [
+        *train_args(data, out, studio=True), images["skeleton"], "train", "--imageset", "/data/imageset_studio",
+        "--labelset", "/data/labels.csv", "--output-dir", "/outputs", "--log-every", "1", "--checkpoint-every", "2",
+        "--device", "cpu", "--set", "batch_size=2", "--set", "image_size=64", "--set", "max_steps=200",
+    ]  # fmt: skip
+    assert podman("run", "-d", "--name", name, *command).returncode == 0
+    try:
+        deadline = time.monotonic() + 300
+        while "step 3:" not in podman("logs", name).stderr:
+            assert time.monotonic() < deadline, podman("logs", name).stderr[-3000:]
+            time.sleep(0.5)
+        assert podman("stop", "-t", "120", name).returncode == 0
+        code = podman("inspect", name, "--format", "{{.State.ExitCode}}").stdout.strip()
+        assert code == "3", podman("logs", name).stderr[-3000:]
+    finally:
+        podman("rm", "-f", name)
+    assert (out / "checkpoints" / "last.pt").is_file()
+    # A resumed run may train for a different length: stop early this time.
+    resumed = podman("run", "--rm", *command[:-2], "--set", "max_steps=6", "--resume", "auto")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming at step" in resumed.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_metrics_and_model_reach_a_real_mlflow_server(images, data: DemoDataset, tmp_path: Path) -> None:
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        import mlflow
+
+        uri = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "mlflow server did not start"
+                time.sleep(0.5)
+        out = writable(tmp_path / "out")
+        result = podman(
+            "run", "--rm", "--network", "host",
+            "-e", f"MLFLOW_TRACKING_URI={uri}", "-e", "MLFLOW_EXPERIMENT_NAME=served",
+            *train_args(data, out, studio=True), images["detector"], "train", "--imageset", "/data/imageset_studio",
+            "--labelset", "/data/labels.csv", "--output-dir", "/outputs", *QUICK,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        mlflow.set_tracking_uri(uri)
+        runs = mlflow.search_runs(experiment_names=["served"], output_format="list")
+        assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+        assert "train/loss" in runs[0].data.metrics
+        logged = mlflow.search_logged_models(experiment_ids=[runs[0].info.experiment_id], output_format="list")
+        assert logged and logged[0].source_run_id == runs[0].info.run_id
+        assert type(mlflow.pytorch.load_model(logged[0].model_uri)).__name__ == "FasterRCNN"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
