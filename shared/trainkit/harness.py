@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from trainkit.discovery import LoadedTrainer
 from trainkit.distributed import current_shard, local_rank
 from trainkit.errors import UserError
 from trainkit.evaluation import Evaluation, draw_detections, evaluate_detection, plot_curves
-from trainkit.loader import DaliLoader, create_loader, to_float
+from trainkit.loader import DaliLoader, LoaderConfig, create_loader, to_float
 from trainkit.params import CommonParams, params_to_dict, parse_params
 from trainkit.tracking import Tracker, save_model_dir
 
@@ -188,9 +188,7 @@ def run_training(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer) -
     return ExitCode.OK
 
 
-def _with_policy(loader_config, policy: str):
-    from dataclasses import replace
-
+def _with_policy(loader_config: LoaderConfig, policy: str) -> LoaderConfig:
     return replace(loader_config, on_bad_row=policy)
 
 
