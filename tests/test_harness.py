@@ -176,3 +176,20 @@ def test_a_torn_checkpoint_falls_back_to_the_previous_one(tmp_path: Path) -> Non
     assert load_latest_checkpoint(folder)["step"] == 2
     (folder / "last.pt").write_bytes((folder / "last.pt").read_bytes()[:50])
     assert load_latest_checkpoint(folder)["step"] == 1
+
+
+def test_trackers_in_one_process_keep_their_own_stores(tmp_path: Path, monkeypatch) -> None:
+    from trainkit.tracking import Tracker
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    for name in ("a", "b"):
+        tracker = Tracker(tmp_path / name, "exp", None)
+        tracker.log_metrics({"m": 1.0}, 1)
+        tracker.log_dict({"x": 1}, "x.json")
+        tracker.end("FINISHED")
+        assert os.environ.get("MLFLOW_TRACKING_URI") is None
+    for name in ("a", "b"):
+        assert (tmp_path / name / "mlflow.db").is_file()
+        assert list((tmp_path / name / "mlruns").rglob("x.json"))
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()

@@ -33,7 +33,10 @@ class Tracker:
         import mlflow
 
         self._mlflow = mlflow
-        if not os.environ.get("MLFLOW_TRACKING_URI"):
+        # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; remember that the store is ours,
+        # so that `end` can forget it and a later run in this process is not taken for the platform's.
+        self._own_store = not os.environ.get("MLFLOW_TRACKING_URI")
+        if self._own_store:
             mlflow.set_tracking_uri(f"sqlite:///{(output_dir / 'mlflow.db').resolve()}")
             artifacts = (output_dir / "mlruns").resolve().as_uri()
             if mlflow.get_experiment_by_name(experiment) is None:
@@ -80,6 +83,9 @@ class Tracker:
     def end(self, status: str) -> None:
         """Close the run: FINISHED, FAILED or KILLED (a preempted run stays resumable by id)."""
         self._mlflow.end_run(status=status)
+        if self._own_store:
+            self._mlflow.set_tracking_uri("")
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 def save_model_dir(model: Any, folder: Path, code_paths: list[str]) -> None:
