@@ -1,6 +1,8 @@
 """The one build definition of every image: the base, and one image per folder under trainers/.
 
     python ci/images.py list                     # images and their build settings, as JSON
+    python ci/images.py trainers [--azure]       # trainer names as a JSON list (an Azure Pipelines matrix)
+    python ci/images.py inputs                   # each image's input files (what its content tag hashes)
     python ci/images.py bake                     # the same as a `docker buildx bake -f -` file
     python ci/images.py wheelhouse               # hash-checked wheels of docker/requirements.lock
     python ci/images.py build [--engine podman]  # build base then trainers (layers reused)
@@ -8,12 +10,15 @@
 Names: $TRAINKIT_REGISTRY (default `localhost`) / trainkit-base and trainkit-<trainer>, tag
 $TRAINKIT_TAG (default `dev`). $TRAINKIT_BASE_IMAGE overrides the base's FROM (pin a digest for
 releases). Engine quirks (e.g. podman's `--isolation chroot` on VMs without cgroup v2) come from
-$TRAINKIT_BUILD_FLAGS and stay out of the Dockerfiles.
+$TRAINKIT_BUILD_FLAGS (added to `build`) and $TRAINKIT_ENGINE_FLAGS (global flags, such as podman's
+`--runtime`, added to every engine command) and stay out of the Dockerfiles.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import hashlib
 import json
 import os
 import shlex
@@ -25,12 +30,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 WHEELHOUSE = ROOT / "wheelhouse"
 LOCK = ROOT / "docker" / "requirements.lock"
+# Build arguments that only set labels: they do not change what an image runs, so they are left
+# out of its content digest (a rebuild for a new commit alone would push nothing useful).
+LABEL_ARGS = frozenset({"VERSION", "REVISION", "SOURCE"})
 
 
 @dataclass(frozen=True)
 class Image:
-    """One image to build."""
+    """One image to build. `key` is `base` or the trainer's name (the manifest's keys)."""
 
+    key: str
     name: str
     tag: str
     context: str
@@ -60,13 +69,80 @@ def images() -> list[Image]:
     base_args = {}
     if os.environ.get("TRAINKIT_BASE_IMAGE"):
         base_args["BASE_IMAGE"] = os.environ["TRAINKIT_BASE_IMAGE"]
-    base = Image(f"{registry}/trainkit-base", tag, str(ROOT), str(ROOT / "docker" / "Dockerfile"), base_args)
+    base = Image("base", f"{registry}/trainkit-base", tag, str(ROOT), str(ROOT / "docker" / "Dockerfile"), base_args)
     out = [base]
     for name in trainer_names():
         folder = ROOT / "trainers" / name
         args = {"BASE_IMAGE": base.ref, "TRAINER": name, "VERSION": version, "REVISION": revision, "SOURCE": source}
-        out.append(Image(f"{registry}/trainkit-{name}", tag, str(folder), str(folder / "Dockerfile"), args, base.ref))
+        out.append(
+            Image(name, f"{registry}/trainkit-{name}", tag, str(folder), str(folder / "Dockerfile"), args, base.ref)
+        )
     return out
+
+
+def input_files(image: Image) -> list[Path]:
+    """The files an image is made of: its Dockerfile and what its context sends, per its .dockerignore.
+
+    The base's context is the repository root, whose .dockerignore lets in only what the Dockerfile
+    copies; `wheelhouse/` is left out because docker/requirements.lock (an input) fixes its wheels
+    by hash.
+    """
+    context = Path(image.context)
+    rules = _dockerignore(context / ".dockerignore")
+    tops = [context / p for negate, p in rules if negate and "*" not in p] if image.depends_on is None else [context]
+    files = {Path(image.dockerfile)}
+    for top in tops:
+        if top.name == "wheelhouse":
+            continue
+        for path in [top] if top.is_file() else top.rglob("*"):
+            rel = path.relative_to(context).as_posix()
+            if path.is_file() and not _ignored(rel, rules):
+                files.add(path)
+    return sorted(files)
+
+
+def content_digest(image: Image) -> str:
+    """sha256 over the image's input files (path, exec bit, content) and its content-defining build args.
+
+    Two builds with the same digest make images that run the same, so a registry that already holds
+    `inputs-<digest>` needs no new build: this is how CI builds only what changed.
+    """
+    h = hashlib.sha256()
+    for path in input_files(image):
+        data = path.read_bytes()
+        executable = int(os.access(path, os.X_OK))
+        rel = path.relative_to(image.context).as_posix()
+        h.update(f"file {rel} {executable} {hashlib.sha256(data).hexdigest()}\n".encode())
+    for key in sorted(set(image.args) - LABEL_ARGS):
+        h.update(f"arg {key}={image.args[key]}\n".encode())
+    return h.hexdigest()
+
+
+def _dockerignore(path: Path) -> list[tuple[bool, str]]:
+    """(negated, pattern) rules of a .dockerignore, in order."""
+    if not path.is_file():
+        return []
+    rules = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            negate = line.startswith("!")
+            rules.append((negate, line.lstrip("!").strip("/")))
+    return rules
+
+
+def _ignored(rel: str, rules: list[tuple[bool, str]]) -> bool:
+    """Docker's rule (the last matching pattern wins; a path matches when it or a parent folder does),
+    loosened so that a pattern without a slash, like `__pycache__`, also matches that name at any depth."""
+    parts = rel.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    ignored = False
+    for negate, pattern in rules:
+        patterns = [pattern, pattern[3:]] if pattern.startswith("**/") else [pattern]
+        if any(fnmatch.fnmatchcase(c, p) or ("/" not in p and fnmatch.fnmatchcase(c.rsplit("/", 1)[-1], p))
+               for c in candidates for p in patterns):  # fmt: skip
+            ignored = not negate
+    return ignored
 
 
 def bake() -> dict:
@@ -91,17 +167,31 @@ def wheelhouse() -> None:
 
 def build(engine: str) -> list[str]:
     """Build every image in order; returns their references."""
-    if not any(WHEELHOUSE.glob("*.whl")):
-        wheelhouse()
-    flags = shlex.split(os.environ.get("TRAINKIT_BUILD_FLAGS", ""))
     built = []
     for image in images():
-        command = [engine, "build", *flags, "-f", image.dockerfile, "-t", image.ref]
-        for key, value in image.args.items():
-            command += ["--build-arg", f"{key}={value}"]
-        _run([*command, image.context])
+        build_image(engine, image)
         built.append(image.ref)
     return built
+
+
+def build_image(engine: str, image: Image, env: dict[str, str] | None = None, extra_flags: list[str] = ()) -> None:
+    """Build one image with `engine` (docker or podman), tagged `image.ref`.
+
+    $TRAINKIT_BUILD_FLAGS and `extra_flags` are added; `env` (default: this process's) carries a
+    registry login to the engine when the build pulls its FROM image.
+    """
+    if image.depends_on is None and not any(WHEELHOUSE.glob("*.whl")):
+        wheelhouse()
+    flags = [*shlex.split(os.environ.get("TRAINKIT_BUILD_FLAGS", "")), *extra_flags]
+    command = [*engine_command(engine), "build", *flags, "-f", image.dockerfile, "-t", image.ref]
+    for key, value in image.args.items():
+        command += ["--build-arg", f"{key}={value}"]
+    _run([*command, image.context], env)
+
+
+def engine_command(engine: str) -> list[str]:
+    """The engine's argv prefix: its name and the global flags from $TRAINKIT_ENGINE_FLAGS."""
+    return [engine, *shlex.split(os.environ.get("TRAINKIT_ENGINE_FLAGS", ""))]
 
 
 def _git(*args: str) -> str:
@@ -111,18 +201,28 @@ def _git(*args: str) -> str:
         return ""
 
 
-def _run(command: list[str]) -> None:
+def _run(command: list[str], env: dict[str, str] | None = None) -> None:
     print("+", shlex.join(command), file=sys.stderr, flush=True)
-    subprocess.run(command, check=True, stdout=sys.stderr)  # stdout is for our own results
+    subprocess.run(command, check=True, stdout=sys.stderr, env=env)  # stdout is for our own results
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("list", "bake", "wheelhouse", "build"))
+    parser.add_argument("command", choices=("list", "trainers", "inputs", "bake", "wheelhouse", "build"))
     parser.add_argument("--engine", default="docker", help="docker or podman")
+    parser.add_argument("--azure", action="store_true", help="trainers: as an Azure Pipelines matrix object")
     args = parser.parse_args(argv)
     if args.command == "list":
         print(json.dumps([asdict(i) | {"ref": i.ref} for i in images()], indent=2))
+    elif args.command == "trainers":
+        names = trainer_names()
+        print(json.dumps({n: {"TRAINER": n} for n in names} if args.azure else names))
+    elif args.command == "inputs":
+        listing = {
+            i.key: {"digest": content_digest(i), "files": [str(p.relative_to(i.context)) for p in input_files(i)]}
+            for i in images()
+        }
+        print(json.dumps(listing, indent=2))
     elif args.command == "bake":
         print(json.dumps(bake(), indent=2))
     elif args.command == "wheelhouse":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +89,28 @@ def small_set(tmp_path: Path) -> SmallSet:
         ],
     )
     return SmallSet(imageset, labels)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def podman_env() -> dict[str, str]:
+    """Environment for ci/*.py to build and run images with podman on these VMs.
+
+    These VMs have no Docker engine: ci/podman/setup.sh installs podman (and skopeo, the registry)
+    and imports an offline Debian base; ci/podman/runc is the OCI runtime wrapper these VMs need.
+    The Dockerfiles know nothing of either. Skipped where podman is missing, except in CI.
+    """
+    if shutil.which("podman") is None and not os.environ.get("CI"):
+        pytest.skip("podman is not installed (ci/podman/setup.sh installs it)")
+    base = subprocess.run([str(ROOT / "ci" / "podman" / "setup.sh")], check=True, capture_output=True, text=True)
+    return {
+        **os.environ,
+        "TRAINKIT_BASE_IMAGE": base.stdout.strip(),
+        "TRAINKIT_BUILD_FLAGS": "--isolation chroot --network host --format docker",
+        "TRAINKIT_ENGINE_FLAGS": f"--runtime {ROOT / 'ci' / 'podman' / 'runc'}",
+    }
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

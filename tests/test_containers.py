@@ -1,15 +1,13 @@
 """The images, built and run for real with podman, as a user runs them with `docker run`.
 
-These VMs have no Docker engine: ci/podman/setup.sh installs podman and imports an offline
-Debian base; ci/podman/runc is the OCI runtime wrapper these VMs need. The Dockerfiles know
-nothing of either. Skipped where podman is missing, except in CI, where that is a failure.
+Podman on these VMs needs the settings of the `podman_env` fixture (conftest.py); the Dockerfiles
+know nothing of them. Skipped where podman is missing, except in CI, where that is a failure.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -29,18 +27,9 @@ pytestmark = [pytest.mark.container, pytest.mark.slow]
 
 
 @pytest.fixture(scope="session")
-def images() -> dict[str, str]:
+def images(podman_env: dict[str, str]) -> dict[str, str]:
     """Build the base and every trainer image once per session; remove them afterwards."""
-    if shutil.which("podman") is None and not os.environ.get("CI"):
-        pytest.skip("podman is not installed (ci/podman/setup.sh installs it)")
-    base = subprocess.run([str(ROOT / "ci" / "podman" / "setup.sh")], check=True, capture_output=True, text=True)
-    env = {
-        **os.environ,
-        "TRAINKIT_BASE_IMAGE": base.stdout.strip(),
-        "TRAINKIT_BUILD_FLAGS": "--isolation chroot --network host --format docker",
-        "TRAINKIT_REGISTRY": "localhost",
-        "TRAINKIT_TAG": TAG,
-    }
+    env = {**podman_env, "TRAINKIT_REGISTRY": "localhost", "TRAINKIT_TAG": TAG}
     built = subprocess.run(
         [sys.executable, str(ROOT / "ci" / "images.py"), "build", "--engine", "podman"],
         env=env, capture_output=True, text=True, timeout=1800,
