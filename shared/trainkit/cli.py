@@ -101,6 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(func=_cmd_train)
 
+    from trainkit.submit.command import add_arguments as add_submit_arguments
+    from trainkit.submit.command import run as run_submit
+
+    submit = commands.add_parser(
+        "submit",
+        parents=[common],
+        help="run a trainer's published image as AzureML jobs",
+        description="Run a trainer's published image (pinned by digest) as AzureML SDK v2 command jobs: one per "
+        "dataset pair and hyperparameter grid point.",
+    )
+    add_submit_arguments(submit)
+    submit.set_defaults(func=run_submit)
+
     demo = commands.add_parser(
         "demo-data",
         parents=[common],
@@ -258,6 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.INFO,
         format="trainkit: %(levelname)s: %(message)s",
         stream=sys.stderr,
+        force=True,  # bind to the current stderr, also when main() runs more than once in a process
     )
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its font-cache chatter is not ours to show
     try:

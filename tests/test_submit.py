@@ -1,0 +1,142 @@
+"""`trainkit submit`: job specs for each mode, validated offline by azure-ai-ml; errors before submitting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from trainkit.demo import DemoDataset
+from trainkit.submit.spec import DatasetPairRef, SubmitConfig, job_specs
+from trainkit.submit.workspace import load_and_validate, write_specs
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGEST = "sha256:" + "9e" * 32
+IMAGE = f"myacr.azurecr.io/trainkit-detector@{DIGEST}"
+
+
+@pytest.fixture
+def manifest(tmp_path: Path) -> Path:
+    path = tmp_path / "images.json"
+    images = {k: {"repository": f"myacr.azurecr.io/trainkit-{k}", "digest": DIGEST} for k in ("base", "detector")}
+    path.write_text(json.dumps({"schema": "trainkit.images/v1", "images": images}))
+    return path
+
+
+@pytest.fixture
+def in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from the repository root, where trainers/<name> lets submit check hyperparameters."""
+    monkeypatch.chdir(ROOT)
+    for name in ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZUREML_WORKSPACE_NAME", "DATASTORE_NAME"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def jobs_in(folder: Path) -> list:
+    return [load_and_validate(path) for path in sorted(folder.glob("job-*.yml"))]
+
+
+def test_local_pair_and_grid_make_one_validated_job_per_point(run_cli, demo: DemoDataset, manifest, in_repo, tmp_path):
+    result = run_cli(
+        "submit", "--trainer", "detector", "--manifest", manifest, "--labelset", demo.labels_csv,
+        "--imageset", demo.imageset_datastore, "--datastore-name", demo.datastore_name, "--compute", "gpu-cluster",
+        "--set", "epochs=5", "--grid", "lr=0.01,0.001", "--grid", "batch_size=[2,4]", "--tag", "team=vision",
+        "--dry-run", tmp_path / "jobs", "--", "--min-confidence", "0.5",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    jobs = jobs_in(tmp_path / "jobs")
+    assert len(jobs) == 4 and len(result.out.split()) == 4
+    points = [(j.tags["param.lr"], j.tags["param.batch_size"]) for j in jobs]
+    assert points == [("0.01", "2"), ("0.01", "4"), ("0.001", "2"), ("0.001", "4")]
+    job = jobs[0]
+    assert job.environment.image == IMAGE and job.compute == "gpu-cluster" and job.tags["team"] == "vision"
+    assert job.inputs["labelset"].type == "uri_file" and job.inputs["labelset"].path == str(demo.labels_csv)
+    assert job.inputs["imageset"].type == "uri_folder" and job.inputs["imageset"].mode == "ro_mount"
+    assert job.outputs["checkpoints"].mode == "rw_mount"
+    assert job.environment_variables == {"DATASTORE_NAME": demo.datastore_name}
+    assert job.resources.shm_size == "16g" and job.resources.instance_count == 1
+    assert job.command == (
+        "trainkit train --imageset ${{inputs.imageset}} --labelset ${{inputs.labelset}} --output-dir outputs "
+        "--checkpoint-dir ${{outputs.checkpoints}} --resume auto --set epochs=5 --set lr=0.01 --set batch_size=2 "
+        "--min-confidence 0.5"
+    )
+
+
+def test_registered_assets_and_uris_as_inputs(tmp_path: Path) -> None:
+    config = SubmitConfig(
+        trainer="detector", image=IMAGE, experiment="shapes", instance_type="Standard_NC4as_T4_v3",
+        pairs=(
+            DatasetPairRef("azureml:shapes-labels:2", "azureml:shapes-images@latest"),
+            DatasetPairRef("azureml://datastores/main/paths/labels/set1.parquet", "azureml://datastores/main/paths/img/"),
+            DatasetPairRef("https://acct.blob.core.windows.net/c/labels/", "wasbs://c@acct.blob.core.windows.net/img"),
+        ),
+        low_priority=True, shm_size="32g", hyperparameters={"epochs": 3, "lr": 0.001},
+    )  # fmt: skip
+    jobs = [load_and_validate(p) for p in write_specs(job_specs(config), tmp_path)]
+    assert [j.inputs["labelset"].type for j in jobs] == ["mltable", "uri_file", "uri_folder"]
+    assert jobs[0].inputs["imageset"].path.endswith("shapes-images@latest")
+    for job in jobs:
+        assert job.queue_settings.job_tier == "spot" and job.resources.instance_type == "Standard_NC4as_T4_v3"
+        assert job.compute is None and job.resources.shm_size == "32g" and job.experiment_name == "shapes"
+        assert not job.environment_variables  # ML-studio layout: DATASTORE_NAME unset
+
+
+def test_a_mltable_folder_is_a_mltable_input(tmp_path: Path) -> None:
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "MLTable").write_text("paths:\n  - file: ./labels.csv\n")
+    (tmp_path / "images").mkdir()
+    config = SubmitConfig("detector", IMAGE, (DatasetPairRef("labels", "images"),), "x", compute="c")
+    [spec] = job_specs(config, base=tmp_path)
+    assert spec["inputs"]["labelset"] == {"type": "mltable", "path": str(tmp_path / "labels"), "mode": "ro_mount"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--trainer", "segmenter"], "no image for trainer 'segmenter' (published: detector)"),
+        (["--trainer", "detector", "--image", "myacr.azurecr.io/trainkit-detector:1.0"], "is not pinned by digest"),
+        (["--pair", "azureml:labels", "azureml:img:1"], "--labelset azureml:labels: not a data asset reference"),
+        (["--pair", "s3://b/labels.csv", "azureml:img:1"], "AzureML cannot read s3:// directly"),
+        (["--pair", "azureml:l:1", "no/such/folder"], "--imageset no/such/folder: no such local file or folder"),
+        (["--set", "epochz=3"], "epochz"),
+        (["--grid", "lr=0.1,fast"], "lr"),
+        (["--processes-per-node", "2"], "distributed jobs need the harness's DDP support"),
+        (["--low-priority"], "on a cluster, low priority is the cluster's tier"),
+        (["--manifest", "missing.json"], "image manifest not found"),
+    ],
+)
+def test_what_can_be_checked_fails_before_submitting(run_cli, manifest, in_repo, args, message) -> None:
+    base = ["submit", "--trainer", "detector", "--manifest", manifest, "--compute", "c"]
+    if "--pair" not in args:
+        base += ["--pair", "azureml:l:1", "azureml:i:1"]
+    result = run_cli(*base, *args)
+    assert result.code == 2, result.err
+    errors = [line for line in result.err.splitlines() if line.startswith("trainkit: error:")]
+    assert len(errors) == 1 and message in errors[0], result.err
+
+
+def test_no_workspace_names_the_settings_it_needs(run_cli, manifest, in_repo, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no config.json here
+    result = run_cli("submit", "--image", IMAGE, "--pair", "azureml:l:1", "azureml:i:1", "--compute", "c")
+    assert result.code == 2
+    assert "no AzureML workspace: --subscription, --resource-group, --workspace not given" in result.err
+    assert "hyperparameters of detector not checked" in result.err  # no trainers/ folder here
+
+
+def test_no_login_says_which_login_is_expected(run_cli, manifest, in_repo, monkeypatch) -> None:
+    import azure.identity
+    from azure.core.exceptions import ClientAuthenticationError
+
+    class NoLogin:
+        def __init__(self, **kwargs: object) -> None:
+            pass
+
+        def get_token(self, *scopes: str) -> None:
+            raise ClientAuthenticationError("DefaultAzureCredential failed to retrieve a token")
+
+    monkeypatch.setattr(azure.identity, "DefaultAzureCredential", NoLogin)
+    result = run_cli(
+        "submit", "--trainer", "detector", "--manifest", manifest, "--pair", "azureml:l:1", "azureml:i:1",
+        "--compute", "c", "--subscription", "0000", "--resource-group", "rg", "--workspace", "ws",
+    )  # fmt: skip
+    assert result.code == 2 and "no Azure login: run `az login`" in result.err
