@@ -243,3 +243,15 @@ def test_the_password_is_in_no_log_file_or_image(first, registry: Registry) -> N
                     Path("/run/containers/0/auth.json"), Path.home() / ".docker" / "config.json"]:  # fmt: skip
         if default.is_file():
             assert basic not in default.read_text() and secret not in default.read_text()
+
+
+def test_an_image_that_fails_its_test_is_not_pushed(first, podman_env, registry: Registry, tmp_path) -> None:
+    checkout = _copy_checkout(tmp_path / "checkout")
+    trainer = checkout / "trainers" / "skeleton" / "skeleton_trainer.py"
+    trainer.write_text(trainer.read_text().replace("def build_model(", "def build_model_renamed(", 1))
+    before = registry.blobs()
+    run = run_publish(podman_env, registry, checkout, tmp_path / "images.json")
+    assert run.code == 1, run.err[-3000:]
+    errors = [line for line in run.err.splitlines() if line.startswith("publish: error:")]
+    assert len(errors) == 1 and "trainkit-skeleton" in errors[0] and "smoke test exited" in errors[0]
+    assert registry.blobs() == before and not (tmp_path / "images.json").exists()

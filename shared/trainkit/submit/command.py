@@ -53,6 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--shm-size", default="16g", help="/dev/shm size for the loader")
     g.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="job tag (repeatable)")
     g.add_argument("--dry-run", type=Path, metavar="DIR", help="write the job YAML files to DIR and check them offline")
+    g.add_argument(
+        "--sdk", choices=("v2", "v1"), default="v2",
+        help="v1: azureml-core (retired; the submit-v1 extra) for workspaces that still run it",
+    )  # fmt: skip
     g = p.add_argument_group("workspace (else env AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP, AZUREML_WORKSPACE_NAME)")
     g.add_argument("--subscription", default="")
     g.add_argument("--resource-group", default="")
@@ -129,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
     from trainkit.submit.workspace import find_workspace, load_and_validate, submit, write_specs
 
     config = config_from_args(args)
+    if args.sdk == "v1":
+        return _run_v1(args, config)
     specs = job_specs(config)
     if args.dry_run:
         paths = write_specs(specs, args.dry_run)
@@ -146,4 +152,29 @@ def run(args: argparse.Namespace) -> int:
             load_and_validate(path)  # every job is checked before the first is sent
         for name, url in submit(paths, workspace):
             print(f"{name}\t{url}")
+    return ExitCode.OK
+
+
+def _run_v1(args: argparse.Namespace, config: SubmitConfig) -> int:
+    import tempfile
+
+    from trainkit.submit import v1
+    from trainkit.submit.workspace import find_workspace
+
+    with tempfile.TemporaryDirectory(prefix="trainkit-v1-") as scratch:
+        # v1 snapshots a source folder into every run; the image holds all the code, so it is empty.
+        source = (args.dry_run or Path(scratch)) / "source"
+        source.mkdir(parents=True, exist_ok=True)
+        jobs = v1.run_configs(config, source)
+        if args.dry_run:
+            for path in v1.save(jobs, args.dry_run):
+                print(path)
+            log.info("%d SDK v1 run configuration(s) written; nothing submitted", len(jobs))
+            return ExitCode.OK
+        found = find_workspace(args.subscription, args.resource_group, args.workspace, args.workspace_config)
+        from azureml.core import Workspace
+
+        workspace = Workspace(found.subscription_id, found.resource_group, found.name)
+        for run_id, url in v1.submit(jobs, workspace, config.experiment):
+            print(f"{run_id}\t{url}")
     return ExitCode.OK

@@ -1,0 +1,101 @@
+"""Random augmentation decided per sample in numpy, from (seed, epoch, position) alone.
+
+Deciding crops and flips here rather than with DALI's random operators makes a sample's
+augmentation independent of threads, device and prefetching, so a run resumed at any batch sees
+exactly what an uninterrupted run would have seen, on the CPU and on the GPU alike. DALI then only
+decodes the chosen window and flips it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# The crop policy of the SSD reference (as DALI's random_bbox_crop and torchvision's RandomIoUCrop):
+# no crop, or a window that overlaps some box by at least one of these IoUs.
+CROP_MIN_IOUS = (0.1, 0.3, 0.5, 0.7, 0.9)
+CROP_SCALE = (0.3, 1.0)
+CROP_ASPECT = (0.5, 2.0)
+CROP_ATTEMPTS = 50
+
+
+@dataclass(frozen=True)
+class Window:
+    """A pixel window of an image (the region decoded) and whether it is mirrored."""
+
+    x0: int
+    y0: int
+    width: int
+    height: int
+    flip: bool = False
+
+
+def sample_rng(seed: int, epoch: int, position: int) -> np.random.Generator:
+    """The generator of one sample's augmentation."""
+    return np.random.default_rng([seed, epoch, position])
+
+
+def full_window(width: int, height: int, flip: bool = False) -> Window:
+    """The whole image."""
+    return Window(0, 0, int(width), int(height), flip)
+
+
+def box_window(box: np.ndarray, width: int, height: int, flip: bool = False) -> Window:
+    """The pixel window around an xyxy pixel box, at least one pixel each way."""
+    x0, y0 = int(np.floor(box[0])), int(np.floor(box[1]))
+    x1, y1 = int(np.ceil(box[2])), int(np.ceil(box[3]))
+    x0, y0 = min(max(x0, 0), width - 1), min(max(y0, 0), height - 1)
+    return Window(x0, y0, max(1, min(x1, width) - x0), max(1, min(y1, height) - y0), flip)
+
+
+def sample_crop_window(rng: np.random.Generator, boxes: np.ndarray, width: int, height: int) -> Window:
+    """An SSD-style random crop of a `width` x `height` image with pixel xyxy `boxes`."""
+    choice = int(rng.integers(len(CROP_MIN_IOUS) + 1))
+    if choice == 0:
+        return full_window(width, height)
+    min_iou = CROP_MIN_IOUS[choice - 1]
+    for _ in range(CROP_ATTEMPTS):
+        scale = rng.uniform(*CROP_SCALE)
+        aspect = rng.uniform(*CROP_ASPECT)
+        w, h = round(width * scale * np.sqrt(aspect)), round(height * scale / np.sqrt(aspect))
+        if not (1 <= w <= width and 1 <= h <= height):
+            continue
+        x0, y0 = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
+        window = Window(x0, y0, w, h)
+        if not len(boxes):
+            return window
+        if not _centres_inside(boxes, window).any():
+            continue
+        if _iou(boxes, window).max() >= min_iou:
+            return window
+    return full_window(width, height)
+
+
+def boxes_in_window(boxes: np.ndarray, labels: np.ndarray, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (pixel xyxy) as seen in the window, relative to it ([0, 1] xyxy), mirrored if it is flipped.
+
+    Boxes whose centre falls outside the window are dropped with their labels; the rest are clipped.
+    """
+    keep = _centres_inside(boxes, window)
+    origin = np.array([window.x0, window.y0, window.x0, window.y0], np.float64)
+    extent = np.array([window.width, window.height, window.width, window.height], np.float64)
+    rel = np.clip((boxes[keep] - origin) / extent, 0.0, 1.0)
+    if window.flip:
+        rel = np.stack([1.0 - rel[:, 2], rel[:, 1], 1.0 - rel[:, 0], rel[:, 3]], axis=1)
+    return rel.astype(np.float32).reshape(-1, 4), labels[keep]
+
+
+def _centres_inside(boxes: np.ndarray, window: Window) -> np.ndarray:
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2
+    return (cx >= window.x0) & (cx < window.x0 + window.width) & (cy >= window.y0) & (cy < window.y0 + window.height)
+
+
+def _iou(boxes: np.ndarray, window: Window) -> np.ndarray:
+    wx1, wy1 = window.x0 + window.width, window.y0 + window.height
+    iw = np.clip(np.minimum(boxes[:, 2], wx1) - np.maximum(boxes[:, 0], window.x0), 0, None)
+    ih = np.clip(np.minimum(boxes[:, 3], wy1) - np.maximum(boxes[:, 1], window.y0), 0, None)
+    inter = iw * ih
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / (area + window.width * window.height - inter)

@@ -1,0 +1,311 @@
+"""The `trainkit` command: the fixed contract every trainkit image and venv runs.
+
+`main(argv) -> int` maps every outcome to an exit code (see `contract.ExitCode`): user errors print
+one line and exit 2, internal errors exit 1, and `--debug` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from trainkit import __version__
+from trainkit.contract import ENV_DATASTORE_NAME, ENV_OUTPUT_DIR, ENV_TRAINER, ENV_VARS, EXIT_CODE_HELP, ExitCode
+from trainkit.errors import UserError
+from trainkit.literal import DEFAULT_MAX_CELL_CHARS
+
+log = logging.getLogger("trainkit")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line, with exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(ExitCode.BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full command-line interface; environment fallbacks are read here, at call time."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+
+    parser = _Parser(prog="trainkit", description="Train models from labelled image sets, the same way everywhere.")
+    parser.add_argument("--version", action="version", version=f"trainkit {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    validate = commands.add_parser(
+        "validate",
+        parents=[common],
+        help="check a dataset without training",
+        description="Check a dataset without training.",
+    )
+    _add_dataset_args(validate)
+    validate.add_argument("--json", type=Path, metavar="FILE", help="also write the summary as JSON to FILE")
+    validate.set_defaults(func=_cmd_validate)
+
+    train = commands.add_parser(
+        "train", parents=[common], help="train the image's model on a dataset", description="Train the image's model."
+    )
+    _add_dataset_args(train)
+    train.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path(os.environ.get(ENV_OUTPUT_DIR.name) or "outputs"),
+        help=f"where model, checkpoints and metrics go (env {ENV_OUTPUT_DIR.name})",
+    )
+    train.add_argument("--params", type=Path, metavar="FILE", help="hyperparameters from a JSON object file")
+    train.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="one hyperparameter, e.g. --set epochs=10 (repeatable; wins over --params)",
+    )
+    train.add_argument(
+        "--trainer",
+        default=os.environ.get(ENV_TRAINER.name, ""),
+        help=f"trainer folder, *_trainer.py file or module (env {ENV_TRAINER.name})",
+    )
+    train.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where to train (auto: a GPU if torch sees one)",
+    )
+    train.add_argument(
+        "--resume",
+        choices=("never", "auto"),
+        default="never",
+        help="auto: continue from the last good checkpoint if there is one",
+    )
+    train.add_argument(
+        "--checkpoint-dir", type=Path, metavar="DIR", help="where checkpoints go (default OUTPUT_DIR/checkpoints)"
+    )
+    train.add_argument(
+        "--checkpoint-every", type=int, default=100, metavar="N", help="checkpoint every N steps (0: epoch ends only)"
+    )
+    train.add_argument("--log-every", type=int, default=10, metavar="N", help="log metrics every N steps")
+    train.add_argument("--eval-every", type=int, default=1, metavar="N", help="evaluate every N epochs")
+    train.add_argument(
+        "--experiment",
+        default=os.environ.get("MLFLOW_EXPERIMENT_NAME") or "trainkit",
+        help="MLflow experiment (env MLFLOW_EXPERIMENT_NAME)",
+    )
+    train.add_argument(
+        "--register-as", metavar="NAME", help="register the final model under NAME in the MLflow model registry"
+    )
+    train.set_defaults(func=_cmd_train)
+
+    from trainkit.submit.command import add_arguments as add_submit_arguments
+    from trainkit.submit.command import run as run_submit
+
+    submit = commands.add_parser(
+        "submit",
+        parents=[common],
+        help="run a trainer's published image as AzureML jobs",
+        description="Run a trainer's published image (pinned by digest) as AzureML SDK v2 command jobs: one per "
+        "dataset pair and hyperparameter grid point.",
+    )
+    add_submit_arguments(submit)
+    submit.set_defaults(func=run_submit)
+
+    demo = commands.add_parser(
+        "demo-data",
+        parents=[common],
+        help="write a small synthetic dataset in the label-API format",
+        description="Write a small synthetic dataset in the label-API format.",
+    )
+    demo.add_argument("dir", type=Path, help="folder to create")
+    demo.add_argument("--images", type=int, default=24, help="number of images")
+    demo.add_argument("--seed", type=int, default=0, help="random seed")
+    demo.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    demo.set_defaults(func=_cmd_demo)
+
+    contract = commands.add_parser(
+        "contract", parents=[common], help="print the contract (arguments, environment, exit codes) as Markdown"
+    )
+    contract.set_defaults(func=_cmd_contract)
+    return parser
+
+
+def _add_dataset_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("dataset")
+    g.add_argument("--imageset", type=Path, required=True, metavar="DIR", help="the image set folder (the mount)")
+    g.add_argument(
+        "--labelset",
+        type=Path,
+        required=True,
+        metavar="PATH",
+        help="CSV/Parquet file, folder of them, or MLTable folder",
+    )
+    g.add_argument(
+        "--datastore-name",
+        default=os.environ.get(ENV_DATASTORE_NAME.name, ""),
+        metavar="NAME",
+        help=f"folder between the image set and image_url (env {ENV_DATASTORE_NAME.name}; empty: ML-studio layout)",
+    )
+    g.add_argument("--box-units", choices=("auto", "pixel", "relative"), default="auto", help="box coordinate units")
+    g.add_argument(
+        "--min-confidence", type=float, default=0.0, metavar="X", help="drop objects whose confidence is below X"
+    )
+    g.add_argument(
+        "--on-bad-row", choices=("error", "skip"), default="error", help="stop at a bad row, or skip and count it"
+    )
+    g.add_argument("--val-labelset", type=Path, metavar="PATH", help="a separate validation label set")
+    g.add_argument("--val-imageset", type=Path, metavar="DIR", help="its image set (default: --imageset)")
+    g.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        metavar="F",
+        help="hold out F of the images for validation",
+    )
+    g.add_argument("--split-seed", type=int, default=0, metavar="N", help="seed of the validation split")
+    g.add_argument("--decode-check", action="store_true", help="decode every image fully instead of reading headers")
+    g.add_argument(
+        "--max-cell-chars",
+        type=int,
+        default=DEFAULT_MAX_CELL_CHARS,
+        metavar="N",
+        help="refuse label cells longer than N",
+    )
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from trainkit.atomic import write_json_atomic
+    from trainkit.config import data_config_from_args
+    from trainkit.dataset import load_dataset
+    from trainkit.report import summary_json, summary_text
+
+    config = data_config_from_args(args)
+    dataset = load_dataset(config)
+    print(summary_text(dataset, config.options.on_bad_row))
+    if args.json:
+        write_json_atomic(args.json, summary_json(dataset, config.options.on_bad_row))
+    reason = dataset.usable(config.options.on_bad_row)
+    if reason:
+        raise UserError(reason)
+    return ExitCode.OK
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from trainkit.config import train_config_from_args
+    from trainkit.dataset import load_dataset_strict
+    from trainkit.discovery import load_trainer
+    from trainkit.harness import run_training
+    from trainkit.params import parse_params
+
+    config = train_config_from_args(args)
+    loaded = load_trainer(config.trainer)
+    parse_params(loaded.trainer.Params, config.hyperparameters)  # bad hyperparameters fail before data is read
+    dataset = load_dataset_strict(config.data)
+    for report in dataset.reports:
+        skipped = f"; {sum(report.problems.values())} bad rows skipped" if report.problems else ""
+        log.info(
+            "%s set: %d images, box units %s%s", report.name, report.usable_images, report.box_units_reason, skipped
+        )
+    log.info("%d classes; %s", len(dataset.class_map), dataset.split)
+    return run_training(config, dataset, loaded)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from trainkit.demo import write_demo_dataset
+
+    demo = write_demo_dataset(args.dir, images=args.images, seed=args.seed, force=args.force)
+    print(f"wrote {args.images} images and {demo.labels_csv}")
+    print(f"  datastore layout: --imageset {demo.imageset_datastore} --datastore-name {demo.datastore_name}")
+    print(f"  ML-studio layout: --imageset {demo.imageset_studio} --datastore-name ''")
+    return ExitCode.OK
+
+
+def contract_markdown(parser: argparse.ArgumentParser | None = None) -> str:
+    """The contract as Markdown tables, generated from the parser itself so the README cannot drift."""
+    parser = parser or build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    rows: dict[tuple[str, str, str], list[str]] = {}
+    for name in ("validate", "train", "demo-data"):
+        for action in subparsers.choices[name]._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            option = action.option_strings[0] if action.option_strings else action.dest.upper()
+            rows.setdefault((option, _default_text(action), action.help or ""), []).append(name)
+    lines = ["| option | commands | default | meaning |", "|---|---|---|---|"]
+    lines += [f"| `{opt}` | {', '.join(cmds)} | {default} | {text} |" for (opt, default, text), cmds in rows.items()]
+    lines += ["", "| environment variable | option | meaning |", "|---|---|---|"]
+    lines += [f"| `{env.name}` | `{env.option}` | {env.help} |" for env in ENV_VARS]
+    lines += ["", "| exit code | meaning |", "|---|---|"]
+    lines += [f"| {int(code)} | {text} |" for code, text in EXIT_CODE_HELP.items()]
+    return "\n".join(lines)
+
+
+def _default_text(action: argparse.Action) -> str:
+    if action.required:
+        return "required"
+    if action.dest in {"datastore_name", "output_dir", "trainer", "experiment"}:
+        return {"output_dir": "env, else `outputs`", "experiment": "env, else `trainkit`"}.get(
+            action.dest, "env, else empty"
+        )
+    if action.default is None or action.default is False:
+        return ""
+    return f"`{action.default}`"
+
+
+def _cmd_contract(args: argparse.Namespace) -> int:
+    print(contract_markdown())
+    return ExitCode.OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `trainkit` command; returns the process exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="trainkit: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+        force=True,  # bind to the current stderr, also when main() runs more than once in a process
+    )
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its font-cache chatter is not ours to show
+    try:
+        return int(args.func(args))
+    except UserError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"trainkit: error: {_one_line(exc)}", file=sys.stderr)
+        return ExitCode.BAD_INPUT
+    except PermissionError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(
+            f"trainkit: error: permission denied: {exc.filename}; make it readable (inputs) or writable (outputs) "
+            f"for the user trainkit runs as (uid {os.getuid()})",
+            file=sys.stderr,
+        )
+        return ExitCode.BAD_INPUT
+    except KeyboardInterrupt:
+        print("trainkit: interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(
+            f"trainkit: internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return ExitCode.INTERNAL_ERROR
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

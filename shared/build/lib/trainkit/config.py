@@ -1,0 +1,138 @@
+"""The one typed configuration of a run, built once from the command line and environment."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+from trainkit.dataset import DataConfig, DatasetOptions, DatasetPair
+from trainkit.errors import UserError
+
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything `trainkit train` runs with. Hyperparameters stay raw here; the trainer types them."""
+
+    data: DataConfig
+    output_dir: Path
+    trainer: str
+    hyperparameters: Mapping[str, object]
+    device: str = "auto"
+    resume: str = "never"  # never | auto
+    checkpoint_dir: Path | None = None  # default: <output_dir>/checkpoints
+    checkpoint_every: int = 100  # optimiser steps; 0: only at epoch ends
+    log_every: int = 10
+    eval_every: int = 1  # epochs
+    experiment: str = "trainkit"
+    register_as: str = ""
+
+    def to_json(self) -> dict:
+        """The resolved configuration, as written next to the outputs."""
+        out = asdict(self.data)
+        run = {k: getattr(self, k) for k in ("device", "resume", "checkpoint_every", "log_every", "eval_every")}
+        return {
+            "data": json.loads(json.dumps(out, default=str)),
+            "output_dir": str(self.output_dir),
+            "checkpoint_dir": str(self.checkpoint_dir or self.output_dir / "checkpoints"),
+            "trainer": self.trainer,
+            "hyperparameters": dict(self.hyperparameters),
+            **run,
+            "experiment": self.experiment,
+            "register_as": self.register_as,
+        }
+
+
+def data_config_from_args(args: argparse.Namespace) -> DataConfig:
+    """The dataset part of the configuration, shared by `validate` and `train`."""
+    if args.val_labelset is None and args.val_imageset is not None:
+        raise UserError("--val-imageset needs --val-labelset")
+    if not 0 <= args.val_fraction < 1:
+        raise UserError(f"--val-fraction must be at least 0 and below 1, got {args.val_fraction:g}")
+    if not 0 <= args.min_confidence <= 1:
+        raise UserError(f"--min-confidence must be between 0 and 1, got {args.min_confidence:g}")
+    if args.max_cell_chars < 1:
+        raise UserError(f"--max-cell-chars must be positive, got {args.max_cell_chars}")
+    options = DatasetOptions(
+        datastore_name=(args.datastore_name or "").strip().strip("/"),
+        box_units=args.box_units,
+        min_confidence=args.min_confidence,
+        on_bad_row=args.on_bad_row,
+        decode_check=args.decode_check,
+        max_cell_chars=args.max_cell_chars,
+    )
+    val = None
+    if args.val_labelset is not None:
+        val = DatasetPair(args.val_imageset or args.imageset, args.val_labelset, name="validation")
+    return DataConfig(
+        train=DatasetPair(args.imageset, args.labelset, name="train"),
+        val=val,
+        val_fraction=0.0 if val is not None else args.val_fraction,
+        seed=args.split_seed,
+        options=options,
+    )
+
+
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The whole `train` configuration: data, outputs, trainer and hyperparameters."""
+    params = load_params_file(args.params) if args.params else {}
+    params.update(parse_set_options(args.set or []))
+    for name in ("checkpoint_every", "log_every", "eval_every"):
+        if getattr(args, name) < (0 if name == "checkpoint_every" else 1):
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    return TrainConfig(
+        data=data_config_from_args(args),
+        output_dir=args.output_dir,
+        trainer=args.trainer or "",
+        hyperparameters=MappingProxyType(params),
+        device=args.device,
+        resume=args.resume,
+        checkpoint_dir=args.checkpoint_dir,
+        checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every,
+        eval_every=args.eval_every,
+        experiment=args.experiment,
+        register_as=args.register_as or "",
+    )
+
+
+def load_params_file(path: Path) -> dict[str, object]:
+    """Hyperparameters from a JSON object file (as SageMaker's hyperparameters.json)."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(f"--params {path}: cannot read it ({exc.strerror})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"--params {path}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise UserError(f"--params {path}: expected a JSON object of name: value, got {type(value).__name__}")
+    for key in value:
+        _check_key(key, f"--params {path}")
+    return dict(value)
+
+
+def parse_set_options(items: Sequence[str]) -> dict[str, object]:
+    """`key=value` pairs; values are read as JSON when they parse (numbers, booleans, lists), else as text."""
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise UserError(f"--set {item!r}: expected key=value, e.g. --set epochs=10")
+        _check_key(key.strip(), f"--set {item!r}")
+        try:
+            value: object = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
+def _check_key(key: str, where: str) -> None:
+    if not _KEY.match(key):
+        raise UserError(f"{where}: {key!r} is not a hyperparameter name (letters, digits, _ and .)")

@@ -1,0 +1,322 @@
+"""From (image set, label set) pairs to typed records, with every problem counted and located.
+
+Steps for one pair: read the table, parse the labels, check each image_url, look at each image,
+decide the box units, convert boxes to pixels, clip them to the image, drop degenerate and
+low-confidence objects. Then the class map over all pairs and the train/validation split.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from trainkit.classmap import ClassMap
+from trainkit.errors import DatasetError
+from trainkit.images import ImageInfo, image_root, probe_images, relative_image_path
+from trainkit.labels import ParsedLabels, RowIssue, parse_labels
+from trainkit.literal import DEFAULT_MAX_CELL_CHARS
+from trainkit.records import Records, row_of_items
+from trainkit.tables import LabelTable, read_labelset
+
+log = logging.getLogger(__name__)
+
+BoxUnits = Literal["auto", "pixel", "relative"]
+BadRowPolicy = Literal["error", "skip"]
+MAX_EXAMPLES = 10
+
+
+@dataclass(frozen=True)
+class DatasetOptions:
+    """How label sets are read; one object for every pair of a run."""
+
+    datastore_name: str = ""
+    box_units: BoxUnits = "auto"
+    min_confidence: float = 0.0
+    on_bad_row: BadRowPolicy = "error"
+    decode_check: bool = False
+    max_cell_chars: int = DEFAULT_MAX_CELL_CHARS
+    probe_workers: int | None = None
+
+
+@dataclass(frozen=True)
+class DatasetPair:
+    """An image set folder and the label set that describes it."""
+
+    imageset: Path
+    labelset: Path
+    name: str = "train"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The datasets of a run: a training pair, and a validation pair or fraction."""
+
+    train: DatasetPair
+    val: DatasetPair | None = None
+    val_fraction: float = 0.0
+    seed: int = 0
+    options: DatasetOptions = field(default_factory=DatasetOptions)
+
+
+@dataclass
+class SetReport:
+    """What loading one pair found: the summary `validate` prints and writes as JSON."""
+
+    name: str
+    labelset: str
+    imageset: str
+    image_root: str
+    files: list[str]
+    extra_columns: list[str]
+    rows: int = 0
+    box_units: str = ""
+    box_units_reason: str = ""
+    images_found: int = 0
+    images_missing: int = 0
+    usable_images: int = 0
+    images_without_objects: int = 0
+    problems: Counter = field(default_factory=Counter)
+    problem_examples: list[str] = field(default_factory=list)
+    first_problem: str | None = None
+    dropped_objects: Counter = field(default_factory=Counter)
+    clipped_objects: int = 0
+    objects_per_class: dict[str, int] = field(default_factory=dict)
+    box_size: dict[str, dict[str, float]] = field(default_factory=dict)
+    hint: str | None = None
+
+    def to_json(self) -> dict:
+        """The report as plain JSON types."""
+        out = dict(self.__dict__)
+        out["problems"] = dict(self.problems)
+        out["dropped_objects"] = dict(self.dropped_objects)
+        return out
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The records a run trains and validates on, their class map, and the reports that built them."""
+
+    train: Records
+    val: Records | None
+    class_map: ClassMap
+    reports: tuple[SetReport, ...]
+    split: str
+
+    def usable(self, policy: BadRowPolicy) -> str | None:
+        """None when training can use this dataset under `policy`, else the one-line reason it cannot."""
+        for report in self.reports:
+            if policy == "error" and report.first_problem:
+                hint = f" ({report.hint})" if report.hint else ""
+                return f"{report.first_problem}{hint}; fix the row, or pass --on-bad-row skip to drop such rows"
+        if not len(self.train):
+            hint = f" ({self.reports[0].hint})" if self.reports[0].hint else ""
+            return f"no usable image in the training set {self.reports[0].labelset}{hint}"
+        if not self.train.num_objects:
+            return f"no objects left in the training set {self.reports[0].labelset} after filtering"
+        return None
+
+
+def load_pair(pair: DatasetPair, options: DatasetOptions) -> tuple[Records, SetReport]:
+    """Load one pair into records; rows with problems are left out and reported, never raised."""
+    if not pair.imageset.is_dir():
+        raise DatasetError(f"image set {pair.imageset} is not a folder; pass the folder the images are mounted in")
+    root = image_root(pair.imageset, options.datastore_name)
+    if not root.is_dir():
+        subfolders = sorted(p.name for p in pair.imageset.iterdir() if p.is_dir())[:5]
+        raise DatasetError(
+            f"image set {pair.imageset} has no folder {options.datastore_name!r}; set DATASTORE_NAME "
+            f"(or --datastore-name) to the datastore folder, or to empty for ML-studio datasets "
+            f"(folders there: {', '.join(subfolders) or 'none'})"
+        )
+    table = read_labelset(pair.labelset)
+    parsed = parse_labels(table.label, table.confidence, options.max_cell_chars)
+    report = SetReport(
+        name=pair.name,
+        labelset=str(pair.labelset),
+        imageset=str(pair.imageset),
+        image_root=str(root),
+        files=list(table.files),
+        extra_columns=list(table.extra_columns),
+        rows=len(table),
+    )
+    issues = dict(parsed.issues)
+    relative = _relative_paths(table, issues)
+    sizes = _probe(root, relative, options, issues, report)
+    if report.images_missing and not report.images_found:
+        folders = sorted(p.name for p in root.iterdir() if p.is_dir())[:5]
+        report.hint = f"none of its images is under {root}; check --imageset and DATASTORE_NAME / --datastore-name" + (
+            f" (folders there: {', '.join(folders)})" if folders else ""
+        )
+    units, report.box_units_reason = _decide_units(parsed, options.box_units)
+    report.box_units = units
+    valid = np.ones(len(table), bool)
+    if issues:
+        valid[np.fromiter(issues, np.int64, len(issues))] = False
+    _record_problems(table, issues, report)
+    records = _build_records(parsed, valid, relative, sizes, root, units, options.min_confidence, report)
+    _summarise(records, report)
+    return records, report
+
+
+def _relative_paths(table: LabelTable, issues: dict[int, RowIssue]) -> list[str | None]:
+    urls = table.image_url.to_pylist()
+    relative: list[str | None] = [None] * len(urls)
+    first_row: dict[str, int] = {}
+    for row, url in enumerate(urls):
+        path = relative_image_path(url)
+        if isinstance(path, RowIssue):
+            issues.setdefault(row, path)
+        elif path in first_row:
+            issues.setdefault(
+                row,
+                RowIssue(
+                    "duplicate_image", "image_url", f"image_url {url!r} is also on {table.where(first_row[path])}"
+                ),
+            )
+        else:
+            first_row[path] = row
+            relative[row] = path
+    return relative
+
+
+def _probe(
+    root: Path, relative: list[str | None], options: DatasetOptions, issues: dict[int, RowIssue], report: SetReport
+) -> np.ndarray:
+    rows = [row for row, path in enumerate(relative) if path is not None]
+    results = probe_images((root / relative[row] for row in rows), options.decode_check, options.probe_workers)
+    sizes = np.zeros((len(relative), 2), np.int32)
+    for row, result in zip(rows, results, strict=True):
+        if isinstance(result, ImageInfo):
+            sizes[row] = (result.width, result.height)
+            report.images_found += 1
+        else:
+            report.images_missing += result.reason == "image_missing"
+            report.images_found += result.reason != "image_missing"
+            issues.setdefault(row, result)
+    return sizes
+
+
+def _decide_units(parsed: ParsedLabels, requested: BoxUnits) -> tuple[str, str]:
+    if requested != "auto":
+        return requested, f"{requested} (as requested)"
+    if not len(parsed.boxes):
+        return "pixel", "auto -> pixel (no boxes to look at)"
+    largest = float(np.abs(parsed.boxes).max())
+    if largest <= 1.0:
+        return "relative", f"auto -> relative (all {parsed.boxes.size} box coordinates are within [0, 1])"
+    return "pixel", f"auto -> pixel (largest box coordinate {largest:g} > 1)"
+
+
+def _record_problems(table: LabelTable, issues: dict[int, RowIssue], report: SetReport) -> None:
+    for row in sorted(issues):
+        issue = issues[row]
+        report.problems[issue.reason] += 1
+        if len(report.problem_examples) < MAX_EXAMPLES:
+            report.problem_examples.append(f"{table.where(row)}, field {issue.field!r}: {issue.detail}")
+    report.first_problem = report.problem_examples[0] if report.problem_examples else None
+
+
+def _build_records(
+    parsed: ParsedLabels,
+    valid: np.ndarray,
+    relative: list[str | None],
+    sizes: np.ndarray,
+    root: Path,
+    units: str,
+    min_confidence: float,
+    report: SetReport,
+) -> Records:
+    obj_row = row_of_items(parsed.counts)
+    limits = sizes[obj_row][:, [0, 1, 0, 1]].astype(np.float64)  # width, height, width, height
+    boxes = parsed.boxes * limits if units == "relative" else parsed.boxes
+    clipped = np.clip(boxes, 0.0, limits)
+    keep = valid[obj_row]
+    low = keep & (parsed.confidences < min_confidence)
+    degenerate = keep & ~low & ((clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1]))
+    drops = {"low_confidence": int(low.sum()), "degenerate_box": int(degenerate.sum())}
+    report.dropped_objects = Counter({reason: n for reason, n in drops.items() if n})
+    keep &= ~low & ~degenerate
+    report.clipped_objects = int((keep & (clipped != boxes).any(axis=1)).sum())
+
+    rows = np.flatnonzero(valid)
+    counts = np.bincount(obj_row[keep], minlength=len(valid))[rows]
+    return Records(
+        paths=np.array([str(root / relative[r]) for r in rows], dtype=object),
+        image_urls=np.array([relative[r] for r in rows], dtype=object),
+        sizes=sizes[rows],
+        offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        boxes=clipped[keep].astype(np.float32),
+        class_ids=parsed.class_codes[keep].astype(np.int64),
+        confidences=parsed.confidences[keep].astype(np.float32),
+        classes=parsed.vocab,
+    )
+
+
+def _summarise(records: Records, report: SetReport) -> None:
+    report.usable_images = len(records)
+    report.images_without_objects = int((np.diff(records.offsets) == 0).sum())
+    counts = np.bincount(records.class_ids, minlength=len(records.classes))
+    report.objects_per_class = {
+        name: int(counts[i]) for i, name in sorted(enumerate(records.classes), key=lambda x: x[1]) if counts[i]
+    }
+    if records.num_objects:
+        width = records.boxes[:, 2] - records.boxes[:, 0]
+        height = records.boxes[:, 3] - records.boxes[:, 1]
+        report.box_size = {
+            name: {"min": float(v.min()), "median": float(np.median(v)), "max": float(v.max())}
+            for name, v in (("width", width), ("height", height))
+        }
+
+
+def load_dataset(config: DataConfig) -> Dataset:
+    """Load every pair of a run, build the class map and split off validation; nothing raised for bad rows."""
+    train, train_report = load_pair(config.train, config.options)
+    reports = [train_report]
+    if config.val is not None:
+        val, val_report = load_pair(config.val, config.options)
+        reports.append(val_report)
+        split = f"validation set {config.val.labelset}"
+    elif config.val_fraction > 0 and len(train) < 2:
+        val, split = None, "no validation set (too few images to split)"
+    elif config.val_fraction > 0:
+        train, val = split_by_image(train, config.val_fraction, config.seed)
+        split = (
+            f"{len(val)} of {len(train) + len(val)} images held out for validation "
+            f"(fraction {config.val_fraction:g}, seed {config.seed})"
+        )
+    else:
+        val, split = None, "no validation set"
+    used = [train] + ([val] if val is not None else [])
+    class_map = ClassMap.from_names(r.classes[i] for r in used for i in np.unique(r.class_ids))
+    train = train.with_classes(class_map.names)
+    val = val.with_classes(class_map.names) if val is not None else None
+    if val is not None and val.num_objects:
+        unseen = sorted(set(np.unique(val.class_ids)) - set(np.unique(train.class_ids)))
+        if unseen:
+            log.warning("classes only in the validation set: %s", ", ".join(class_map.names[i] for i in unseen))
+    return Dataset(train, val, class_map, tuple(reports), split)
+
+
+def load_dataset_strict(config: DataConfig) -> Dataset:
+    """load_dataset, then raise DatasetError unless training can use the result under the row policy."""
+    dataset = load_dataset(config)
+    reason = dataset.usable(config.options.on_bad_row)
+    if reason:
+        raise DatasetError(reason)
+    return dataset
+
+
+def split_by_image(records: Records, fraction: float, seed: int) -> tuple[Records, Records]:
+    """A seeded split by image: the same images and seed always give the same validation images."""
+    if not 0 < fraction < 1:
+        raise DatasetError(f"--val-fraction must be between 0 and 1, got {fraction:g}")
+    n = len(records)
+    order = np.argsort(records.image_urls.astype(str), kind="stable")
+    shuffled = order[np.random.default_rng(seed).permutation(n)]
+    n_val = min(n - 1, max(1, round(n * fraction)))
+    return records.subset(np.sort(shuffled[n_val:])), records.subset(np.sort(shuffled[:n_val]))

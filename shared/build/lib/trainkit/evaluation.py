@@ -1,0 +1,106 @@
+"""Evaluation: detection mAP with torchmetrics, and the pictures people look at (curves, boxes on images)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw, ImageOps
+
+from trainkit.classmap import ClassMap
+from trainkit.loader import DaliLoader, to_float
+
+MAX_DRAWN = 6
+DRAW_MIN_SCORE = 0.3
+
+
+@dataclass
+class Evaluation:
+    """Metrics of one pass over the validation set, and a few samples to draw."""
+
+    metrics: dict[str, float]
+    drawn: list[tuple[str, dict[str, torch.Tensor], dict[str, torch.Tensor]]] = field(default_factory=list)
+
+
+def evaluate_detection(trainer, model: torch.nn.Module, loader: DaliLoader, classes: ClassMap, amp: bool) -> Evaluation:
+    """mAP@0.5:0.95, mAP@0.5 and per-class AP over `loader` (eval mode), in original image pixels."""
+    from torchmetrics.detection import MeanAveragePrecision
+
+    metric = MeanAveragePrecision(iou_type="bbox", box_format="xyxy", class_metrics=True)
+    drawn = []
+    model.eval()
+    device = loader.device
+    with torch.no_grad(), torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+        for batch in loader:
+            predictions = trainer.predict(model, to_float(batch.images, trainer.mean, trainer.std), batch)
+            scale = torch.cat([batch.scales, batch.scales], dim=1)  # x, y, x, y
+            preds, targets = [], []
+            for i, (pred, target) in enumerate(zip(predictions, batch.targets, strict=True)):
+                preds.append(
+                    {
+                        "boxes": pred["boxes"].float().cpu() / scale[i],
+                        "scores": pred["scores"].float().cpu(),
+                        "labels": pred["labels"].cpu(),
+                    }
+                )
+                targets.append({"boxes": target["boxes"].cpu() / scale[i], "labels": target["labels"].cpu()})
+                if len(drawn) < MAX_DRAWN:
+                    drawn.append((str(loader.records.paths[int(batch.indices[i])]), preds[-1], targets[-1]))
+            metric.update(preds, targets)
+    result = metric.compute()
+    metrics = {name: float(result[name]) for name in ("map", "map_50", "map_75")}
+    per_class = result["map_per_class"].reshape(-1).tolist()
+    for class_id, ap in zip(result["classes"].reshape(-1).tolist(), per_class, strict=True):
+        if 0 <= class_id < len(classes) and ap >= 0:  # -1: the class has no true box in this set
+            metrics[f"map_class/{classes.names[class_id]}"] = float(ap)
+    return Evaluation(metrics, drawn)
+
+
+def draw_detections(evaluation: Evaluation, classes: ClassMap, folder: Path) -> list[Path]:
+    """PNGs of validation images with true boxes (green) and predictions (red, score >= 0.3)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for n, (path, pred, target) in enumerate(evaluation.drawn):
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened).convert("RGB")
+        draw = ImageDraw.Draw(image)
+        for box, label in zip(target["boxes"].tolist(), target["labels"].tolist(), strict=True):
+            draw.rectangle(box, outline=(0, 220, 0), width=2)
+            draw.text((box[0] + 2, box[1] + 2), classes.names[label], fill=(0, 220, 0))
+        for box, label, score in zip(
+            pred["boxes"].tolist(), pred["labels"].tolist(), pred["scores"].tolist(), strict=True
+        ):
+            if score >= DRAW_MIN_SCORE and 0 <= label < len(classes):
+                draw.rectangle(box, outline=(230, 30, 30), width=2)
+                draw.text((box[0] + 2, box[3] - 12), f"{classes.names[label]} {score:.2f}", fill=(230, 30, 30))
+        out = folder / f"val_{n:02d}.png"
+        image.save(out)
+        written.append(out)
+    return written
+
+
+def plot_curves(history: dict[str, list[tuple[int, float]]], folder: Path) -> list[Path]:
+    """One PNG per metric series (x: optimiser step)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, points in history.items():
+        if not points:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+        steps, values = zip(*points, strict=True)
+        ax.plot(steps, values, marker="o" if len(points) < 30 else None)
+        ax.set_xlabel("step")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        out = folder / f"{name.replace('/', '_')}.png"
+        fig.savefig(out)
+        plt.close(fig)
+        written.append(out)
+    return written

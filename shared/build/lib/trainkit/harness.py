@@ -1,0 +1,405 @@
+"""The training harness: everything every model needs, around the few methods a trainer supplies.
+
+Device and AMP, seeding, the DALI loader, epochs and steps, LR schedule, gradient clipping,
+progress, MLflow tracking, atomic checkpoints with `--resume auto`, SIGTERM handling (finish the
+step, checkpoint, exit 3), evaluation, plots and the outputs folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import random
+import signal
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import trainkit
+from trainkit.atomic import write_json_atomic
+from trainkit.checkpoint import (
+    Position,
+    has_checkpoints,
+    load_latest_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from trainkit.config import TrainConfig
+from trainkit.contract import ExitCode
+from trainkit.dataset import Dataset
+from trainkit.devices import resolve_device
+from trainkit.discovery import LoadedTrainer
+from trainkit.distributed import current_shard, local_rank
+from trainkit.errors import UserError
+from trainkit.evaluation import Evaluation, draw_detections, evaluate_detection, plot_curves
+from trainkit.loader import DaliLoader, LoaderConfig, create_loader, to_float
+from trainkit.params import CommonParams, params_to_dict, parse_params
+from trainkit.tracking import Tracker, save_model_dir
+
+log = logging.getLogger(__name__)
+
+# Hyperparameters a resumed run may change: how long to train, not what is trained.
+RESUMABLE_CHANGES = frozenset({"epochs", "max_steps"})
+
+
+class _StopFlag:
+    """Set by SIGTERM; the loop checks it after each step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> _StopFlag:
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if not self.requested:
+            log.warning("SIGTERM: finishing this step, then checkpointing and stopping")
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+@dataclass
+class _State:
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    position: Position
+
+
+def run_training(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer) -> int:
+    """Train `loaded.trainer` on `dataset` as `config` says; returns the exit code (0, or 3 when stopped)."""
+    trainer = loaded.trainer
+    params = parse_params(trainer.Params, config.hyperparameters)
+    device = resolve_device(config.device, local_rank())
+    amp = params.amp and device.type == "cuda"
+    output_dir, checkpoint_dir = config.output_dir, config.checkpoint_dir or config.output_dir / "checkpoints"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = _checkpoint_to_resume(config, checkpoint_dir, params, dataset)
+
+    random.seed(params.seed)
+    np.random.seed(params.seed)
+    torch.manual_seed(params.seed)
+    shard = current_shard()
+    policy = config.data.options.on_bad_row
+    train_loader = create_loader(
+        dataset.train, _with_policy(trainer.loader_config(params, True), policy), device, shard
+    )
+    val_loader = None
+    if dataset.val is not None and len(dataset.val):
+        val_loader = create_loader(dataset.val, _with_policy(trainer.loader_config(params, False), policy), device)
+    steps_per_epoch = len(train_loader)
+    total_steps = params.epochs * steps_per_epoch
+    if params.max_steps:
+        total_steps = min(total_steps, params.max_steps)
+
+    model = trainer.build_model(params, dataset.class_map).to(device)
+    optimizer = trainer.configure_optimizer(model, params)
+    state = _State(
+        model=model,
+        optimizer=optimizer,
+        scheduler=trainer.configure_scheduler(optimizer, params, total_steps),
+        scaler=torch.amp.GradScaler(device.type, enabled=amp),
+        position=Position(0, 0, 0),
+    )
+    if checkpoint is not None:
+        _restore(state, checkpoint)
+        log.info(
+            "resuming at step %d (epoch %d, batch %d)",
+            state.position.step,
+            state.position.epoch + 1,
+            state.position.batch,
+        )
+
+    tracker = Tracker(output_dir, config.experiment, checkpoint.get("mlflow_run_id") if checkpoint else None)
+    run_info = _run_info(config, loaded, params, dataset, tracker, device)
+    write_json_atomic(output_dir / "run.json", run_info)
+    dataset.class_map.save(output_dir / "class_map.json")
+    tracker.log_params({**{f"hp.{k}": v for k, v in params_to_dict(params).items()}, "trainer": trainer.name})
+    tracker.log_dict(run_info, "run.json")
+    tracker.log_dict(dataset.class_map.to_json(), "class_map.json")
+
+    def save(position: Position) -> None:
+        state.position = position
+        save_checkpoint(
+            checkpoint_dir,
+            {
+                "model": state.model.state_dict(),
+                "optimizer": state.optimizer.state_dict(),
+                "scheduler": state.scheduler.state_dict(),
+                "scaler": state.scaler.state_dict(),
+                "step": position.step,
+                "epoch": position.epoch,
+                "batch": position.batch,
+                "rng": rng_state(),
+                "mlflow_run_id": tracker.run_id,
+                "classes": list(dataset.class_map.names),
+                "params": params_to_dict(params),
+                "history": dict(history),
+            },
+        )
+
+    history: dict[str, list[tuple[int, float]]] = defaultdict(list, checkpoint.get("history", {}) if checkpoint else {})
+    started = time.perf_counter()
+    evaluation: Evaluation | None = None
+    try:
+        with _StopFlag() as stop:
+            finished = _train_loop(
+                trainer,
+                state,
+                params,
+                train_loader,
+                val_loader,
+                dataset,
+                tracker,
+                config,
+                stop,
+                save,
+                history,
+                total_steps,
+            )
+            if not finished:
+                tracker.end("KILLED")
+                log.warning("stopped at step %d; rerun with --resume auto to continue", state.position.step)
+                return ExitCode.PREEMPTED
+            if val_loader is not None:
+                evaluation = evaluate_detection(trainer, state.model, val_loader, dataset.class_map, amp)
+                tracker.log_metrics({f"val/{k}": v for k, v in evaluation.metrics.items()}, state.position.step)
+        _finish(
+            trainer, loaded, state, params, dataset, tracker, config, history, evaluation, time.perf_counter() - started
+        )
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    tracker.end("FINISHED")
+    return ExitCode.OK
+
+
+def _with_policy(loader_config: LoaderConfig, policy: str) -> LoaderConfig:
+    return replace(loader_config, on_bad_row=policy)
+
+
+def _checkpoint_to_resume(config: TrainConfig, folder: Path, params: CommonParams, dataset: Dataset) -> dict | None:
+    if config.resume == "never":
+        if has_checkpoints(folder):
+            raise UserError(
+                f"{folder} holds checkpoints of an earlier run; pass --resume auto to continue it, "
+                "or choose a new --output-dir / --checkpoint-dir"
+            )
+        return None
+    checkpoint = load_latest_checkpoint(folder)
+    if checkpoint is None:
+        log.info("no checkpoint in %s: starting a new run", folder)
+        return None
+    if tuple(checkpoint["classes"]) != dataset.class_map.names:
+        raise UserError(
+            f"the checkpoint in {folder} was trained on classes {checkpoint['classes']}, "
+            f"not {list(dataset.class_map.names)}; start a new --output-dir"
+        )
+    current = params_to_dict(params)
+    for key, value in checkpoint["params"].items():
+        if key not in RESUMABLE_CHANGES and current.get(key) != value:
+            raise UserError(
+                f"the checkpoint in {folder} was made with {key}={value!r}, this run has {current.get(key)!r}; "
+                "resume with the same hyperparameters or start a new --output-dir"
+            )
+    return checkpoint
+
+
+def _restore(state: _State, checkpoint: dict[str, Any]) -> None:
+    state.model.load_state_dict(checkpoint["model"])
+    state.optimizer.load_state_dict(checkpoint["optimizer"])
+    state.scheduler.load_state_dict(checkpoint["scheduler"])
+    state.scaler.load_state_dict(checkpoint["scaler"])
+    set_rng_state(checkpoint["rng"])
+    state.position = Position(checkpoint["step"], checkpoint["epoch"], checkpoint["batch"])
+
+
+def _train_loop(
+    trainer,
+    state: _State,
+    params: CommonParams,
+    train_loader: DaliLoader,
+    val_loader: DaliLoader | None,
+    dataset: Dataset,
+    tracker: Tracker,
+    config: TrainConfig,
+    stop: _StopFlag,
+    save,
+    history,
+    total_steps: int,
+) -> bool:
+    """Run epochs from state.position; True when training completed, False when stopped by SIGTERM."""
+    model, device = state.model, train_loader.device
+    amp = state.scaler.is_enabled()
+    step = state.position.step
+    progress = _Progress(total_steps, step, config.log_every)
+    for epoch in range(state.position.epoch, params.epochs):
+        batch_index = state.position.batch if epoch == state.position.epoch else 0
+        train_loader.resume(epoch, batch_index)
+        model.train()
+        window: dict[str, list[float]] = defaultdict(list)
+        tick = time.perf_counter()
+        for batch in train_loader:
+            data_time = time.perf_counter() - tick
+            with torch.autocast(device.type, enabled=amp):
+                losses = trainer.loss(model, to_float(batch.images, trainer.mean, trainer.std), batch)
+            loss = losses["loss"]
+            if not torch.isfinite(loss):
+                raise UserError(
+                    f"the loss became {loss.item()} at step {step + 1}; lower the learning rate (--set lr=...)"
+                )
+            state.optimizer.zero_grad(set_to_none=True)
+            state.scaler.scale(loss).backward()
+            if params.grad_clip:
+                state.scaler.unscale_(state.optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), params.grad_clip)
+            state.scaler.step(state.optimizer)
+            state.scaler.update()
+            state.scheduler.step()
+            step += 1
+            batch_index += 1
+            for name, value in losses.items():
+                window[f"train/{name}"].append(float(value.detach()))
+            window["time/data_s"].append(data_time)
+            window["time/step_s"].append(time.perf_counter() - tick)
+            if step % config.log_every == 0 or step == total_steps or stop.requested:
+                means = {name: float(np.mean(values)) for name, values in window.items()}
+                means["train/lr"] = state.optimizer.param_groups[0]["lr"]
+                tracker.log_metrics(means, step)
+                history["train_loss"].append((step, means["train/loss"]))
+                progress.update(step, epoch, params.epochs, means)
+                window.clear()
+            done = bool(params.max_steps) and step >= params.max_steps
+            if stop.requested or done or (config.checkpoint_every and step % config.checkpoint_every == 0):
+                save(Position(step, epoch, batch_index))
+            if stop.requested:
+                progress.close()
+                return False
+            if done:
+                progress.close()
+                return True
+            tick = time.perf_counter()
+        save(Position(step, epoch + 1, 0))
+        if val_loader is not None and (epoch + 1) % config.eval_every == 0 and epoch + 1 < params.epochs:
+            evaluation = evaluate_detection(trainer, model, val_loader, dataset.class_map, amp)
+            tracker.log_metrics({f"val/{k}": v for k, v in evaluation.metrics.items()}, step)
+            history["val_map"].append((step, evaluation.metrics["map"]))
+            history["val_map_50"].append((step, evaluation.metrics["map_50"]))
+            log.info(
+                "epoch %d: val mAP %.4f, mAP@0.5 %.4f",
+                epoch + 1,
+                evaluation.metrics["map"],
+                evaluation.metrics["map_50"],
+            )
+            if stop.requested:
+                return False
+    progress.close()
+    return True
+
+
+def _finish(
+    trainer,
+    loaded: LoadedTrainer,
+    state: _State,
+    params,
+    dataset: Dataset,
+    tracker: Tracker,
+    config: TrainConfig,
+    history,
+    evaluation: Evaluation | None,
+    seconds: float,
+) -> None:
+    output_dir = config.output_dir
+    if evaluation is not None:
+        history["val_map"].append((state.position.step, evaluation.metrics["map"]))
+        history["val_map_50"].append((state.position.step, evaluation.metrics["map_50"]))
+    plots = output_dir / "plots"
+    plot_curves(history, plots)
+    if evaluation is not None:
+        draw_detections(evaluation, dataset.class_map, plots)
+    metrics = {
+        "step": state.position.step,
+        "epoch": state.position.epoch,
+        "train_loss": history["train_loss"][-1][1] if history.get("train_loss") else None,
+        "val": evaluation.metrics if evaluation is not None else None,
+        "seconds": round(seconds, 1),
+    }
+    write_json_atomic(output_dir / "metrics.json", metrics)
+    exported = trainer.export(state.model, params, dataset.class_map)
+    code_paths = [str(loaded.source)] if loaded.source else []
+    save_model_dir(exported, output_dir / "model", code_paths)
+    model_uri = tracker.log_model(exported, code_paths, config.register_as)
+    tracker.log_artifacts(plots, "plots")
+    tracker.log_dict(metrics, "metrics.json")
+    log.info("model: %s (MLflow %s, tracking %s)", output_dir / "model", model_uri, tracker.tracking_uri)
+    if config.register_as:
+        log.info("registered as %r", config.register_as)
+
+
+def _run_info(config: TrainConfig, loaded: LoadedTrainer, params, dataset: Dataset, tracker: Tracker, device) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"trainkit": trainkit.__version__, "python": platform.python_version()}
+    for name in ("torch", "torchvision", "nvidia-dali-cuda130", "mlflow", "torchmetrics"):
+        with contextlib.suppress(PackageNotFoundError):
+            versions[name] = version(name)
+    return {
+        "trainer": loaded.trainer.name,
+        "trainer_source": str(loaded.source) if loaded.source else loaded.module.__name__,
+        "config": config.to_json(),
+        "hyperparameters": params_to_dict(params),
+        "classes": list(dataset.class_map.names),
+        "train_images": len(dataset.train),
+        "val_images": len(dataset.val) if dataset.val is not None else 0,
+        "split": dataset.split,
+        "device": str(device),
+        "versions": versions,
+        "image": os.environ.get("TRAINKIT_IMAGE", ""),
+        "image_digest": os.environ.get("TRAINKIT_IMAGE_DIGEST", ""),
+        "mlflow_run_id": tracker.run_id,
+        "mlflow_tracking_uri": tracker.tracking_uri,
+        "argv": sys.argv,
+    }
+
+
+class _Progress:
+    """A tqdm bar on a terminal; plain log lines every `log_every` steps elsewhere (AzureML logs)."""
+
+    def __init__(self, total: int, start: int, log_every: int) -> None:
+        self._bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+        self._last = start
+
+    def update(self, step: int, epoch: int, epochs: int, means: dict[str, float]) -> None:
+        text = (
+            f"loss {means['train/loss']:.4f} lr {means['train/lr']:.3g} "
+            f"data {means['time/data_s']:.3f}s step {means['time/step_s']:.3f}s"
+        )
+        if self._bar is not None:
+            self._bar.update(step - self._last)
+            self._bar.set_postfix_str(f"epoch {epoch + 1}/{epochs} {text}")
+        else:
+            log.info("epoch %d/%d step %d: %s", epoch + 1, epochs, step, text)
+        self._last = step
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

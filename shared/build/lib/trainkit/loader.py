@@ -1,0 +1,326 @@
+"""Training and evaluation batches from Records, with NVIDIA DALI, on a GPU or on the CPU.
+
+`create_loader(records, config, device)` returns an iterable of batches; each `iter()` is one
+epoch. Images arrive as uint8 (N, 3, S, S) tensors (channels-last memory) on the model's device;
+call `to_float` on the device to normalise. Detection targets follow torchvision: per image a dict
+of absolute xyxy `boxes` (float32, in output pixels) and `labels` (int64).
+
+Train mode shuffles with (seed, epoch), flips and crops around boxes; every process of a
+distributed run reads a disjoint, equally long shard (up to count-1 images a epoch are left out so
+the shards are equal, as torch's DistributedSampler does). Eval mode reads every sample exactly
+once, in order, the last partial batch included, with no randomness.
+
+A file that cannot be read or decoded follows the `on_bad_row` policy: `error` raises a
+DatasetError naming it; `skip` leaves it out, counts it in `skipped`, and goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from trainkit.augment import (
+    Window,
+    box_window,
+    boxes_in_window,
+    full_window,
+    sample_crop_window,
+    sample_rng,
+)
+from trainkit.dali_pipeline import BadFile, BatchSource, Sample, loader_pipeline
+from trainkit.dataset import BadRowPolicy
+from trainkit.distributed import Shard
+from trainkit.errors import DatasetError
+from trainkit.records import Records
+
+log = logging.getLogger(__name__)
+
+Task = Literal["detection", "object_crops", "image_labels"]
+MIN_BOX_PIXELS = 1.0
+MAX_REBUILDS_PER_EPOCH = 100
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """How batches are made. `image_size` is the square side the model sees."""
+
+    batch_size: int = 8
+    image_size: int = 512
+    train: bool = True
+    task: Task = "detection"
+    hflip: float = 0.5
+    random_crop: bool = True
+    seed: int = 0
+    num_threads: int | None = None
+    prefetch: int = 2
+    on_bad_row: BadRowPolicy = "error"
+
+
+@dataclass
+class DetectionBatch:
+    """Images and torchvision-style targets; `indices` are record indices, `scales` map boxes back.
+
+    A box in the batch equals the record's box times `scales[i]` (x, y) when no crop was applied.
+    """
+
+    images: torch.Tensor  # (N, 3, S, S) uint8
+    targets: list[dict[str, torch.Tensor]]
+    indices: torch.Tensor  # (N,) int64
+    scales: torch.Tensor  # (N, 2) float32: output pixels per original pixel (x, y)
+
+
+@dataclass
+class ClassificationBatch:
+    """Images and labels: (N,) int64 class ids for object crops, (N, C) float multi-hot for image labels."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    indices: torch.Tensor  # record indices (image_labels) or object indices (object_crops)
+
+
+def to_float(
+    images: torch.Tensor, mean: tuple[float, ...] = (0.0,) * 3, std: tuple[float, ...] = (1.0,) * 3
+) -> torch.Tensor:
+    """uint8 images -> float32 in [0, 1], then (x - mean) / std, on the images' device."""
+    out = images.float().div_(255.0)
+    if any(mean) or any(s != 1.0 for s in std):
+        m = torch.tensor(mean, device=out.device).view(1, -1, 1, 1)
+        s = torch.tensor(std, device=out.device).view(1, -1, 1, 1)
+        out = out.sub_(m).div_(s)
+    return out
+
+
+def create_loader(
+    records: Records, config: LoaderConfig, device: torch.device | str = "cpu", shard: Shard | None = None
+) -> DaliLoader:
+    """A DALI loader over `records` producing batches on `device` (cpu or cuda)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return DaliLoader(records, config, device, shard or Shard())
+
+
+class DaliLoader:
+    """Iterable of batches; each iteration is one epoch. See the module docstring."""
+
+    def __init__(self, records: Records, config: LoaderConfig, device: torch.device, shard: Shard) -> None:
+        if config.batch_size < 1 or config.image_size < 8:
+            raise ValueError("batch_size must be >= 1 and image_size >= 8")
+        self.records = records
+        self.config = config
+        self.device = device
+        self.shard = shard
+        self.epoch = 0
+        self._units = len(records) if config.task != "object_crops" else records.num_objects
+        if config.train and self._units < shard.count:
+            raise DatasetError(f"{self._units} samples cannot be split over {shard.count} processes")
+        self._object_image = records.object_image()
+        self._source = BatchSource(self._load, config.batch_size, config.task, config.on_bad_row == "skip")
+        self._pipe = None
+        self._clean_end = True
+        self._start_batch = 0
+
+    def resume(self, epoch: int, batch: int) -> None:
+        """Make the next iteration epoch `epoch`, starting at its batch `batch` (for resuming a run)."""
+        self.epoch, self._start_batch = epoch, batch
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Files left out under on_bad_row=skip: path -> why."""
+        return {self._path_of(position): reason for position, reason in self._source.bad.items()}
+
+    def __len__(self) -> int:
+        """Batches per epoch for this shard (before skipped files)."""
+        return -(-len(self.epoch_order(self.epoch)) // self.config.batch_size)
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The positions this shard reads in `epoch`."""
+        n, shard = self._units, self.shard
+        if not self.config.train:
+            return np.arange(shard.index, n, shard.count, dtype=np.int64)
+        order = np.random.default_rng([self.config.seed, epoch]).permutation(n)
+        return order[: n - n % shard.count][shard.index :: shard.count]
+
+    def __iter__(self) -> Iterator[DetectionBatch | ClassificationBatch]:
+        # Each iteration is the next epoch, however far the previous one was read.
+        self._source_epoch, self.epoch = self.epoch, self.epoch + 1
+        order = self.epoch_order(self._source_epoch)[self._start_batch * self.config.batch_size :]
+        self._start_batch = 0
+        self._source.start(order)
+        if self._pipe is None or not self._clean_end:
+            self._pipe = self._build()
+        else:
+            self._pipe.reset()
+        self._clean_end = False
+        rebuilds = 0
+        while True:
+            try:
+                outputs = self._pipe.run()
+            except StopIteration:
+                break
+            except Exception as exc:  # DALI raises plain RuntimeErrors for bad data
+                rebuilds += 1
+                self._recover(exc, rebuilds)
+                continue
+            positions = self._source.pending.popleft()
+            yield self._batch(outputs, positions)
+        self._clean_end = True
+
+    def _build(self):
+        c = self.config
+        gpu = self.device.type == "cuda"
+        threads = c.num_threads or max(1, min(8, (os.cpu_count() or 2) // max(1, self.shard.count if gpu else 1)))
+        pipe = loader_pipeline(
+            source=self._source,
+            task=c.task,
+            decode_device="mixed" if gpu else "cpu",
+            batch_size=c.batch_size,
+            num_threads=threads,
+            device_id=self.device.index if gpu else None,
+            seed=0,  # the pipeline has no random operators: augmentation is decided in `augment`
+            prefetch_queue_depth=c.prefetch,
+            exec_dynamic=True,
+        )
+        pipe.build()
+        return pipe
+
+    def _recover(self, exc: Exception, rebuilds: int) -> None:
+        """After DALI failed on a batch: name the bad file (error) or leave it out and rebuild (skip)."""
+        if self._source.error is not None:
+            bad = self._source.error
+            raise DatasetError(f"{bad}; `trainkit validate` finds such files; pass --on-bad-row skip to leave them out")
+        unconsumed = self._source.unconsumed()
+        broken = {p: reason for p in unconsumed.tolist() if (reason := self._decode_problem(p))}
+        if not broken or rebuilds > MAX_REBUILDS_PER_EPOCH:
+            raise RuntimeError(f"the image pipeline failed on positions {unconsumed.tolist()[:8]}: {exc}") from exc
+        if self.config.on_bad_row == "error":
+            reason = next(iter(broken.values()))
+            raise DatasetError(
+                f"{reason}; `trainkit validate --decode-check` finds such files; "
+                "pass --on-bad-row skip to leave them out"
+            )
+        self._source.bad.update(broken)
+        for reason in broken.values():
+            log.warning("skipped: %s", reason)
+        self._source.rewind()
+        self._pipe = self._build()
+
+    def _path_of(self, position: int) -> str:
+        image = self._object_image[position] if self.config.task == "object_crops" else position
+        return str(self.records.paths[image])
+
+    def _decode_problem(self, position: int) -> str | None:
+        path = self._path_of(position)
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except Exception as exc:  # any failure to decode is the answer we want
+            return f"image {path} cannot be decoded ({' '.join(str(exc).split())[:160]})"
+        return None
+
+    def _load(self, position: int) -> Sample:
+        """Read one sample's bytes and decide its window, flip and targets (runs in DALI's feeding thread)."""
+        records, config, task = self.records, self.config, self.config.task
+        image = int(self._object_image[position]) if task == "object_crops" else position
+        path = str(records.paths[image])
+        try:
+            encoded = np.fromfile(path, dtype=np.uint8)
+        except OSError as exc:
+            raise BadFile(position, f"image {path} cannot be read ({exc.strerror or exc})") from None
+        if not len(encoded):
+            raise BadFile(position, f"image {path} is empty")
+        width, height = (int(v) for v in records.sizes[image])
+        rng = sample_rng(config.seed, self._source_epoch, position) if config.train else None
+        flip = bool(rng is not None and rng.random() < config.hflip)
+        start, stop = records.offsets[image], records.offsets[image + 1]
+        window: Window
+        if task == "object_crops":
+            window = box_window(records.boxes[position], width, height, flip)
+            targets: tuple[np.ndarray, ...] = (records.class_ids[position : position + 1].astype(np.int32),)
+        elif task == "image_labels":
+            window = full_window(width, height, flip)
+            hot = np.zeros(len(records.classes), np.float32)
+            hot[records.class_ids[start:stop]] = 1.0
+            targets = (hot,)
+        else:
+            boxes = records.boxes[start:stop].astype(np.float64)
+            labels = records.class_ids[start:stop].astype(np.int32)
+            crop = rng is not None and config.random_crop
+            window = sample_crop_window(rng, boxes, width, height) if crop else full_window(width, height)
+            window = replace(window, flip=flip)
+            targets = boxes_in_window(boxes, labels, window)
+        return Sample(
+            position,
+            encoded,
+            anchor=np.array([window.x0, window.y0], np.float32),
+            shape=np.array([window.width, window.height], np.float32),
+            flip=np.array(int(window.flip), np.int32),
+            targets=targets,
+        )
+
+    def _batch(self, outputs: tuple, positions: np.ndarray) -> DetectionBatch | ClassificationBatch:
+        size = self.config.image_size
+        images_tl = outputs[0]
+        # Channels-last: the uint8 resize kernel writes it directly, and convolutions take it as is.
+        images = torch.empty(
+            (len(positions), 3, size, size), dtype=torch.uint8, device=self.device, memory_format=torch.channels_last
+        )
+        for i in range(len(positions)):
+            _resize_into(_to_torch(images_tl[i], self.device), images[i : i + 1])
+        indices = torch.from_numpy(positions)
+        if self.config.task != "detection":
+            labels_tl = outputs[1]
+            labels = np.stack([np.asarray(labels_tl[i]) for i in range(len(positions))])
+            labels_t = torch.from_numpy(
+                labels.reshape(len(positions)).astype(np.int64) if self.config.task == "object_crops" else labels
+            )
+            return ClassificationBatch(images, labels_t.to(self.device), indices)
+        boxes_tl, labels_tl = outputs[1], outputs[2]
+        targets = []
+        for i in range(len(positions)):
+            boxes = np.asarray(boxes_tl[i], np.float32).reshape(-1, 4) * size
+            labels = np.asarray(labels_tl[i]).reshape(-1).astype(np.int64)
+            keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_PIXELS) & ((boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_PIXELS)
+            targets.append(
+                {
+                    "boxes": torch.from_numpy(boxes[keep]).to(self.device),
+                    "labels": torch.from_numpy(labels[keep]).to(self.device),
+                }
+            )
+        sizes = self.records.sizes[positions].astype(np.float32)
+        scales = torch.from_numpy(size / sizes)
+        return DetectionBatch(images, targets, indices, scales)
+
+
+def _to_torch(tensor, device: torch.device) -> torch.Tensor:
+    """One DALI sample as a (1, 3, H, W) uint8 view or copy on `device`.
+
+    On the CPU this is a zero-copy view of DALI's buffer, valid until the next pipeline run; the
+    caller resizes it into its own tensor straight away.
+    """
+    if device.type == "cpu":
+        hwc = torch.from_numpy(np.asarray(tensor))
+    else:
+        from nvidia.dali.plugin.pytorch import feed_ndarray
+
+        hwc = torch.empty(tuple(tensor.shape()), dtype=torch.uint8, device=device)
+        feed_ndarray(tensor, hwc, cuda_stream=torch.cuda.current_stream(device))
+    return hwc.permute(2, 0, 1).unsqueeze(0)
+
+
+def _resize_into(chw: torch.Tensor, out: torch.Tensor) -> None:
+    """Bilinear, antialiased resize of (1, 3, H, W) uint8 into `out`, as torchvision's v2 Resize does."""
+    size = list(out.shape[-2:])
+    if chw.device.type == "cpu":  # torch's fast uint8 kernel exists on the CPU only
+        torch.ops.aten._upsample_bilinear2d_aa.out(chw, size, False, None, None, out=out)
+        return
+    resized = F.interpolate(chw.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+    out.copy_(resized.round_().clamp_(0, 255))

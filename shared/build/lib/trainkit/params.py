@@ -1,0 +1,108 @@
+"""Typed hyperparameters: every trainer's dataclass extends CommonParams; unknown keys are errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from trainkit.errors import UserError
+
+P = TypeVar("P", bound="CommonParams")
+
+
+@dataclass(frozen=True)
+class CommonParams:
+    """Hyperparameters every trainer accepts (`--set key=value` or `--params FILE`)."""
+
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 0.01
+    image_size: int = 512
+    seed: int = 0
+    weight_decay: float = 1e-4
+    grad_clip: float = 0.0  # max gradient norm; 0 turns clipping off
+    warmup_steps: int = 0  # linear warm-up before the trainer's schedule
+    max_steps: int = 0  # stop after this many optimiser steps in all; 0: run every epoch
+    amp: bool = True  # mixed precision on a GPU (ignored on the CPU)
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "lr": self.lr > 0,
+            "image_size": self.image_size >= 32,
+            "weight_decay": self.weight_decay >= 0,
+            "grad_clip": self.grad_clip >= 0,
+            "warmup_steps": self.warmup_steps >= 0,
+            "max_steps": self.max_steps >= 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"hyperparameter {name!r} = {getattr(self, name)!r} is out of range")
+
+
+def parse_params(cls: type[P], raw: Mapping[str, object]) -> P:
+    """Build `cls` from raw values (JSON types or strings), naming any unknown key or bad value."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise UserError(
+            f"unknown hyperparameter {unknown[0]!r} for this trainer; it accepts: {', '.join(sorted(fields))}"
+        )
+    hints = typing.get_type_hints(cls)
+    values = {name: _coerce(name, value, hints[name]) for name, value in raw.items()}
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as exc:
+        raise UserError(str(exc)) from None
+
+
+def params_to_dict(params: CommonParams) -> dict[str, Any]:
+    """Plain JSON-able dict of a params object."""
+    return dataclasses.asdict(params)
+
+
+def _coerce(name: str, value: object, hint: Any) -> object:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or value == "None":
+            return None
+        hint = options[0]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        return str(value)
+    elif typing.get_origin(hint) is tuple:
+        if isinstance(value, (list, tuple)):
+            inner = typing.get_args(hint)[0]
+            return tuple(_coerce(name, v, inner) for v in value)
+    else:
+        return value
+    kind = getattr(hint, "__name__", str(hint))
+    raise UserError(f"hyperparameter {name!r} must be {kind}, got {value!r}")

@@ -1,0 +1,70 @@
+"""Render what loading a dataset found, as text for people and JSON for machines."""
+
+from __future__ import annotations
+
+from trainkit.dataset import BadRowPolicy, Dataset, SetReport
+
+
+def summary_json(dataset: Dataset, policy: BadRowPolicy) -> dict:
+    """The `validate --json` document."""
+    reason = dataset.usable(policy)
+    return {
+        "usable": reason is None,
+        "reason": reason,
+        "on_bad_row": policy,
+        "sets": [report.to_json() for report in dataset.reports],
+        "split": dataset.split,
+        "train_images": len(dataset.train),
+        "val_images": len(dataset.val) if dataset.val is not None else 0,
+        "classes": list(dataset.class_map.names),
+    }
+
+
+def summary_text(dataset: Dataset, policy: BadRowPolicy) -> str:
+    """The `validate` summary."""
+    lines: list[str] = []
+    for report in dataset.reports:
+        lines += _set_lines(report)
+        lines.append("")
+    lines.append(f"split      {dataset.split}")
+    lines.append(f"classes    {len(dataset.class_map)}: {', '.join(dataset.class_map.names) or 'none'}")
+    reason = dataset.usable(policy)
+    lines.append("result     usable" if reason is None else f"result     NOT usable: {reason}")
+    return "\n".join(lines)
+
+
+def _counts(counter: dict[str, int]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _set_lines(r: SetReport) -> list[str]:
+    files = f"{len(r.files)} file{'s' if len(r.files) != 1 else ''}"
+    extra = (
+        f"; extra columns ignored: {', '.join(c or '(unnamed)' for c in r.extra_columns)}" if r.extra_columns else ""
+    )
+    lines = [
+        f"[{r.name}]",
+        f"label set  {r.labelset} ({files}, {r.rows} rows{extra})",
+        f"image set  {r.imageset} (images under {r.image_root})",
+        f"images     {r.images_found} found, {r.images_missing} missing; {r.usable_images} usable, "
+        f"{r.images_without_objects} of them without objects",
+        f"box units  {r.box_units_reason}",
+    ]
+    kept = sum(r.objects_per_class.values())
+    dropped = f"dropped: {_counts(r.dropped_objects)}" if r.dropped_objects else "none dropped"
+    lines.append(f"objects    {kept} kept, {dropped}; {r.clipped_objects} clipped to the image")
+    width = max((len(name) for name in r.objects_per_class), default=0)
+    lines += [f"  {name:<{width}}  {n}" for name, n in r.objects_per_class.items()]
+    if r.box_size:
+        lines.append(
+            "box size   "
+            + "; ".join(f"{k} {v['min']:.0f}/{v['median']:.0f}/{v['max']:.0f}" for k, v in r.box_size.items())
+            + " px (min/median/max)"
+        )
+    lines.append(f"problems   {_counts(r.problems) or 'none'}")
+    if r.hint:
+        lines.append(f"  hint: {r.hint}")
+    lines += [f"  {example}" for example in r.problem_examples]
+    if sum(r.problems.values()) > len(r.problem_examples):
+        lines.append(f"  ... and {sum(r.problems.values()) - len(r.problem_examples)} more")
+    return lines

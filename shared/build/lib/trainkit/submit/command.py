@@ -1,0 +1,180 @@
+"""`trainkit submit`: command-line options -> SubmitConfig -> job specs -> (dry run | AzureML)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+from pathlib import Path
+
+from trainkit.contract import ExitCode
+from trainkit.errors import UserError
+from trainkit.submit.spec import DatasetPairRef, SubmitConfig, grid_points, job_specs, parse_grid
+
+log = logging.getLogger("trainkit")
+DEFAULT_MANIFEST = Path("dist") / "images.json"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The submit command's options."""
+    g = p.add_argument_group("what runs")
+    g.add_argument("--trainer", default="", help="trainer name (its image comes from --manifest) or trainer folder")
+    g.add_argument(
+        "--manifest",
+        type=Path,
+        default=Path(os.environ.get("TRAINKIT_IMAGE_MANIFEST") or DEFAULT_MANIFEST),
+        help="the publish manifest (ci/publish.py; env TRAINKIT_IMAGE_MANIFEST)",
+    )
+    g.add_argument("--image", default="", help="an image pinned by digest (REPOSITORY@sha256:...), not from --manifest")
+    g = p.add_argument_group("data (one pair, or --pair repeated: one job per pair)")
+    g.add_argument("--imageset", default="", help="image set: azureml:NAME:VERSION, datastore/cloud URI, local folder")
+    g.add_argument("--labelset", default="", help="label set: azureml:NAME:VERSION, URI, or local file/folder")
+    g.add_argument("--pair", nargs=2, action="append", default=[], metavar=("LABELSET", "IMAGESET"))
+    g.add_argument(
+        "--labelset-type", choices=("auto", "uri_file", "uri_folder", "mltable"), default="auto",
+        help="input type of the label sets (auto: from the path; registered assets: mltable)",
+    )  # fmt: skip
+    g.add_argument(
+        "--datastore-name", default=os.environ.get("DATASTORE_NAME", ""),
+        help="image sets' datastore folder, passed to the job as DATASTORE_NAME (env DATASTORE_NAME)",
+    )  # fmt: skip
+    g = p.add_argument_group("hyperparameters (checked against the trainer's typed parameters)")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="one hyperparameter (repeatable)")
+    g.add_argument("--params", type=Path, metavar="FILE", help="hyperparameters from a JSON object file")
+    g.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="one job per value (repeatable)")
+    g = p.add_argument_group("where and how")
+    g.add_argument("--experiment", default="", help="AzureML experiment (default trainkit-<trainer>)")
+    g.add_argument("--compute", default="", help="compute cluster name")
+    g.add_argument("--instance-type", default="", help="VM size for serverless compute (when no --compute)")
+    g.add_argument("--instance-count", type=int, default=1, metavar="N", help="nodes")
+    g.add_argument("--processes-per-node", type=int, default=1, metavar="N", help="processes per node")
+    g.add_argument("--low-priority", action="store_true", help="serverless spot capacity; jobs resume after preemption")
+    g.add_argument("--shm-size", default="16g", help="/dev/shm size for the loader")
+    g.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="job tag (repeatable)")
+    g.add_argument("--dry-run", type=Path, metavar="DIR", help="write the job YAML files to DIR and check them offline")
+    g.add_argument(
+        "--sdk", choices=("v2", "v1"), default="v2",
+        help="v1: azureml-core (retired; the submit-v1 extra) for workspaces that still run it",
+    )  # fmt: skip
+    g = p.add_argument_group("workspace (else env AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP, AZUREML_WORKSPACE_NAME)")
+    g.add_argument("--subscription", default="")
+    g.add_argument("--resource-group", default="")
+    g.add_argument("--workspace", default="")
+    g.add_argument("--workspace-config", type=Path, metavar="FILE", help="the workspace's config.json")
+    p.add_argument("train_args", nargs=argparse.REMAINDER, help="after --: more `trainkit train` options")
+
+
+def config_from_args(args: argparse.Namespace) -> SubmitConfig:
+    """Resolve the trainer's image, read and check the hyperparameters, and collect the dataset pairs."""
+    from trainkit.config import load_params_file, parse_set_options
+
+    name, folder = _trainer(args.trainer, args.image)
+    if args.image:
+        image = args.image
+    else:
+        from trainkit.image_manifest import load_image_manifest
+
+        image = load_image_manifest(args.manifest).image_for(name).reference
+    fixed = {**(load_params_file(args.params) if args.params else {}), **parse_set_options(args.set)}
+    grid = parse_grid(args.grid)
+    _check_params(name, folder, grid_points(fixed, grid))
+    pairs = [DatasetPairRef(labelset, imageset) for labelset, imageset in args.pair]
+    if args.imageset or args.labelset:
+        if not (args.imageset and args.labelset):
+            raise UserError("give both --imageset and --labelset (or --pair LABELSET IMAGESET)")
+        pairs.insert(0, DatasetPairRef(args.labelset, args.imageset))
+    tags = {}
+    for item in args.tag:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--tag {item!r}: expected KEY=VALUE")
+        tags[key] = value
+    train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
+    return SubmitConfig(
+        trainer=name, image=image, pairs=tuple(pairs), experiment=args.experiment or f"trainkit-{name}",
+        compute=args.compute, instance_type=args.instance_type, labelset_type=args.labelset_type,
+        datastore_name=args.datastore_name, hyperparameters=fixed, grid=grid, instance_count=args.instance_count,
+        processes_per_node=args.processes_per_node, low_priority=args.low_priority, shm_size=args.shm_size,
+        tags=tags, train_args=tuple(train_args),
+    )  # fmt: skip
+
+
+def _trainer(spec: str, image: str) -> tuple[str, Path | None]:
+    """(trainer name, its local folder if there is one, for checking hyperparameters)."""
+    if not spec:
+        match = re.search(r"/trainkit-([a-z0-9_.-]+)@", image)
+        if not match:
+            raise UserError("no trainer: pass --trainer NAME (the manifest gives its image) or --image")
+        spec = match.group(1)
+    path = Path(spec)
+    if path.is_dir():
+        return path.resolve().name, path
+    if "/" in spec:
+        raise UserError(f"--trainer {spec}: no such trainer folder")
+    folder = Path("trainers") / spec
+    return spec, folder if folder.is_dir() else None
+
+
+def _check_params(name: str, folder: Path | None, points: list[dict[str, object]]) -> None:
+    if folder is None:
+        log.warning("hyperparameters of %s not checked before submitting: no trainers/%s folder here", name, name)
+        return
+    from trainkit.discovery import load_trainer
+    from trainkit.params import parse_params
+
+    params = load_trainer(str(folder)).trainer.Params
+    for point in points:
+        parse_params(params, point)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The `trainkit submit` command."""
+    from trainkit.submit.workspace import find_workspace, load_and_validate, submit, write_specs
+
+    config = config_from_args(args)
+    if args.sdk == "v1":
+        return _run_v1(args, config)
+    specs = job_specs(config)
+    if args.dry_run:
+        paths = write_specs(specs, args.dry_run)
+        for path in paths:
+            load_and_validate(path)
+            print(path)
+        log.info("%d job(s) written and checked by azure-ai-ml; nothing submitted", len(paths))
+        return ExitCode.OK
+    workspace = find_workspace(args.subscription, args.resource_group, args.workspace, args.workspace_config)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="trainkit-jobs-") as folder:
+        paths = write_specs(specs, Path(folder))
+        for path in paths:
+            load_and_validate(path)  # every job is checked before the first is sent
+        for name, url in submit(paths, workspace):
+            print(f"{name}\t{url}")
+    return ExitCode.OK
+
+
+def _run_v1(args: argparse.Namespace, config: SubmitConfig) -> int:
+    import tempfile
+
+    from trainkit.submit import v1
+    from trainkit.submit.workspace import find_workspace
+
+    with tempfile.TemporaryDirectory(prefix="trainkit-v1-") as scratch:
+        # v1 snapshots a source folder into every run; the image holds all the code, so it is empty.
+        source = (args.dry_run or Path(scratch)) / "source"
+        source.mkdir(parents=True, exist_ok=True)
+        jobs = v1.run_configs(config, source)
+        if args.dry_run:
+            for path in v1.save(jobs, args.dry_run):
+                print(path)
+            log.info("%d SDK v1 run configuration(s) written; nothing submitted", len(jobs))
+            return ExitCode.OK
+        found = find_workspace(args.subscription, args.resource_group, args.workspace, args.workspace_config)
+        from azureml.core import Workspace
+
+        workspace = Workspace(found.subscription_id, found.resource_group, found.name)
+        for run_id, url in v1.submit(jobs, workspace, config.experiment):
+            print(f"{run_id}\t{url}")
+    return ExitCode.OK

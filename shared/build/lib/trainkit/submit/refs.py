@@ -1,0 +1,96 @@
+"""Dataset references as AzureML job inputs: registered assets, datastore or cloud URIs, local paths.
+
+    azureml:shapes-images:3            a registered data asset, version 3 (or azureml:name@latest)
+    azureml://datastores/ds/paths/x/   a datastore path (also azureml://subscriptions/.../paths/...)
+    https://acct.blob.core.windows.net/c/x, wasbs://, abfss://   cloud storage the workspace can read
+    ./labels.csv, ./images/            local files or folders: azure-ai-ml uploads them at submission
+
+An image set is always a folder (`uri_folder`, mounted read-only). A label set is a file
+(`uri_file`: .csv, .tsv, .parquet), an MLTable folder (`mltable`, what a v1 Tabular dataset becomes
+in v2) or a folder of files (`uri_folder`); a registered asset's type cannot be known offline, so it
+is `mltable` unless `--labelset-type` says otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainkit.errors import UserError
+
+LABEL_FILE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
+INPUT_TYPES = ("uri_file", "uri_folder", "mltable")
+_ASSET = re.compile(r"^azureml:(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]{0,254})(?::(?P<version>[A-Za-z0-9_.-]+)|@latest)$")
+_CLOUD = ("https://", "http://", "wasbs://", "wasb://", "abfss://", "abfs://", "adl://", "azureml://")
+
+
+@dataclass(frozen=True)
+class JobInput:
+    """One input of a job, as the job YAML writes it."""
+
+    type: str
+    path: str
+    mode: str = "ro_mount"
+
+    def as_yaml(self) -> dict[str, str]:
+        return {"type": self.type, "path": self.path, "mode": self.mode}
+
+
+def imageset_input(ref: str, base: Path | None = None) -> JobInput:
+    """The job input for an image set reference (always a folder)."""
+    kind = _kind(ref, "--imageset")
+    if kind == "local":
+        path = _local(ref, base, "--imageset")
+        if not path.is_dir():
+            raise UserError(f"--imageset {ref}: is a file; an image set is a folder of images")
+        return JobInput("uri_folder", str(path))
+    if kind == "uri" and Path(ref.rstrip("/")).suffix.lower() in LABEL_FILE_SUFFIXES:
+        raise UserError(f"--imageset {ref}: names a file; an image set is a folder (did you swap the pair?)")
+    return JobInput("uri_folder", ref)
+
+
+def labelset_input(ref: str, labelset_type: str = "auto", base: Path | None = None) -> JobInput:
+    """The job input for a label set reference: uri_file, mltable or uri_folder (see the module doc)."""
+    if labelset_type not in ("auto", *INPUT_TYPES):
+        raise UserError(f"--labelset-type {labelset_type}: expected auto or one of {', '.join(INPUT_TYPES)}")
+    kind = _kind(ref, "--labelset")
+    if kind == "local":
+        path = _local(ref, base, "--labelset")
+        found = "mltable" if (path / "MLTable").is_file() else "uri_folder" if path.is_dir() else "uri_file"
+        if labelset_type not in ("auto", found):
+            raise UserError(f"--labelset {ref}: is a {found} (a {'folder' if path.is_dir() else 'file'}), "
+                            f"not {labelset_type}; drop --labelset-type or fix the path")  # fmt: skip
+        return JobInput(found, str(path))
+    if labelset_type != "auto":
+        return JobInput(labelset_type, ref)
+    if kind == "asset":
+        return JobInput("mltable", ref)
+    suffix = Path(ref.rstrip("/")).suffix.lower()
+    return JobInput("uri_file" if suffix in LABEL_FILE_SUFFIXES else "uri_folder", ref)
+
+
+def _kind(ref: str, flag: str) -> str:
+    if not ref.strip():
+        raise UserError(f"{flag}: empty reference; give an azureml:NAME:VERSION asset, a URI or a local path")
+    if ref.startswith("azureml:") and not ref.startswith("azureml://"):
+        if not _ASSET.match(ref):
+            raise UserError(
+                f"{flag} {ref}: not a data asset reference; write azureml:NAME:VERSION or azureml:NAME@latest"
+            )
+        return "asset"
+    if ref.startswith(_CLOUD):
+        if ref.startswith("azureml://") and "/paths/" not in ref and "/data/" not in ref:
+            raise UserError(f"{flag} {ref}: a datastore URI is azureml://datastores/NAME/paths/PATH")
+        return "uri"
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", ref):
+        scheme = ref.split("://", 1)[0]
+        raise UserError(f"{flag} {ref}: AzureML cannot read {scheme}:// directly; copy the data to a datastore")
+    return "local"
+
+
+def _local(ref: str, base: Path | None, flag: str) -> Path:
+    path = (base or Path.cwd()) / ref
+    if not path.exists():
+        raise UserError(f"{flag} {ref}: no such local file or folder (a registered asset is azureml:NAME:VERSION)")
+    return path.resolve()

@@ -1,0 +1,193 @@
+"""AzureML SDK v2 command-job specifications for a `SubmitConfig`: one job per dataset pair and grid point.
+
+Each job runs the fixed entrypoint in the trainer's image, pinned by digest:
+
+    trainkit train --imageset ${{inputs.imageset}} --labelset ${{inputs.labelset}} --output-dir outputs
+                   --checkpoint-dir ${{outputs.checkpoints}} --resume auto --set key=value ...
+
+AzureML uploads `./outputs` as the job's artifacts. Checkpoints go to a read-write mounted output
+instead, because a preempted job restarts with an empty `./outputs` but the same mounted output: the
+restarted process resumes from there (`--resume auto` starts fresh when it is empty). MLflow is
+the platform's (it sets MLFLOW_TRACKING_URI and the run). `resources.shm_size` gives the loader
+shared memory (the platform's default is 2 GB).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trainkit.errors import UserError
+from trainkit.submit.refs import JobInput, imageset_input, labelset_input
+
+SCHEMA_URL = "https://azuremlschemas.azureedge.net/latest/commandJob.schema.json"
+_DIGEST_REF = re.compile(r"^[a-z0-9.-]+(?::\d+)?(?:/[a-z0-9._-]+)+@sha256:[0-9a-f]{64}$")
+_SHM = re.compile(r"^\d+[kmg]?$")
+
+
+@dataclass(frozen=True)
+class DatasetPairRef:
+    """One (label set, image set) pair as the user wrote them (see trainkit.submit.refs)."""
+
+    labelset: str
+    imageset: str
+
+
+@dataclass(frozen=True)
+class SubmitConfig:
+    """Everything a submission needs; built from the command line or by Python callers."""
+
+    trainer: str
+    image: str  # repository@sha256:...
+    pairs: tuple[DatasetPairRef, ...]
+    experiment: str
+    compute: str = ""  # a compute cluster; empty: serverless (then instance_type)
+    instance_type: str = ""
+    labelset_type: str = "auto"
+    datastore_name: str = ""
+    hyperparameters: Mapping[str, object] = field(default_factory=dict)
+    grid: Sequence[tuple[str, Sequence[object]]] = ()
+    instance_count: int = 1
+    processes_per_node: int = 1
+    low_priority: bool = False
+    shm_size: str = "16g"
+    tags: Mapping[str, str] = field(default_factory=dict)
+    train_args: Sequence[str] = ()  # more `trainkit train` options, e.g. --min-confidence 0.5
+
+    def check(self) -> None:
+        """Reject what can be known to fail before anything is sent."""
+        if not _DIGEST_REF.match(self.image):
+            raise UserError(
+                f"image {self.image!r} is not pinned by digest (REPOSITORY@sha256:...); "
+                "take it from the publish manifest (--trainer) or pass --image REPOSITORY@sha256:DIGEST"
+            )
+        if not self.pairs:
+            raise UserError("no dataset: pass --imageset and --labelset, or --pair LABELSET IMAGESET")
+        if not self.experiment.strip():
+            raise UserError("--experiment is empty: name the AzureML experiment the jobs go to")
+        if self.instance_count < 1 or self.processes_per_node < 1:
+            raise UserError("--instance-count and --processes-per-node must be at least 1")
+        if self.instance_count * self.processes_per_node > 1:
+            raise UserError(
+                "distributed jobs need the harness's DDP support, which this version lacks; "
+                "use --instance-count 1 --processes-per-node 1"
+            )
+        if not _SHM.match(self.shm_size.lower()):
+            raise UserError(f"--shm-size {self.shm_size}: expected a size such as 16g or 512m")
+        if self.low_priority and self.compute:
+            raise UserError(
+                f"--low-priority with --compute {self.compute}: on a cluster, low priority is the cluster's tier; "
+                "create it with tier low_priority, or leave out --compute to run serverless on spot capacity"
+            )
+        if not self.compute and not self.instance_type:
+            raise UserError("no compute: pass --compute CLUSTER, or --instance-type VM_SIZE for serverless compute")
+
+
+def grid_points(fixed: Mapping[str, object], grid: Sequence[tuple[str, Sequence[object]]]) -> list[dict[str, object]]:
+    """Every combination of the grid's values, each over the fixed hyperparameters (grid wins)."""
+    keys = [key for key, _ in grid]
+    duplicates = {k for k in keys if keys.count(k) > 1}
+    if duplicates:
+        raise UserError(f"--grid {sorted(duplicates)[0]}: given twice; list all its values in one --grid")
+    for key, values in grid:
+        if not values:
+            raise UserError(f"--grid {key}: no values; write --grid {key}=V1,V2")
+    return [{**fixed, **dict(zip(keys, combo, strict=True))} for combo in itertools.product(*(v for _, v in grid))]
+
+
+def job_specs(config: SubmitConfig, base: Path | None = None) -> list[dict]:
+    """The command-job YAML documents (as dicts), one per dataset pair and grid point, in that order."""
+    config.check()
+    points = grid_points(config.hyperparameters, config.grid)
+    varied = [key for key, _ in config.grid]
+    specs = []
+    for pair in config.pairs:
+        labelset = labelset_input(pair.labelset, config.labelset_type, base)
+        imageset = imageset_input(pair.imageset, base)
+        for params in points:
+            specs.append(_command_job(config, labelset, imageset, pair, params, varied))
+    return specs
+
+
+def _command_job(
+    config: SubmitConfig,
+    labelset: JobInput,
+    imageset: JobInput,
+    pair: DatasetPairRef,
+    params: Mapping[str, object],
+    varied: Sequence[str],
+) -> dict:
+    command = [
+        "trainkit", "train", "--imageset", "${{inputs.imageset}}", "--labelset", "${{inputs.labelset}}",
+        "--output-dir", "outputs", "--checkpoint-dir", "${{outputs.checkpoints}}", "--resume", "auto",
+    ]  # fmt: skip
+    for key, value in params.items():
+        command += ["--set", f"{key}={_value_text(value)}"]
+    command += list(config.train_args)
+    tags = {
+        "trainkit.trainer": config.trainer,
+        "trainkit.image": config.image,
+        "trainkit.labelset": pair.labelset,
+        "trainkit.imageset": pair.imageset,
+        **{f"param.{k}": _value_text(v) for k, v in params.items()},
+        **config.tags,
+    }
+    point = " ".join(f"{k}={_value_text(params[k])}" for k in varied)
+    spec: dict = {
+        "$schema": SCHEMA_URL,
+        "type": "command",
+        "display_name": " ".join(filter(None, [config.trainer, _short(pair.labelset), point]))[:255],
+        "experiment_name": config.experiment,
+        # Placeholders stay unquoted (AzureML substitutes them before the shell runs); the rest is quoted.
+        "command": " ".join(a if a.startswith("${{") else shlex.quote(a) for a in command),
+        "environment": {"image": config.image},
+        "inputs": {"imageset": imageset.as_yaml(), "labelset": labelset.as_yaml()},
+        "outputs": {"checkpoints": {"type": "uri_folder", "mode": "rw_mount"}},
+        "resources": {"instance_count": config.instance_count, "shm_size": config.shm_size},
+        "tags": tags,
+    }
+    if config.datastore_name:
+        spec["environment_variables"] = {"DATASTORE_NAME": config.datastore_name}
+    if config.compute:
+        spec["compute"] = f"azureml:{config.compute}"
+    else:
+        spec["resources"]["instance_type"] = config.instance_type
+    if config.low_priority:
+        spec["queue_settings"] = {"job_tier": "spot"}
+    if config.instance_count * config.processes_per_node > 1:
+        spec["distribution"] = {"type": "pytorch", "process_count_per_instance": config.processes_per_node}
+    return spec
+
+
+def _value_text(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _short(ref: str) -> str:
+    return ref.rstrip("/").rsplit("/", 1)[-1].removeprefix("azureml:")
+
+
+def parse_grid(items: Sequence[str]) -> list[tuple[str, list[object]]]:
+    """`--grid key=v1,v2` (or key=[json list]) options; each value is read as JSON when it parses."""
+    from trainkit.config import parse_set_options
+
+    grid = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not raw:
+            raise UserError(f"--grid {item!r}: expected key=v1,v2,... e.g. --grid lr=0.01,0.001")
+        if raw.lstrip().startswith("["):
+            try:
+                values = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"--grid {item!r}: not a JSON list ({exc})") from None
+        else:
+            values = [parse_set_options([f"{key}={v}"])[key.strip()] for v in raw.split(",")]
+        parse_set_options([f"{key}=0"])  # checks the key's spelling
+        grid.append((key.strip(), list(values)))
+    return grid

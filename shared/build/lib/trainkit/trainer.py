@@ -1,0 +1,72 @@
+"""The trainer interface: what a model author writes, in one file, for the harness to run.
+
+Subclass `Trainer`, give it a `Params` dataclass (extending CommonParams), and implement
+`build_model`, `loss` and `predict`. Everything else has a default the harness uses: optimiser,
+schedule, evaluation for the task, export. The module must define `TRAINER = YourTrainer()`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from trainkit.classmap import ClassMap
+from trainkit.loader import ClassificationBatch, DetectionBatch, LoaderConfig, Task
+from trainkit.params import CommonParams
+
+Batch = DetectionBatch | ClassificationBatch
+
+
+class Trainer:
+    """Base class of every trainer. Override what your model needs; keep the rest."""
+
+    name: ClassVar[str] = "trainer"
+    task: ClassVar[Task] = "detection"
+    Params: ClassVar[type[CommonParams]] = CommonParams
+    # The harness hands the model float images (x / 255 - mean) / std, on the model's device.
+    mean: ClassVar[tuple[float, float, float]] = (0.0, 0.0, 0.0)
+    std: ClassVar[tuple[float, float, float]] = (1.0, 1.0, 1.0)
+
+    def build_model(self, params: CommonParams, classes: ClassMap) -> nn.Module:
+        """The model for these classes (ids 0 .. len(classes) - 1). Never download weights here."""
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, images: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        """Training losses for a batch; the harness minimises `out["loss"]` and logs the others."""
+        raise NotImplementedError
+
+    def predict(self, model: nn.Module, images: torch.Tensor, batch: Batch) -> list[dict[str, torch.Tensor]]:
+        """Detection: per image `boxes` (xyxy in batch pixels), `labels` (class ids), `scores`."""
+        raise NotImplementedError
+
+    def loader_config(self, params: CommonParams, train: bool) -> LoaderConfig:
+        """How the harness loads batches for this trainer."""
+        return LoaderConfig(
+            batch_size=params.batch_size, image_size=params.image_size, train=train, task=self.task, seed=params.seed
+        )
+
+    def configure_optimizer(self, model: nn.Module, params: CommonParams) -> torch.optim.Optimizer:
+        """SGD with momentum and weight decay on the trainable parameters."""
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        return torch.optim.SGD(trainable, lr=params.lr, momentum=0.9, weight_decay=params.weight_decay)
+
+    def configure_scheduler(
+        self, optimizer: torch.optim.Optimizer, params: CommonParams, total_steps: int
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        """Linear warm-up for `warmup_steps`, then cosine decay to zero at `total_steps`."""
+        warmup = params.warmup_steps
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total_steps - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+    def export(self, model: nn.Module, params: CommonParams, classes: ClassMap) -> nn.Module:
+        """The module saved as the MLflow model (default: the trained model in eval mode, on the CPU)."""
+        return model.eval().cpu()
