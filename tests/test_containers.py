@@ -89,12 +89,29 @@ def test_images_run_as_non_root_with_python_and_bash(images) -> None:
 def test_bad_dataset_exits_2_with_one_line(images, data: DemoDataset, tmp_path: Path) -> None:
     out = writable(tmp_path / "out")
     result = podman(
-        "run", "--rm", *train_args(data, out, studio=True), images["detector"],
+        "run", "--rm", *train_args(data, out, studio=True), "-e", "DATASTORE_NAME=main_datastore", images["detector"],
         "train", "--imageset", "/data/imageset", "--labelset", "/data/labels.csv", "--output-dir", "/outputs", *QUICK,
     )  # fmt: skip
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("trainkit: error:")]
-    assert len(errors) == 1 and "does not exist" in errors[0] and "DATASTORE_NAME" in errors[0]
+    assert len(errors) == 1 and "has no folder 'main_datastore'" in errors[0] and "DATASTORE_NAME" in errors[0]
+    assert (out / "failure.txt").read_text().strip() == errors[0].removeprefix("trainkit: error: ")
+
+
+def test_image_runs_as_azureml_runs_it_and_finds_the_datastore_folder(images, data: DemoDataset, tmp_path) -> None:
+    """AzureML runs the job's command with bash, not the ENTRYPOINT; DATASTORE_NAME left unset."""
+    out = writable(tmp_path / "out")
+    command = (
+        "cd /tmp && trainkit train --imageset /data/imageset --labelset /data/labels.csv --output-dir /outputs "
+        + " ".join(QUICK)
+    )
+    result = podman(
+        "run", "--rm", "-v", f"{data.root}:/data:ro", "-v", f"{out}:/outputs", "--entrypoint", "bash",
+        images["detector"], "-c", command,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"image paths found under datastore folder '{data.datastore_name}'" in result.stderr
+    assert (out / "model" / "MLmodel").is_file()
 
 
 def test_docker_stop_leaves_a_checkpoint_and_a_second_run_resumes(images, data: DemoDataset, tmp_path: Path) -> None:

@@ -66,8 +66,30 @@ def test_datastore_layout(tmp_path: Path) -> None:
     assert records.paths.tolist() == [str(tmp_path / "imgs" / "main_datastore" / "x.jpg")]
     with pytest.raises(DatasetError, match=r"has no folder 'other'.*folders there: main_datastore"):
         load_pair(pair, DatasetOptions(datastore_name="other"))
-    _, studio = load_pair(pair, DatasetOptions())
+    _, studio = load_pair(pair, DatasetOptions(datastore_name=""))  # said explicitly: the ML-studio layout
     assert studio.images_missing == 1 and "folders there: main_datastore" in studio.hint
+
+
+@pytest.mark.parametrize("datastore", ["", "main_datastore", "ds2"], ids=["root", "main_datastore", "other-name"])
+def test_datastore_folder_is_detected_when_not_given(tmp_path: Path, datastore: str) -> None:
+    pair = one_image_set(tmp_path, [obj("a", 0, 10, 0, 10)], datastore=datastore)
+    (tmp_path / "imgs" / "unrelated").mkdir()
+    records, report = load_pair(pair, DatasetOptions())
+    assert records.paths.tolist() == [str(tmp_path / "imgs" / datastore / "x.jpg").replace("//", "/")]
+    expected = f"under datastore folder {datastore!r}" if datastore else "at the mount root (ML-studio layout)"
+    assert report.datastore_reason == f"DATASTORE_NAME not set: image paths found {expected}"
+
+
+def test_datastore_detection_ambiguous_is_an_error_nowhere_falls_back_to_root(tmp_path: Path) -> None:
+    pair = one_image_set(tmp_path, [obj("a", 0, 10, 0, 10)], datastore="a")
+    make_image(tmp_path / "imgs" / "b" / "x.jpg")
+    with pytest.raises(DatasetError, match=r"exist in more than one place .*imgs/a, .*imgs/b\); set DATASTORE_NAME"):
+        load_pair(pair, DatasetOptions())
+    assert len(load_pair(pair, DatasetOptions(datastore_name="b"))[0]) == 1  # naming one resolves it
+    for folder in ("a", "b"):
+        (tmp_path / "imgs" / folder / "x.jpg").unlink()
+    _, report = load_pair(pair, DatasetOptions())  # found nowhere: the root, and each row says what is missing
+    assert report.images_missing == 1 and "found anywhere: using the mount root" in report.datastore_reason
 
 
 def test_bad_rows_error_or_skip(tmp_path: Path, small_set: SmallSet) -> None:

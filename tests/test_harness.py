@@ -131,15 +131,19 @@ def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(demo: DemoD
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) == 3, log.read_text()[-3000:]
     assert "rerun with --resume auto" in log.read_text()
+    assert (out / "failure.txt").read_text().startswith("preempted: stopped by SIGTERM")
     stopped_at = torch.load(out / "checkpoints" / "last.pt", weights_only=False)["step"]
     assert 5 <= stopped_at < total
 
     again = run(train_command(demo, out, SKELETON, *SETTINGS))
     assert again.returncode == 2 and "pass --resume auto" in again.stderr
+    reason = (out / "failure.txt").read_text().strip()  # the same one line as stderr's error
+    assert f"trainkit: error: {reason}" in again.stderr.splitlines()
 
     resumed = run(train_command(demo, out, SKELETON, *SETTINGS, "--resume", "auto"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming at step {stopped_at}" in resumed.stderr
+    assert not (out / "failure.txt").exists()  # a success clears the last failure
     expected, got = final_weights(straight), final_weights(out)
     assert expected.keys() == got.keys()
     for name in expected:
@@ -152,6 +156,27 @@ def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(demo: DemoD
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # the same MLflow run, continued
     steps = [m.step for m in mlflow.MlflowClient().get_metric_history(runs[0].info.run_id, "train/loss")]
     assert sorted(steps) == list(range(1, total + 1))
+
+
+def test_restart_with_an_empty_output_dir_resumes_from_the_checkpoint_dir(demo: DemoDataset, tmp_path: Path) -> None:
+    """As AzureML restarts a preempted job: ./outputs is empty again; only the mounted output survives."""
+    checkpoints = tmp_path / "mounted-checkpoints"
+    first, log = tmp_path / "outputs-1", tmp_path / "first.log"
+    command = [*train_command(demo, first, SKELETON, *SETTINGS), "--checkpoint-dir", str(checkpoints)]
+    process = start([*command, "--resume", "auto"], log)
+    wait_for_step(process, log, 5)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 3, log.read_text()[-3000:]
+    stopped_at = torch.load(checkpoints / "last.pt", weights_only=False)["step"]
+    assert not (first / "checkpoints").exists()
+
+    second = tmp_path / "outputs-2"  # a fresh, empty output folder, the same checkpoint folder
+    command = [*train_command(demo, second, SKELETON, *SETTINGS), "--checkpoint-dir", str(checkpoints)]
+    resumed = run([*command, "--resume", "auto"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming at step {stopped_at}" in resumed.stderr
+    assert torch.load(checkpoints / "last.pt", weights_only=False)["step"] == 12
+    assert (second / "model" / "MLmodel").is_file() and (second / "metrics.json").is_file()
 
 
 def test_sigkill_at_a_random_moment_still_resumes(demo: DemoDataset, tmp_path: Path) -> None:
@@ -193,3 +218,12 @@ def test_trackers_in_one_process_keep_their_own_stores(tmp_path: Path, monkeypat
         assert (tmp_path / name / "mlflow.db").is_file()
         assert list((tmp_path / name / "mlruns").rglob("x.json"))
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_harness_warns_when_dev_shm_is_too_small(demo: DemoDataset, tmp_path: Path) -> None:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "", "TRAINKIT_TRAINER": "", "LOCAL_WORLD_SIZE": "256"}
+    command = [*train_command(demo, tmp_path / "out", SKELETON, *SETTINGS), "--set", "max_steps=1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    warning = next(line for line in result.stderr.splitlines() if "/dev/shm is" in line)
+    assert "256 training process(es)" in warning and "--shm-size 256g" in warning

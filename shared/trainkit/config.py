@@ -60,7 +60,7 @@ def data_config_from_args(args: argparse.Namespace) -> DataConfig:
     if args.max_cell_chars < 1:
         raise UserError(f"--max-cell-chars must be positive, got {args.max_cell_chars}")
     options = DatasetOptions(
-        datastore_name=(args.datastore_name or "").strip().strip("/"),
+        datastore_name=None if args.datastore_name is None else args.datastore_name.strip().strip("/"),
         box_units=args.box_units,
         min_confidence=args.min_confidence,
         on_bad_row=args.on_bad_row,

@@ -17,7 +17,7 @@ import numpy as np
 
 from trainkit.classmap import ClassMap
 from trainkit.errors import DatasetError
-from trainkit.images import ImageInfo, image_root, probe_images, relative_image_path
+from trainkit.images import ImageInfo, detect_datastore, image_root, probe_images, relative_image_path
 from trainkit.labels import ParsedLabels, RowIssue, parse_labels
 from trainkit.literal import DEFAULT_MAX_CELL_CHARS
 from trainkit.records import Records, row_of_items
@@ -34,7 +34,7 @@ MAX_EXAMPLES = 10
 class DatasetOptions:
     """How label sets are read; one object for every pair of a run."""
 
-    datastore_name: str = ""
+    datastore_name: str | None = None  # None: detect it (see trainkit.images.detect_datastore)
     box_units: BoxUnits = "auto"
     min_confidence: float = 0.0
     on_bad_row: BadRowPolicy = "error"
@@ -71,6 +71,7 @@ class SetReport:
     labelset: str
     imageset: str
     image_root: str
+    datastore_reason: str
     files: list[str]
     extra_columns: list[str]
     rows: int = 0
@@ -125,27 +126,34 @@ def load_pair(pair: DatasetPair, options: DatasetOptions) -> tuple[Records, SetR
     """Load one pair into records; rows with problems are left out and reported, never raised."""
     if not pair.imageset.is_dir():
         raise DatasetError(f"image set {pair.imageset} is not a folder; pass the folder the images are mounted in")
-    root = image_root(pair.imageset, options.datastore_name)
-    if not root.is_dir():
-        subfolders = sorted(p.name for p in pair.imageset.iterdir() if p.is_dir())[:5]
-        raise DatasetError(
-            f"image set {pair.imageset} has no folder {options.datastore_name!r}; set DATASTORE_NAME "
-            f"(or --datastore-name) to the datastore folder, or to empty for ML-studio datasets "
-            f"(folders there: {', '.join(subfolders) or 'none'})"
-        )
+    if options.datastore_name:
+        root = image_root(pair.imageset, options.datastore_name)
+        if not root.is_dir():
+            subfolders = sorted(p.name for p in pair.imageset.iterdir() if p.is_dir())[:5]
+            raise DatasetError(
+                f"image set {pair.imageset} has no folder {options.datastore_name!r}; set DATASTORE_NAME "
+                f"(or --datastore-name) to the datastore folder, or to empty for ML-studio datasets "
+                f"(folders there: {', '.join(subfolders) or 'none'})"
+            )
     table = read_labelset(pair.labelset)
     parsed = parse_labels(table.label, table.confidence, options.max_cell_chars)
+    issues = dict(parsed.issues)
+    relative = _relative_paths(table, issues)
+    if options.datastore_name is None:
+        name, reason = detect_datastore(pair.imageset, relative)
+    else:
+        name, reason = options.datastore_name, f"DATASTORE_NAME is {options.datastore_name!r}"
+    root = image_root(pair.imageset, name)
     report = SetReport(
         name=pair.name,
         labelset=str(pair.labelset),
         imageset=str(pair.imageset),
         image_root=str(root),
+        datastore_reason=reason,
         files=list(table.files),
         extra_columns=list(table.extra_columns),
         rows=len(table),
     )
-    issues = dict(parsed.issues)
-    relative = _relative_paths(table, issues)
     sizes = _probe(root, relative, options, issues, report)
     if report.images_missing and not report.images_found:
         folders = sorted(p.name for p in root.iterdir() if p.is_dir())[:5]

@@ -43,6 +43,7 @@ from trainkit.errors import UserError
 from trainkit.evaluation import Evaluation, draw_detections, evaluate_detection, plot_curves
 from trainkit.loader import DaliLoader, LoaderConfig, create_loader, to_float
 from trainkit.params import CommonParams, params_to_dict, parse_params
+from trainkit.shm import local_processes, shm_bytes, shm_warning
 from trainkit.tracking import Tracker, save_model_dir
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,9 @@ def run_training(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer) -
     np.random.seed(params.seed)
     torch.manual_seed(params.seed)
     shard = current_shard()
+    shm_problem = shm_warning(shm_bytes(), local_processes())
+    if shm_problem:
+        log.warning(shm_problem)
     policy = config.data.options.on_bad_row
     train_loader = create_loader(
         dataset.train, _with_policy(trainer.loader_config(params, True), policy), device, shard

@@ -45,9 +45,22 @@ class Tracker:
             run_id = None  # mlflow attaches to the job's own run, which a restarted job keeps
         else:
             mlflow.set_experiment(experiment)
+        if run_id and not self._has_run(run_id):
+            # A restart with a fresh output folder (AzureML keeps only mounted outputs) has a new store.
+            log.warning("the checkpoint's MLflow run %s is not in this tracking store: logging to a new run", run_id)
+            run_id = None
         self.run = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run()
         self.run_id = self.run.info.run_id
         self.tracking_uri = mlflow.get_tracking_uri()
+
+    def _has_run(self, run_id: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._mlflow.MlflowClient().get_run(run_id)
+        except MlflowException:
+            return False
+        return True
 
     def log_params(self, params: dict[str, Any]) -> None:
         """Hyperparameters and settings (logged once; a resumed run already has them)."""
