@@ -197,9 +197,11 @@ def test_bad_options(run_cli, small_set: SmallSet, extra, fragments) -> None:
     assert_one_line_error(run_cli(*validate_args(small_set, *extra)), *fragments)
 
 
-def test_missing_required_option_is_one_line(run_cli, small_set: SmallSet) -> None:
+def test_missing_dataset_options_are_one_line(run_cli, small_set: SmallSet) -> None:
+    assert_one_line_error(run_cli("validate", "--labelset", small_set.labels), "give both --imageset and --labelset")
+    assert_one_line_error(run_cli("validate"), "no training data: pass --imageset and --labelset, or --train-set")
     assert_one_line_error(
-        run_cli("validate", "--labelset", small_set.labels), "the following arguments are required: --imageset"
+        run_cli("validate", "--train-set", "only-one-part"), "--train-set 'only-one-part': expected LABELSET:IMAGESET"
     )
 
 
@@ -268,7 +270,7 @@ def test_hyperparameters_merge(small_set: SmallSet, tmp_path: Path) -> None:
     )
     config = train_config_from_args(args)
     assert dict(config.hyperparameters) == {"epochs": 2, "lr": 0.1, "name": "x y", "sizes": [1, 2]}
-    assert config.to_json()["data"]["train"]["labelset"] == str(small_set.labels)
+    assert config.to_json()["data"]["train"][0]["labelset"] == str(small_set.labels)
 
 
 def test_train_without_a_trainer_says_so(run_cli, small_set: SmallSet, tmp_path: Path) -> None:
@@ -377,3 +379,34 @@ def test_permission_denied_is_a_user_error(run_cli, small_set: SmallSet, tmp_pat
 
 def test_demo_data_is_readable_by_others(demo: DemoDataset) -> None:
     assert demo.root.stat().st_mode & 0o005 == 0o005
+
+
+def _second_set(tmp_path: Path) -> tuple[Path, Path]:
+    """A pair in the datastore layout under folder 'ds2', with a class the demo does not have."""
+    make_image(tmp_path / "imgs2" / "ds2" / "more" / "p.png", (80, 60))
+    labels = write_labels(
+        tmp_path / "more.csv",
+        [{"image_url": "more/p.png", "label": [obj("pentagon", 5, 40, 5, 40)], "label_confidence": [0.9]}],
+    )
+    return labels, tmp_path / "imgs2"
+
+
+@pytest.mark.parametrize("spelling", ["repeated", "predecessor"])
+def test_several_pairs_one_class_map_reports_per_pair(run_cli, demo: DemoDataset, tmp_path: Path, spelling) -> None:
+    labels2, images2 = _second_set(tmp_path)
+    first = f"{demo.labels_csv}:{demo.imageset_datastore}:{demo.datastore_name}"
+    second = f"{labels2}:{images2}"  # its datastore folder, ds2, is found
+    test = f"{labels2}:{images2}:ds2"
+    if spelling == "repeated":
+        pairs = ["--train-set", first, "--train-set", second, "--test-set", test]
+    else:
+        pairs = ["--train_sets", first, second, "--test_sets", test]
+    result = run_cli("validate", *pairs, "--json", tmp_path / "v.json")
+    assert result.code == 0, result.err
+    summary = json.loads((tmp_path / "v.json").read_text())
+    sets = summary["sets"]
+    assert [s["name"] for s in sets] == ["train 1", "train 2", "validation"]
+    assert sets[0]["image_root"].endswith(demo.datastore_name) and sets[1]["image_root"].endswith("ds2")
+    assert "found under datastore folder 'ds2'" in sets[1]["datastore_reason"]
+    assert summary["classes"] == ["circle", "pentagon", "square", "triangle"]
+    assert "[train 2]" in result.out and "[validation]" in result.out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -227,3 +228,24 @@ def test_harness_warns_when_dev_shm_is_too_small(demo: DemoDataset, tmp_path: Pa
     assert result.returncode == 0, result.stderr[-3000:]
     warning = next(line for line in result.stderr.splitlines() if "/dev/shm is" in line)
     assert "256 training process(es)" in warning and "--shm-size 256g" in warning
+
+
+def test_trains_on_several_pairs_with_one_class_map(demo: DemoDataset, tmp_path: Path) -> None:
+    from conftest import make_image, obj, write_labels
+
+    make_image(tmp_path / "imgs2" / "more" / "p.png", (80, 60))
+    labels2 = write_labels(
+        tmp_path / "more.csv",
+        [{"image_url": "more/p.png", "label": [obj("pentagon", 5, 40, 5, 40)], "label_confidence": [0.9]}],
+    )
+    out = tmp_path / "out"
+    command = [
+        str(TRAINKIT), "train", "--trainer", str(SKELETON), "--output-dir", str(out), "--device", "cpu",
+        "--train-set", f"{demo.labels_csv}:{demo.imageset_studio}:", "--train-set", f"{labels2}:{tmp_path / 'imgs2'}",
+        "--test-set", f"{labels2}:{tmp_path / 'imgs2'}", *map(str, SETTINGS), "--set", "max_steps=2",
+    ]  # fmt: skip
+    result = run(command)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((out / "class_map.json").read_text())["classes"] == ["circle", "pentagon", "square", "triangle"]
+    data = json.loads((out / "run.json").read_text())["config"]["data"]
+    assert [p["name"] for p in data["train"]] == ["train 1", "train 2"] and len(data["val"]) == 1

@@ -136,14 +136,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("dataset")
-    g.add_argument("--imageset", type=Path, required=True, metavar="DIR", help="the image set folder (the mount)")
+    g.add_argument("--imageset", type=Path, metavar="DIR", help="the image set folder (the mount)")
     g.add_argument(
         "--labelset",
         type=Path,
-        required=True,
         metavar="PATH",
         help="CSV/Parquet file, folder of them, or MLTable folder",
     )
+    g.add_argument(
+        "--train-set",
+        action="append",
+        default=[],
+        metavar="LABELSET:IMAGESET[:DATASTORE]",
+        help="a training pair (repeatable; with --imageset/--labelset too); DATASTORE overrides DATASTORE_NAME",
+    )
+    g.add_argument(
+        "--test-set",
+        action="append",
+        default=[],
+        metavar="LABELSET:IMAGESET[:DATASTORE]",
+        help="a validation pair (repeatable)",
+    )
+    # The predecessor's spelling: one option, a list of pairs.
+    g.add_argument("--train_sets", nargs="+", default=[], metavar="PAIR", help="as --train-set, several at once")
+    g.add_argument("--test_sets", nargs="+", default=[], metavar="PAIR", help="as --test-set, several at once")
     g.add_argument(
         "--datastore-name",
         default=os.environ.get(ENV_DATASTORE_NAME.name),
@@ -255,7 +271,7 @@ def _default_text(action: argparse.Action) -> str:
             "experiment": "env, else `trainkit`",
             "datastore_name": "env, else detected",
         }.get(action.dest, "env, else empty")
-    if action.default is None or action.default is False:
+    if action.default is None or action.default is False or action.default == []:
         return ""
     return f"`{action.default}`"
 
