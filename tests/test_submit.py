@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -140,3 +142,35 @@ def test_no_login_says_which_login_is_expected(run_cli, manifest, in_repo, monke
         "--compute", "c", "--subscription", "0000", "--resource-group", "rg", "--workspace", "ws",
     )  # fmt: skip
     assert result.code == 2 and "no Azure login: run `az login`" in result.err
+
+
+def test_train_and_test_pairs_make_one_job_whose_command_trainkit_accepts(run_cli, manifest, in_repo, tmp_path):
+    result = run_cli(
+        "submit", "--trainer", "detector", "--manifest", manifest, "--compute", "c", "--dry-run", tmp_path / "jobs",
+        "--train-pair", "azureml:labels-a:1", "azureml:images-a:1",
+        "--train-pair", "azureml://datastores/main/paths/b/labels.csv", "azureml:images-b:2",
+        "--test-pair", "azureml:labels-t:1", "azureml:images-t:1",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    [job] = jobs_in(tmp_path / "jobs")
+    assert sorted(job.inputs) == sorted(
+        f"{kind}_{what}_{i}" for kind, n in (("train", 2), ("test", 1)) for i in range(1, n + 1)
+        for what in ("labelset", "imageset")
+    )  # fmt: skip
+    assert job.inputs["train_labelset_2"].type == "uri_file" and job.inputs["test_labelset_1"].type == "mltable"
+    # What AzureML runs, with its placeholders replaced by mount paths, is a valid `trainkit train` line.
+    from trainkit.cli import build_parser
+    from trainkit.config import data_config_from_args
+
+    mounted = re.sub(r"\$\{\{inputs\.(\w+)\}\}", r"/mnt/\1", job.command).replace("${{outputs.checkpoints}}", "/ck")
+    data = data_config_from_args(build_parser().parse_args(shlex.split(mounted)[1:]))
+    assert [str(p.labelset) for p in data.train] == ["/mnt/train_labelset_1", "/mnt/train_labelset_2"]
+    assert [str(p.imageset) for p in data.val] == ["/mnt/test_imageset_1"]
+
+
+def test_pair_and_train_pair_do_not_mix(run_cli, manifest, in_repo) -> None:
+    result = run_cli(
+        "submit", "--trainer", "detector", "--manifest", manifest, "--compute", "c",
+        "--pair", "azureml:l:1", "azureml:i:1", "--train-pair", "azureml:l:1", "azureml:i:1",
+    )  # fmt: skip
+    assert result.code == 2 and "not both" in result.err
