@@ -102,7 +102,7 @@ def test_a_mltable_folder_is_a_mltable_input(tmp_path: Path) -> None:
         (["--pair", "azureml:l:1", "no/such/folder"], "--imageset no/such/folder: no such local file or folder"),
         (["--set", "epochz=3"], "epochz"),
         (["--grid", "lr=0.1,fast"], "lr"),
-        (["--processes-per-node", "2"], "distributed jobs need the harness's DDP support"),
+        (["--instance-count", "0"], "--instance-count and --processes-per-node must be at least 1"),
         (["--low-priority"], "on a cluster, low priority is the cluster's tier"),
         (["--manifest", "missing.json"], "image manifest not found"),
     ],
@@ -174,3 +174,13 @@ def test_pair_and_train_pair_do_not_mix(run_cli, manifest, in_repo) -> None:
         "--pair", "azureml:l:1", "azureml:i:1", "--train-pair", "azureml:l:1", "azureml:i:1",
     )  # fmt: skip
     assert result.code == 2 and "not both" in result.err
+
+
+def test_distributed_job_has_a_pytorch_distribution(tmp_path: Path) -> None:
+    config = SubmitConfig(
+        "detector", IMAGE, (DatasetPairRef("azureml:l:1", "azureml:i:1"),), "x", compute="gpu-cluster",
+        instance_count=2, processes_per_node=4, shm_size="64g",
+    )  # fmt: skip
+    [job] = [load_and_validate(p) for p in write_specs(job_specs(config), tmp_path)]
+    assert job.resources.instance_count == 2 and job.distribution.process_count_per_instance == 4
+    assert type(job.distribution).__name__ == "PyTorchDistribution"

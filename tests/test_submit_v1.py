@@ -29,7 +29,7 @@ config = SubmitConfig(
     "detector", "myacr.azurecr.io/trainkit-detector@sha256:" + "9e" * 32,
     (DatasetPairRef("azureml:shape-labels:2", "azureml:shape-images:3"),), "shapes", compute="gpu-cluster",
     datastore_name="main_datastore", hyperparameters={"epochs": 3}, grid=[("lr", [0.1, 0.01])],
-    labelset_type="tabular", train_args=("--min-confidence", "0.5"),
+    labelset_type="tabular", train_args=("--min-confidence", "0.5"), instance_count=2, processes_per_node=2,
 )
 (out / "source").mkdir(parents=True)
 jobs = v1.run_configs(config, out / "source")
@@ -51,6 +51,7 @@ print(json.dumps({
     "data": [{k: [d.data_location.dataset.name, d.data_location.dataset.version, d.mechanism,
                   d.environment_variable_name] for k, d in c.data.items()} for c in loaded],
     "errors": errors,
+    "distribution": [(c.pytorch.process_count, c.node_count, c.framework) for c in loaded],
 }))
 """
 
@@ -82,6 +83,7 @@ def test_v1_run_configurations_are_built_and_saved_offline(v1_python: Path, tmp_
         "imageset": ["shape-images", "3", "mount", "imageset"],
         "labelset": ["shape-labels", "2", "mount", "labelset"],
     }
+    assert got["distribution"] == [[4, 2, "PyTorch"], [4, 2, "PyTorch"]]  # saved and read back
     assert "with --sdk v1, name a registered dataset as azureml:NAME:VERSION" in got["errors"][0]
     assert "--sdk v1 runs on a compute cluster" in got["errors"][1]
 

@@ -36,6 +36,7 @@ from trainkit.checkpoint import (
 from trainkit.config import TrainConfig
 from trainkit.contract import ExitCode
 from trainkit.dataset import Dataset
+from trainkit.ddp import ProcessGroup
 from trainkit.devices import resolve_device
 from trainkit.discovery import LoadedTrainer
 from trainkit.distributed import current_shard, local_rank
@@ -44,7 +45,7 @@ from trainkit.evaluation import Evaluation, draw_detections, evaluate_detection,
 from trainkit.loader import DaliLoader, LoaderConfig, create_loader, to_float
 from trainkit.params import CommonParams, params_to_dict, parse_params
 from trainkit.shm import local_processes, shm_bytes, shm_warning
-from trainkit.tracking import Tracker, save_model_dir
+from trainkit.tracking import NullTracker, Tracker, save_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +80,34 @@ class _State:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     position: Position
+    group: ProcessGroup
+    train_model: torch.nn.Module | None = None  # the model wrapped for distributed training, else the model
 
 
 def run_training(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer) -> int:
-    """Train `loaded.trainer` on `dataset` as `config` says; returns the exit code (0, or 3 when stopped)."""
+    """Train `loaded.trainer` on `dataset` as `config` says; returns the exit code (0, or 3 when stopped).
+
+    Under torchrun or AzureML's PyTorch distribution every rank runs this; rank 0 alone tracks,
+    checkpoints and writes the outputs.
+    """
+    group = ProcessGroup.from_env()
+    device = resolve_device(config.device, local_rank())
+    group.start(device)
+    if not group.is_main:
+        logging.getLogger("trainkit").setLevel(logging.WARNING)  # rank 0 reports for all
+    try:
+        return _run(config, dataset, loaded, group, device)
+    finally:
+        group.stop()
+
+
+def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: ProcessGroup, device) -> int:
     trainer = loaded.trainer
     params = parse_params(trainer.Params, config.hyperparameters)
-    device = resolve_device(config.device, local_rank())
     amp = params.amp and device.type == "cuda"
     output_dir, checkpoint_dir = config.output_dir, config.checkpoint_dir or config.output_dir / "checkpoints"
-    output_dir.mkdir(parents=True, exist_ok=True)
+    if group.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = _checkpoint_to_resume(config, checkpoint_dir, params, dataset)
 
     random.seed(params.seed)
@@ -104,6 +123,7 @@ def run_training(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer) -
     )
     val_loader = None
     if dataset.val is not None and len(dataset.val):
+        # Every rank evaluates the whole validation set: no rank waits on another's share.
         val_loader = create_loader(dataset.val, _with_policy(trainer.loader_config(params, False), policy), device)
     steps_per_epoch = len(train_loader)
     total_steps = params.epochs * steps_per_epoch
@@ -118,6 +138,7 @@ def run_training(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer) -
         scheduler=trainer.configure_scheduler(optimizer, params, total_steps),
         scaler=torch.amp.GradScaler(device.type, enabled=amp),
         position=Position(0, 0, 0),
+        group=group,
     )
     if checkpoint is not None:
         _restore(state, checkpoint)
@@ -127,17 +148,26 @@ def run_training(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer) -
             state.position.epoch + 1,
             state.position.batch,
         )
+    # Wrapped after restoring, so that every rank starts from the same weights (DDP broadcasts rank 0's).
+    state.train_model = group.wrap(model)
+    if group.distributed:
+        world, batch = group.world, params.batch_size
+        log.info("%d processes, batch %d each: global batch %d", world, batch, world * batch)
 
-    tracker = Tracker(output_dir, config.experiment, checkpoint.get("mlflow_run_id") if checkpoint else None)
+    run_id = checkpoint.get("mlflow_run_id") if checkpoint else None
+    tracker = Tracker(output_dir, config.experiment, run_id) if group.is_main else NullTracker()
     run_info = _run_info(config, loaded, params, dataset, tracker, device)
-    write_json_atomic(output_dir / "run.json", run_info)
-    dataset.class_map.save(output_dir / "class_map.json")
+    if group.is_main:
+        write_json_atomic(output_dir / "run.json", run_info)
+        dataset.class_map.save(output_dir / "class_map.json")
     tracker.log_params({**{f"hp.{k}": v for k, v in params_to_dict(params).items()}, "trainer": trainer.name})
     tracker.log_dict(run_info, "run.json")
     tracker.log_dict(dataset.class_map.to_json(), "class_map.json")
 
     def save(position: Position) -> None:
         state.position = position
+        if not group.is_main:
+            return
         save_checkpoint(
             checkpoint_dir,
             {
@@ -182,9 +212,9 @@ def run_training(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer) -
             if val_loader is not None:
                 evaluation = evaluate_detection(trainer, state.model, val_loader, dataset.class_map, amp)
                 tracker.log_metrics({f"val/{k}": v for k, v in evaluation.metrics.items()}, state.position.step)
-        _finish(
-            trainer, loaded, state, params, dataset, tracker, config, history, evaluation, time.perf_counter() - started
-        )
+        if group.is_main:
+            seconds = time.perf_counter() - started
+            _finish(trainer, loaded, state, params, dataset, tracker, config, history, evaluation, seconds)
     except BaseException:
         tracker.end("FAILED")
         raise
@@ -247,20 +277,21 @@ def _train_loop(
     total_steps: int,
 ) -> bool:
     """Run epochs from state.position; True when training completed, False when stopped by SIGTERM."""
-    model, device = state.model, train_loader.device
+    model, device, group = state.model, train_loader.device, state.group
+    train_model = state.train_model or model
     amp = state.scaler.is_enabled()
     step = state.position.step
     progress = _Progress(total_steps, step, config.log_every)
     for epoch in range(state.position.epoch, params.epochs):
         batch_index = state.position.batch if epoch == state.position.epoch else 0
         train_loader.resume(epoch, batch_index)
-        model.train()
+        train_model.train()
         window: dict[str, list[float]] = defaultdict(list)
         tick = time.perf_counter()
         for batch in train_loader:
             data_time = time.perf_counter() - tick
             with torch.autocast(device.type, enabled=amp):
-                losses = trainer.loss(model, to_float(batch.images, trainer.mean, trainer.std), batch)
+                losses = trainer.loss(train_model, to_float(batch.images, trainer.mean, trainer.std), batch)
             loss = losses["loss"]
             if not torch.isfinite(loss):
                 raise UserError(
@@ -280,17 +311,18 @@ def _train_loop(
                 window[f"train/{name}"].append(float(value.detach()))
             window["time/data_s"].append(data_time)
             window["time/step_s"].append(time.perf_counter() - tick)
-            if step % config.log_every == 0 or step == total_steps or stop.requested:
-                means = {name: float(np.mean(values)) for name, values in window.items()}
+            stopping = group.any(stop.requested)  # every rank stops at the same step
+            if step % config.log_every == 0 or step == total_steps or stopping:
+                means = group.mean({name: float(np.mean(values)) for name, values in window.items()})
                 means["train/lr"] = state.optimizer.param_groups[0]["lr"]
                 tracker.log_metrics(means, step)
                 history["train_loss"].append((step, means["train/loss"]))
                 progress.update(step, epoch, params.epochs, means)
                 window.clear()
             done = bool(params.max_steps) and step >= params.max_steps
-            if stop.requested or done or (config.checkpoint_every and step % config.checkpoint_every == 0):
+            if stopping or done or (config.checkpoint_every and step % config.checkpoint_every == 0):
                 save(Position(step, epoch, batch_index))
-            if stop.requested:
+            if stopping:
                 progress.close()
                 return False
             if done:
@@ -309,7 +341,7 @@ def _train_loop(
                 evaluation.metrics["map"],
                 evaluation.metrics["map_50"],
             )
-            if stop.requested:
+            if group.any(stop.requested):
                 return False
     progress.close()
     return True

@@ -101,6 +101,25 @@ class Tracker:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
+class NullTracker:
+    """What ranks other than 0 track with: nothing (rank 0 logs the run once for all)."""
+
+    run_id = ""
+    tracking_uri = ""
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Not logged."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Not logged."""
+
+    def log_dict(self, value: dict, name: str) -> None:
+        """Not logged."""
+
+    def end(self, status: str) -> None:
+        """Nothing to end."""
+
+
 def save_model_dir(model: Any, folder: Path, code_paths: list[str]) -> None:
     """The same MLflow model, saved under the output dir; replaces an older one only when complete."""
     import shutil

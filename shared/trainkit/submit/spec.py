@@ -9,7 +9,9 @@ AzureML uploads `./outputs` as the job's artifacts. Checkpoints go to a read-wri
 instead, because a preempted job restarts with an empty `./outputs` but the same mounted output: the
 restarted process resumes from there (`--resume auto` starts fresh when it is empty). MLflow is
 the platform's (it sets MLFLOW_TRACKING_URI and the run). `resources.shm_size` gives the loader
-shared memory (the platform's default is 2 GB).
+shared memory (the platform's default is 2 GB). With several instances or processes per node the
+job has a PyTorch distribution: AzureML starts the command once per process with RANK, WORLD_SIZE,
+LOCAL_RANK and MASTER_ADDR/PORT set, and the harness trains with DDP (batch_size is per process).
 """
 
 from __future__ import annotations
@@ -78,11 +80,6 @@ class SubmitConfig:
             raise UserError("--experiment is empty: name the AzureML experiment the jobs go to")
         if self.instance_count < 1 or self.processes_per_node < 1:
             raise UserError("--instance-count and --processes-per-node must be at least 1")
-        if self.instance_count * self.processes_per_node > 1:
-            raise UserError(
-                "distributed jobs need the harness's DDP support, which this version lacks; "
-                "use --instance-count 1 --processes-per-node 1"
-            )
         if not _SHM.match(self.shm_size.lower()):
             raise UserError(f"--shm-size {self.shm_size}: expected a size such as 16g or 512m")
         if self.low_priority and self.compute:

@@ -65,7 +65,7 @@ def run_configs(config: SubmitConfig, source_dir: Path) -> list[V1Job]:
     if config.labelset_type not in ("auto", "uri_folder", "uri_file", "tabular"):
         raise UserError(f"--labelset-type {config.labelset_type}: with --sdk v1 use auto (a file dataset) or tabular")
     core = _core()
-    from azureml.core.runconfig import Data, DataLocation, DockerConfiguration
+    from azureml.core.runconfig import Data, DataLocation, DockerConfiguration, PyTorchConfiguration
     from azureml.core.runconfig import Dataset as DatasetRef
 
     varied = [key for key, _ in config.grid]
@@ -83,6 +83,7 @@ def run_configs(config: SubmitConfig, source_dir: Path) -> list[V1Job]:
             script = core.ScriptRunConfig(
                 source_directory=str(source_dir), command=command, compute_target=config.compute, environment=env,
                 docker_runtime_config=DockerConfiguration(use_docker=True, shm_size=config.shm_size),
+                distributed_job_config=_distribution(config, PyTorchConfiguration),
             )  # fmt: skip
             script.run_config.command = command
             if config.datastore_name:
@@ -99,6 +100,13 @@ def run_configs(config: SubmitConfig, source_dir: Path) -> list[V1Job]:
             name = " ".join(filter(None, [config.trainer, datasets["labelset"][0], point]))
             out.append(V1Job(script, name, config.labelset_type == "tabular"))
     return out
+
+
+def _distribution(config: SubmitConfig, pytorch_configuration: Any) -> Any:
+    processes = config.instance_count * config.processes_per_node
+    if processes == 1:
+        return None
+    return pytorch_configuration(process_count=processes, node_count=config.instance_count)
 
 
 def _command(params: dict[str, object], train_args: tuple[str, ...] | list[str]) -> str:

@@ -21,6 +21,7 @@ from trainkit.errors import UserError
 from trainkit.literal import DEFAULT_MAX_CELL_CHARS
 
 log = logging.getLogger("trainkit")
+FAILURE_FILE = "failure.txt"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -135,19 +136,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("dataset")
-    g.add_argument("--imageset", type=Path, required=True, metavar="DIR", help="the image set folder (the mount)")
+    g.add_argument("--imageset", type=Path, metavar="DIR", help="the image set folder (the mount)")
     g.add_argument(
         "--labelset",
         type=Path,
-        required=True,
         metavar="PATH",
         help="CSV/Parquet file, folder of them, or MLTable folder",
     )
     g.add_argument(
+        "--train-set",
+        action="append",
+        default=[],
+        metavar="LABELSET:IMAGESET[:DATASTORE]",
+        help="a training pair (repeatable; with --imageset/--labelset too); DATASTORE overrides DATASTORE_NAME",
+    )
+    g.add_argument(
+        "--test-set",
+        action="append",
+        default=[],
+        metavar="LABELSET:IMAGESET[:DATASTORE]",
+        help="a validation pair (repeatable)",
+    )
+    # The predecessor's spelling: one option, a list of pairs.
+    g.add_argument("--train_sets", nargs="+", default=[], metavar="PAIR", help="as --train-set, several at once")
+    g.add_argument("--test_sets", nargs="+", default=[], metavar="PAIR", help="as --test-set, several at once")
+    g.add_argument(
         "--datastore-name",
-        default=os.environ.get(ENV_DATASTORE_NAME.name, ""),
+        default=os.environ.get(ENV_DATASTORE_NAME.name),
         metavar="NAME",
-        help=f"folder between the image set and image_url (env {ENV_DATASTORE_NAME.name}; empty: ML-studio layout)",
+        help=f"folder between the image set and image_url (env {ENV_DATASTORE_NAME.name}; empty: ML-studio layout; "
+        "unset: found from where the images are)",
     )
     g.add_argument("--box-units", choices=("auto", "pixel", "relative"), default="auto", help="box coordinate units")
     g.add_argument(
@@ -207,8 +225,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for report in dataset.reports:
         skipped = f"; {sum(report.problems.values())} bad rows skipped" if report.problems else ""
         log.info(
-            "%s set: %d images, box units %s%s", report.name, report.usable_images, report.box_units_reason, skipped
-        )
+            "%s set: %d images under %s (%s), box units %s%s", report.name, report.usable_images, report.image_root,
+            report.datastore_reason, report.box_units_reason, skipped,
+        )  # fmt: skip
     log.info("%d classes; %s", len(dataset.class_map), dataset.split)
     return run_training(config, dataset, loaded)
 
@@ -247,10 +266,12 @@ def _default_text(action: argparse.Action) -> str:
     if action.required:
         return "required"
     if action.dest in {"datastore_name", "output_dir", "trainer", "experiment"}:
-        return {"output_dir": "env, else `outputs`", "experiment": "env, else `trainkit`"}.get(
-            action.dest, "env, else empty"
-        )
-    if action.default is None or action.default is False:
+        return {
+            "output_dir": "env, else `outputs`",
+            "experiment": "env, else `trainkit`",
+            "datastore_name": "env, else detected",
+        }.get(action.dest, "env, else empty")
+    if action.default is None or action.default is False or action.default == []:
         return ""
     return f"`{action.default}`"
 
@@ -274,33 +295,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         force=True,  # bind to the current stderr, also when main() runs more than once in a process
     )
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its font-cache chatter is not ours to show
+    code, reason = _run(args)
+    if reason:
+        print(f"trainkit: {reason}", file=sys.stderr)
+    if args.command == "train":
+        _record_outcome(args.output_dir, code, reason)
+    return code
+
+
+def _run(args: argparse.Namespace) -> tuple[int, str]:
+    """Run the command: (exit code, the one-line reason for a non-zero exit, prefixed by its kind)."""
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
     except UserError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"trainkit: error: {_one_line(exc)}", file=sys.stderr)
-        return ExitCode.BAD_INPUT
+        return ExitCode.BAD_INPUT, f"error: {_one_line(exc)}"
     except PermissionError as exc:
         if args.debug:
             traceback.print_exc()
-        print(
-            f"trainkit: error: permission denied: {exc.filename}; make it readable (inputs) or writable (outputs) "
-            f"for the user trainkit runs as (uid {os.getuid()})",
-            file=sys.stderr,
+        return ExitCode.BAD_INPUT, (
+            f"error: permission denied: {exc.filename}; make it readable (inputs) or writable (outputs) "
+            f"for the user trainkit runs as (uid {os.getuid()})"
         )
-        return ExitCode.BAD_INPUT
     except KeyboardInterrupt:
-        print("trainkit: interrupted", file=sys.stderr)
-        return ExitCode.INTERRUPTED
+        return ExitCode.INTERRUPTED, "interrupted"
     except Exception as exc:
         if args.debug:
             traceback.print_exc()
-        print(
-            f"trainkit: internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the traceback)",
-            file=sys.stderr,
+        return ExitCode.INTERNAL_ERROR, (
+            f"internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the traceback)"
         )
-        return ExitCode.INTERNAL_ERROR
+    return code, ""  # a non-zero code returned (preemption) was explained by the command itself
+
+
+def _record_outcome(output_dir: Path, code: int, reason: str) -> None:
+    """Write the reason for a non-zero exit to OUTPUT_DIR/failure.txt (as SageMaker's failure file), so
+    the AzureML UI and `trainkit submit` users see why; a successful run removes a stale one."""
+    from trainkit.atomic import write_bytes_atomic
+
+    path = Path(output_dir) / FAILURE_FILE
+    try:
+        if code == ExitCode.OK:
+            path.unlink(missing_ok=True)
+            return
+        if code == ExitCode.PREEMPTED:
+            reason = "preempted: stopped by SIGTERM after writing a checkpoint; run again with --resume auto"
+        text = reason.removeprefix("error: ") or f"exit code {code}"
+        write_bytes_atomic(path, (text + "\n").encode("utf-8"))
+    except OSError as exc:  # the output folder itself may be what failed
+        log.warning("cannot write %s: %s", path, exc.strerror)
 
 
 def _one_line(exc: BaseException) -> str:

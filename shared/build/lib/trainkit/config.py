@@ -6,7 +6,7 @@ import argparse
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -60,23 +60,49 @@ def data_config_from_args(args: argparse.Namespace) -> DataConfig:
     if args.max_cell_chars < 1:
         raise UserError(f"--max-cell-chars must be positive, got {args.max_cell_chars}")
     options = DatasetOptions(
-        datastore_name=(args.datastore_name or "").strip().strip("/"),
+        datastore_name=None if args.datastore_name is None else args.datastore_name.strip().strip("/"),
         box_units=args.box_units,
         min_confidence=args.min_confidence,
         on_bad_row=args.on_bad_row,
         decode_check=args.decode_check,
         max_cell_chars=args.max_cell_chars,
     )
-    val = None
+    train = [parse_pair(text, "--train-set") for text in [*args.train_set, *args.train_sets]]
+    if args.imageset is not None or args.labelset is not None:
+        if args.imageset is None or args.labelset is None:
+            raise UserError("give both --imageset and --labelset (or pairs with --train-set LABELSET:IMAGESET)")
+        train.insert(0, DatasetPair(args.imageset, args.labelset))
+    if not train:
+        raise UserError("no training data: pass --imageset and --labelset, or --train-set LABELSET:IMAGESET")
+    val = [parse_pair(text, "--test-set") for text in [*args.test_set, *args.test_sets]]
     if args.val_labelset is not None:
-        val = DatasetPair(args.val_imageset or args.imageset, args.val_labelset, name="validation")
+        if args.val_imageset is None and args.imageset is None:
+            raise UserError("--val-labelset needs --val-imageset (or --imageset)")
+        val.insert(0, DatasetPair(args.val_imageset or args.imageset, args.val_labelset))
     return DataConfig(
-        train=DatasetPair(args.imageset, args.labelset, name="train"),
-        val=val,
-        val_fraction=0.0 if val is not None else args.val_fraction,
+        train=_named(train, "train"),
+        val=_named(val, "validation"),
+        val_fraction=0.0 if val else args.val_fraction,
         seed=args.split_seed,
         options=options,
     )
+
+
+def parse_pair(text: str, flag: str) -> DatasetPair:
+    """`LABELSET:IMAGESET` or `LABELSET:IMAGESET:DATASTORE` (an empty DATASTORE: the ML-studio layout)."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        raise UserError(
+            f"{flag} {text!r}: expected LABELSET:IMAGESET or LABELSET:IMAGESET:DATASTORE (paths without ':')"
+        )
+    datastore = parts[2].strip().strip("/") if len(parts) == 3 else None
+    return DatasetPair(Path(parts[1]), Path(parts[0]), datastore_name=datastore)
+
+
+def _named(pairs: list[DatasetPair], kind: str) -> tuple[DatasetPair, ...]:
+    if len(pairs) == 1:
+        return (replace(pairs[0], name=kind),)
+    return tuple(replace(pair, name=f"{kind} {i}") for i, pair in enumerate(pairs, 1))
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -40,7 +40,8 @@ class EnvVar:
 ENV_DATASTORE_NAME = EnvVar(
     "DATASTORE_NAME",
     "--datastore-name",
-    "folder between the image-set mount and each `image_url`; unset or empty for ML-studio datasets",
+    "folder between the image-set mount and each `image_url`; empty for ML-studio datasets; unset: trainkit finds "
+    "whether the images are at the mount root or under exactly one sub-folder, and says which",
 )
 ENV_OUTPUT_DIR = EnvVar("TRAINKIT_OUTPUT_DIR", "--output-dir", "where `train` writes its outputs (default `./outputs`)")
 ENV_TRAINER = EnvVar("TRAINKIT_TRAINER", "--trainer", "the trainer an image runs; set by each trainer image")

@@ -17,7 +17,7 @@ import numpy as np
 
 from trainkit.classmap import ClassMap
 from trainkit.errors import DatasetError
-from trainkit.images import ImageInfo, image_root, probe_images, relative_image_path
+from trainkit.images import ImageInfo, detect_datastore, image_root, probe_images, relative_image_path
 from trainkit.labels import ParsedLabels, RowIssue, parse_labels
 from trainkit.literal import DEFAULT_MAX_CELL_CHARS
 from trainkit.records import Records, row_of_items
@@ -34,7 +34,7 @@ MAX_EXAMPLES = 10
 class DatasetOptions:
     """How label sets are read; one object for every pair of a run."""
 
-    datastore_name: str = ""
+    datastore_name: str | None = None  # None: detect it (see trainkit.images.detect_datastore)
     box_units: BoxUnits = "auto"
     min_confidence: float = 0.0
     on_bad_row: BadRowPolicy = "error"
@@ -45,22 +45,34 @@ class DatasetOptions:
 
 @dataclass(frozen=True)
 class DatasetPair:
-    """An image set folder and the label set that describes it."""
+    """An image set folder and the label set that describes it; `datastore_name` overrides the run's."""
 
     imageset: Path
     labelset: Path
     name: str = "train"
+    datastore_name: str | None = None
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """The datasets of a run: a training pair, and a validation pair or fraction."""
+    """The datasets of a run: training pairs, and validation pairs or a fraction of the training images.
 
-    train: DatasetPair
-    val: DatasetPair | None = None
+    `train` and `val` take one pair or a tuple of them; several pairs are concatenated, with one
+    class map across all of them.
+    """
+
+    train: tuple[DatasetPair, ...] | DatasetPair
+    val: tuple[DatasetPair, ...] | DatasetPair | None = ()
     val_fraction: float = 0.0
     seed: int = 0
     options: DatasetOptions = field(default_factory=DatasetOptions)
+
+    def __post_init__(self) -> None:
+        for name in ("train", "val"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, (value,) if isinstance(value, DatasetPair) else tuple(value or ()))
+        if not self.train:
+            raise DatasetError("no training data: pass --imageset and --labelset, or --train-set LABELSET:IMAGESET")
 
 
 @dataclass
@@ -71,6 +83,7 @@ class SetReport:
     labelset: str
     imageset: str
     image_root: str
+    datastore_reason: str
     files: list[str]
     extra_columns: list[str]
     rows: int = 0
@@ -113,11 +126,13 @@ class Dataset:
             if policy == "error" and report.first_problem:
                 hint = f" ({report.hint})" if report.hint else ""
                 return f"{report.first_problem}{hint}; fix the row, or pass --on-bad-row skip to drop such rows"
+        train = [r for r in self.reports if r.name.startswith("train")]
+        sets = ", ".join(r.labelset for r in train)
         if not len(self.train):
-            hint = f" ({self.reports[0].hint})" if self.reports[0].hint else ""
-            return f"no usable image in the training set {self.reports[0].labelset}{hint}"
+            hints = "; ".join(r.hint for r in train if r.hint)
+            return f"no usable image in the training set {sets}" + (f" ({hints})" if hints else "")
         if not self.train.num_objects:
-            return f"no objects left in the training set {self.reports[0].labelset} after filtering"
+            return f"no objects left in the training set {sets} after filtering"
         return None
 
 
@@ -125,27 +140,35 @@ def load_pair(pair: DatasetPair, options: DatasetOptions) -> tuple[Records, SetR
     """Load one pair into records; rows with problems are left out and reported, never raised."""
     if not pair.imageset.is_dir():
         raise DatasetError(f"image set {pair.imageset} is not a folder; pass the folder the images are mounted in")
-    root = image_root(pair.imageset, options.datastore_name)
-    if not root.is_dir():
-        subfolders = sorted(p.name for p in pair.imageset.iterdir() if p.is_dir())[:5]
-        raise DatasetError(
-            f"image set {pair.imageset} has no folder {options.datastore_name!r}; set DATASTORE_NAME "
-            f"(or --datastore-name) to the datastore folder, or to empty for ML-studio datasets "
-            f"(folders there: {', '.join(subfolders) or 'none'})"
-        )
+    datastore = options.datastore_name if pair.datastore_name is None else pair.datastore_name
+    if datastore:
+        root = image_root(pair.imageset, datastore)
+        if not root.is_dir():
+            subfolders = sorted(p.name for p in pair.imageset.iterdir() if p.is_dir())[:5]
+            raise DatasetError(
+                f"image set {pair.imageset} has no folder {datastore!r}; set DATASTORE_NAME "
+                f"(or --datastore-name) to the datastore folder, or to empty for ML-studio datasets "
+                f"(folders there: {', '.join(subfolders) or 'none'})"
+            )
     table = read_labelset(pair.labelset)
     parsed = parse_labels(table.label, table.confidence, options.max_cell_chars)
+    issues = dict(parsed.issues)
+    relative = _relative_paths(table, issues)
+    if datastore is None:
+        name, reason = detect_datastore(pair.imageset, relative)
+    else:
+        name, reason = datastore, f"DATASTORE_NAME is {datastore!r}"
+    root = image_root(pair.imageset, name)
     report = SetReport(
         name=pair.name,
         labelset=str(pair.labelset),
         imageset=str(pair.imageset),
         image_root=str(root),
+        datastore_reason=reason,
         files=list(table.files),
         extra_columns=list(table.extra_columns),
         rows=len(table),
     )
-    issues = dict(parsed.issues)
-    relative = _relative_paths(table, issues)
     sizes = _probe(root, relative, options, issues, report)
     if report.images_missing and not report.images_found:
         folders = sorted(p.name for p in root.iterdir() if p.is_dir())[:5]
@@ -275,12 +298,14 @@ def _summarise(records: Records, report: SetReport) -> None:
 
 def load_dataset(config: DataConfig) -> Dataset:
     """Load every pair of a run, build the class map and split off validation; nothing raised for bad rows."""
-    train, train_report = load_pair(config.train, config.options)
-    reports = [train_report]
-    if config.val is not None:
-        val, val_report = load_pair(config.val, config.options)
-        reports.append(val_report)
-        split = f"validation set {config.val.labelset}"
+    loaded = [load_pair(pair, config.options) for pair in config.train]
+    train = Records.concat([records for records, _ in loaded])
+    reports = [report for _, report in loaded]
+    if config.val:
+        loaded = [load_pair(pair, config.options) for pair in config.val]
+        val = Records.concat([records for records, _ in loaded])
+        reports += [report for _, report in loaded]
+        split = f"validation set{'s' if len(config.val) > 1 else ''} {', '.join(str(p.labelset) for p in config.val)}"
     elif config.val_fraction > 0 and len(train) < 2:
         val, split = None, "no validation set (too few images to split)"
     elif config.val_fraction > 0:

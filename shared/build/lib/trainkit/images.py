@@ -50,6 +50,37 @@ def image_root(imageset: Path, datastore_name: str) -> Path:
     return imageset / datastore_name if datastore_name else imageset
 
 
+DETECT_SAMPLE = 20
+
+
+def detect_datastore(imageset: Path, relative: Iterable[str | None]) -> tuple[str, str]:
+    """Find the datastore folder when none is given: (name, "" for the mount root; how it was found).
+
+    Image paths are tried at the mount root and under each sub-folder; exactly one of those places
+    may hold them. The predecessor hard-coded `main_datastore`; ML-studio sets have no such folder.
+    Raises DatasetError when more than one place holds them; when none does, the root is used and
+    every row reports its missing image (with the folders there as a hint).
+    """
+    from trainkit.errors import DatasetError
+
+    sample = [r for r in relative if r][:DETECT_SAMPLE]
+    if not sample:
+        return "", "no image paths to look for: using the mount root"
+    subfolders = sorted(p.name for p in imageset.iterdir() if p.is_dir() and not p.name.startswith("."))
+    found = [name for name in ["", *subfolders] if any((image_root(imageset, name) / r).is_file() for r in sample)]
+    where = [f"{imageset}/{name}" if name else f"{imageset} (the root)" for name in found]
+    if len(found) == 1:
+        name = found[0]
+        how = f"under datastore folder {name!r}" if name else "at the mount root (ML-studio layout)"
+        return name, f"DATASTORE_NAME not set: image paths found {how}"
+    if not found:
+        return "", f"DATASTORE_NAME not set and none of {len(sample)} image paths found anywhere: using the mount root"
+    raise DatasetError(
+        f"image set {imageset}: image paths exist in more than one place ({', '.join(where)}); "
+        f"set DATASTORE_NAME (or --datastore-name) to the folder to use, or to empty for the root"
+    )
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     """An image's displayed size."""

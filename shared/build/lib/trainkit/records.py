@@ -93,3 +93,22 @@ class Records:
         if (ids < 0).any():
             raise ValueError("with_classes: a used class is missing from the new class list")
         return replace(self, class_ids=ids, classes=tuple(classes))
+
+    @staticmethod
+    def concat(parts: list[Records]) -> Records:
+        """Several record sets as one, in order; class ids renumbered to the sorted union of their classes."""
+        if len(parts) == 1:
+            return parts[0]
+        classes = tuple(sorted({name for part in parts for name in part.classes}))
+        parts = [part.with_classes(classes) for part in parts]
+        counts = np.concatenate([np.diff(part.offsets) for part in parts])
+        return Records(
+            paths=np.concatenate([part.paths for part in parts]),
+            image_urls=np.concatenate([part.image_urls for part in parts]),
+            sizes=np.concatenate([part.sizes for part in parts]).astype(np.int32),
+            offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            boxes=np.concatenate([part.boxes for part in parts]).astype(np.float32),
+            class_ids=np.concatenate([part.class_ids for part in parts]).astype(np.int64),
+            confidences=np.concatenate([part.confidences for part in parts]).astype(np.float32),
+            classes=classes,
+        )

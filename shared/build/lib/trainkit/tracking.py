@@ -45,9 +45,22 @@ class Tracker:
             run_id = None  # mlflow attaches to the job's own run, which a restarted job keeps
         else:
             mlflow.set_experiment(experiment)
+        if run_id and not self._has_run(run_id):
+            # A restart with a fresh output folder (AzureML keeps only mounted outputs) has a new store.
+            log.warning("the checkpoint's MLflow run %s is not in this tracking store: logging to a new run", run_id)
+            run_id = None
         self.run = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run()
         self.run_id = self.run.info.run_id
         self.tracking_uri = mlflow.get_tracking_uri()
+
+    def _has_run(self, run_id: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._mlflow.MlflowClient().get_run(run_id)
+        except MlflowException:
+            return False
+        return True
 
     def log_params(self, params: dict[str, Any]) -> None:
         """Hyperparameters and settings (logged once; a resumed run already has them)."""
@@ -86,6 +99,25 @@ class Tracker:
         if self._own_store:
             self._mlflow.set_tracking_uri("")
             os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+class NullTracker:
+    """What ranks other than 0 track with: nothing (rank 0 logs the run once for all)."""
+
+    run_id = ""
+    tracking_uri = ""
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Not logged."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Not logged."""
+
+    def log_dict(self, value: dict, name: str) -> None:
+        """Not logged."""
+
+    def end(self, status: str) -> None:
+        """Nothing to end."""
 
 
 def save_model_dir(model: Any, folder: Path, code_paths: list[str]) -> None:

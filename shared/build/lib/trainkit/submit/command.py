@@ -27,10 +27,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="the publish manifest (ci/publish.py; env TRAINKIT_IMAGE_MANIFEST)",
     )
     g.add_argument("--image", default="", help="an image pinned by digest (REPOSITORY@sha256:...), not from --manifest")
-    g = p.add_argument_group("data (one pair, or --pair repeated: one job per pair)")
+    g = p.add_argument_group("data (one pair; --pair repeated: one job per pair; --train-pair/--test-pair: one job)")
     g.add_argument("--imageset", default="", help="image set: azureml:NAME:VERSION, datastore/cloud URI, local folder")
     g.add_argument("--labelset", default="", help="label set: azureml:NAME:VERSION, URI, or local file/folder")
     g.add_argument("--pair", nargs=2, action="append", default=[], metavar=("LABELSET", "IMAGESET"))
+    g.add_argument(
+        "--train-pair", nargs=2, action="append", default=[], metavar=("LABELSET", "IMAGESET"),
+        help="a training pair of one job holding several (repeatable; the predecessor's train_sets)",
+    )  # fmt: skip
+    g.add_argument(
+        "--test-pair", nargs=2, action="append", default=[], metavar=("LABELSET", "IMAGESET"),
+        help="a validation pair of that job (repeatable; the predecessor's test_sets)",
+    )  # fmt: skip
     g.add_argument(
         "--labelset-type", choices=("auto", "uri_file", "uri_folder", "mltable"), default="auto",
         help="input type of the label sets (auto: from the path; registered assets: mltable)",
@@ -97,6 +105,8 @@ def config_from_args(args: argparse.Namespace) -> SubmitConfig:
         datastore_name=args.datastore_name, hyperparameters=fixed, grid=grid, instance_count=args.instance_count,
         processes_per_node=args.processes_per_node, low_priority=args.low_priority, shm_size=args.shm_size,
         tags=tags, train_args=tuple(train_args),
+        train_pairs=tuple(DatasetPairRef(labels, images) for labels, images in args.train_pair),
+        test_pairs=tuple(DatasetPairRef(labels, images) for labels, images in args.test_pair),
     )  # fmt: skip
 
 

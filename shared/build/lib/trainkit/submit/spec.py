@@ -9,7 +9,9 @@ AzureML uploads `./outputs` as the job's artifacts. Checkpoints go to a read-wri
 instead, because a preempted job restarts with an empty `./outputs` but the same mounted output: the
 restarted process resumes from there (`--resume auto` starts fresh when it is empty). MLflow is
 the platform's (it sets MLFLOW_TRACKING_URI and the run). `resources.shm_size` gives the loader
-shared memory (the platform's default is 2 GB).
+shared memory (the platform's default is 2 GB). With several instances or processes per node the
+job has a PyTorch distribution: AzureML starts the command once per process with RANK, WORLD_SIZE,
+LOCAL_RANK and MASTER_ADDR/PORT set, and the harness trains with DDP (batch_size is per process).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class SubmitConfig:
 
     trainer: str
     image: str  # repository@sha256:...
-    pairs: tuple[DatasetPairRef, ...]
+    pairs: tuple[DatasetPairRef, ...]  # one job per pair
     experiment: str
     compute: str = ""  # a compute cluster; empty: serverless (then instance_type)
     instance_type: str = ""
@@ -58,6 +60,8 @@ class SubmitConfig:
     shm_size: str = "16g"
     tags: Mapping[str, str] = field(default_factory=dict)
     train_args: Sequence[str] = ()  # more `trainkit train` options, e.g. --min-confidence 0.5
+    train_pairs: tuple[DatasetPairRef, ...] = ()  # all in one job, with test_pairs as its validation
+    test_pairs: tuple[DatasetPairRef, ...] = ()
 
     def check(self) -> None:
         """Reject what can be known to fail before anything is sent."""
@@ -66,17 +70,16 @@ class SubmitConfig:
                 f"image {self.image!r} is not pinned by digest (REPOSITORY@sha256:...); "
                 "take it from the publish manifest (--trainer) or pass --image REPOSITORY@sha256:DIGEST"
             )
-        if not self.pairs:
-            raise UserError("no dataset: pass --imageset and --labelset, or --pair LABELSET IMAGESET")
+        if self.train_pairs and self.pairs:
+            raise UserError("use --pair (a job per pair) or --train-pair/--test-pair (one job), not both")
+        if self.test_pairs and not self.train_pairs:
+            raise UserError("--test-pair needs at least one --train-pair")
+        if not self.pairs and not self.train_pairs:
+            raise UserError("no dataset: pass --imageset and --labelset, --pair LABELSET IMAGESET, or --train-pair")
         if not self.experiment.strip():
             raise UserError("--experiment is empty: name the AzureML experiment the jobs go to")
         if self.instance_count < 1 or self.processes_per_node < 1:
             raise UserError("--instance-count and --processes-per-node must be at least 1")
-        if self.instance_count * self.processes_per_node > 1:
-            raise UserError(
-                "distributed jobs need the harness's DDP support, which this version lacks; "
-                "use --instance-count 1 --processes-per-node 1"
-            )
         if not _SHM.match(self.shm_size.lower()):
             raise UserError(f"--shm-size {self.shm_size}: expected a size such as 16g or 512m")
         if self.low_priority and self.compute:
@@ -100,30 +103,52 @@ def grid_points(fixed: Mapping[str, object], grid: Sequence[tuple[str, Sequence[
     return [{**fixed, **dict(zip(keys, combo, strict=True))} for combo in itertools.product(*(v for _, v in grid))]
 
 
+@dataclass(frozen=True)
+class _Data:
+    """What one job reads: its inputs, the `trainkit train` options naming them, tags and a short name."""
+
+    inputs: dict[str, JobInput]
+    args: list[str]
+    tags: dict[str, str]
+    name: str
+
+
+def _data_units(config: SubmitConfig, base: Path | None) -> list[_Data]:
+    """One unit per --pair (a job each), or one unit holding every train and test pair (one job)."""
+    if not config.train_pairs:
+        units = []
+        for pair in config.pairs:
+            inputs = {
+                "imageset": imageset_input(pair.imageset, base),
+                "labelset": labelset_input(pair.labelset, config.labelset_type, base),
+            }
+            args = ["--imageset", "${{inputs.imageset}}", "--labelset", "${{inputs.labelset}}"]
+            tags = {"trainkit.labelset": pair.labelset, "trainkit.imageset": pair.imageset}
+            units.append(_Data(inputs, args, tags, _short(pair.labelset)))
+        return units
+    inputs, args, tags = {}, [], {}
+    for kind, pairs in (("train", config.train_pairs), ("test", config.test_pairs)):
+        for i, pair in enumerate(pairs, 1):
+            labels, images = f"{kind}_labelset_{i}", f"{kind}_imageset_{i}"
+            inputs[labels] = labelset_input(pair.labelset, config.labelset_type, base)
+            inputs[images] = imageset_input(pair.imageset, base)
+            args += [f"--{kind}-set", f"${{{{inputs.{labels}}}}}:${{{{inputs.{images}}}}}"]
+            tags[f"trainkit.{kind}_set_{i}"] = f"{pair.labelset} {pair.imageset}"
+    name = f"{len(config.train_pairs)} train + {len(config.test_pairs)} test sets"
+    return [_Data(inputs, args, tags, name)]
+
+
 def job_specs(config: SubmitConfig, base: Path | None = None) -> list[dict]:
-    """The command-job YAML documents (as dicts), one per dataset pair and grid point, in that order."""
+    """The command-job YAML documents (as dicts), one per data unit and grid point, in that order."""
     config.check()
     points = grid_points(config.hyperparameters, config.grid)
     varied = [key for key, _ in config.grid]
-    specs = []
-    for pair in config.pairs:
-        labelset = labelset_input(pair.labelset, config.labelset_type, base)
-        imageset = imageset_input(pair.imageset, base)
-        for params in points:
-            specs.append(_command_job(config, labelset, imageset, pair, params, varied))
-    return specs
+    return [_command_job(config, data, params, varied) for data in _data_units(config, base) for params in points]
 
 
-def _command_job(
-    config: SubmitConfig,
-    labelset: JobInput,
-    imageset: JobInput,
-    pair: DatasetPairRef,
-    params: Mapping[str, object],
-    varied: Sequence[str],
-) -> dict:
+def _command_job(config: SubmitConfig, data: _Data, params: Mapping[str, object], varied: Sequence[str]) -> dict:
     command = [
-        "trainkit", "train", "--imageset", "${{inputs.imageset}}", "--labelset", "${{inputs.labelset}}",
+        "trainkit", "train", *data.args,
         "--output-dir", "outputs", "--checkpoint-dir", "${{outputs.checkpoints}}", "--resume", "auto",
     ]  # fmt: skip
     for key, value in params.items():
@@ -132,8 +157,7 @@ def _command_job(
     tags = {
         "trainkit.trainer": config.trainer,
         "trainkit.image": config.image,
-        "trainkit.labelset": pair.labelset,
-        "trainkit.imageset": pair.imageset,
+        **data.tags,
         **{f"param.{k}": _value_text(v) for k, v in params.items()},
         **config.tags,
     }
@@ -141,12 +165,12 @@ def _command_job(
     spec: dict = {
         "$schema": SCHEMA_URL,
         "type": "command",
-        "display_name": " ".join(filter(None, [config.trainer, _short(pair.labelset), point]))[:255],
+        "display_name": " ".join(filter(None, [config.trainer, data.name, point]))[:255],
         "experiment_name": config.experiment,
         # Placeholders stay unquoted (AzureML substitutes them before the shell runs); the rest is quoted.
         "command": " ".join(a if a.startswith("${{") else shlex.quote(a) for a in command),
         "environment": {"image": config.image},
-        "inputs": {"imageset": imageset.as_yaml(), "labelset": labelset.as_yaml()},
+        "inputs": {name: job_input.as_yaml() for name, job_input in data.inputs.items()},
         "outputs": {"checkpoints": {"type": "uri_folder", "mode": "rw_mount"}},
         "resources": {"instance_count": config.instance_count, "shm_size": config.shm_size},
         "tags": tags,
