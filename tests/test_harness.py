@@ -19,6 +19,7 @@ from trainkit.demo import DemoDataset
 ROOT = Path(__file__).resolve().parents[1]
 SKELETON = ROOT / "trainers" / "skeleton"
 DETECTOR = ROOT / "trainers" / "detector"
+CLASSIFIER = ROOT / "trainers" / "classifier"
 TRAINKIT = Path(sys.executable).with_name("trainkit")
 
 pytestmark = pytest.mark.slow
@@ -76,6 +77,37 @@ def test_detector_trains_logs_to_mlflow_and_reloads(demo: DemoDataset, tmp_path:
     assert set(prediction) == {"boxes", "labels", "scores"}
     local = mlflow.pytorch.load_model(str(out / "model"))
     assert type(local).__name__ == "FasterRCNN"
+
+
+def test_classifier_trains_on_object_crops_with_its_own_metrics(demo: DemoDataset, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run(
+        train_command(demo, out, CLASSIFIER, "--set", "epochs=2", "--set", "batch_size=8", "--set", "image_size=64",
+                      "--val-fraction", "0.3", "--log-every", 1)
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "epoch 1: val accuracy" in result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    classes = json.loads((out / "class_map.json").read_text())["classes"]
+    val = metrics["val"]
+    assert 0 <= val["accuracy"] <= 1 and {"macro_precision", "macro_recall", "macro_f1"} <= set(val)
+    assert any(key.startswith("recall_class/") for key in val)
+    confusion = metrics["confusion_matrix"]
+    assert len(confusion) == len(classes) == 3 and all(len(row) == 3 for row in confusion)
+    run_info = json.loads((out / "run.json").read_text())
+    from trainkit.dataset import DataConfig, DatasetOptions, DatasetPair, load_dataset
+
+    data = load_dataset(DataConfig(DatasetPair(demo.imageset_studio, demo.labels_csv), val_fraction=0.3,
+                                   options=DatasetOptions(datastore_name="")))  # fmt: skip
+    assert run_info["val_images"] == len(data.val)
+    assert sum(map(sum, confusion)) == data.val.num_objects  # every validation crop counted once
+    for name in ("confusion_matrix.png", "val_accuracy.png", "val_macro_f1.png", "train_loss.png"):
+        assert (out / "plots" / name).is_file(), name
+    import mlflow
+
+    model = mlflow.pytorch.load_model(str(out / "model")).eval()
+    with torch.no_grad():
+        assert model(torch.rand(2, 3, 64, 64)).shape == (2, 3)
 
 
 def test_loss_decreases_when_overfitting_a_tiny_set(tmp_path: Path) -> None:

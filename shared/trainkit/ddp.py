@@ -74,8 +74,12 @@ class ProcessGroup:
             return model
         from torch.nn.parallel import DistributedDataParallel
 
-        ids = [self._device.index] if self._device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids)
+        if self._device.type == "cuda":
+            # BatchNorm statistics over the global batch, as one process would compute them (the
+            # converted layers keep the same parameters, so the optimiser still holds them).
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            return DistributedDataParallel(model, device_ids=[self._device.index])
+        return DistributedDataParallel(model)
 
     def mean(self, values: dict[str, float]) -> dict[str, float]:
         """Each value averaged over the ranks (every rank must call this at the same point)."""

@@ -1,4 +1,5 @@
-"""Evaluation: detection mAP with torchmetrics, and the pictures people look at (curves, boxes on images)."""
+"""Evaluation with torchmetrics (detection mAP; classification accuracy, precision, recall, confusion
+matrix), and the pictures people look at (curves, boxes on images, the confusion matrix)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,78 @@ class Evaluation:
 
     metrics: dict[str, float]
     drawn: list[tuple[str, dict[str, torch.Tensor], dict[str, torch.Tensor]]] = field(default_factory=list)
+    confusion: list[list[int]] | None = None  # classification: rows true class, columns predicted
+
+
+def evaluate_classification(
+    trainer, model: torch.nn.Module, loader: DaliLoader, classes: ClassMap, amp: bool
+) -> Evaluation:
+    """Accuracy, macro and per-class precision / recall / F1 and the confusion matrix over `loader`."""
+    from torchmetrics.classification import (
+        MulticlassAccuracy,
+        MulticlassConfusionMatrix,
+        MulticlassF1Score,
+        MulticlassPrecision,
+        MulticlassRecall,
+    )
+
+    n = len(classes)
+    metrics = {
+        "accuracy": MulticlassAccuracy(n, average="micro"),
+        "precision": MulticlassPrecision(n, average="none"),
+        "recall": MulticlassRecall(n, average="none"),
+        "f1": MulticlassF1Score(n, average="none"),
+        "confusion": MulticlassConfusionMatrix(n),
+    }
+    seen = torch.zeros(n, dtype=torch.bool)
+    model.eval()
+    device = loader.device
+    with torch.no_grad(), torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+        for batch in loader:
+            predictions = trainer.predict(model, to_float(batch.images, trainer.mean, trainer.std), batch)
+            predicted = torch.stack([p["labels"] for p in predictions]).reshape(-1).cpu()
+            truth = batch.labels.reshape(-1).cpu()
+            seen[truth] = True
+            for metric in metrics.values():
+                metric.update(predicted, truth)
+    out = {"accuracy": float(metrics["accuracy"].compute())}
+    per_class = {name: metrics[name].compute().tolist() for name in ("precision", "recall", "f1")}
+    # Macro averages over the classes that occur in this set (a class with no sample has no recall).
+    present = [i for i in range(n) if seen[i]]
+    for name, values in per_class.items():
+        out[f"macro_{name}"] = float(sum(values[i] for i in present) / len(present)) if present else 0.0
+        for i in present:
+            out[f"{name}_class/{classes.names[i]}"] = float(values[i])
+    confusion = metrics["confusion"].compute().tolist()
+    return Evaluation(out, confusion=[[int(v) for v in row] for row in confusion])
+
+
+def draw_confusion(evaluation: Evaluation, classes: ClassMap, folder: Path) -> list[Path]:
+    """The confusion matrix as a PNG (rows: true class, columns: predicted), counts in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if evaluation.confusion is None:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    size = max(4.0, 0.6 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(size, size), dpi=100)
+    ax.imshow(evaluation.confusion, cmap="Blues")
+    ticks = range(len(classes))
+    ax.set_xticks(ticks, classes.names, rotation=45, ha="right")
+    ax.set_yticks(ticks, classes.names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i, row in enumerate(evaluation.confusion):
+        for j, count in enumerate(row):
+            ax.text(j, i, str(count), ha="center", va="center")
+    fig.tight_layout()
+    out = folder / "confusion_matrix.png"
+    fig.savefig(out)
+    plt.close(fig)
+    return [out]
 
 
 def evaluate_detection(trainer, model: torch.nn.Module, loader: DaliLoader, classes: ClassMap, amp: bool) -> Evaluation:

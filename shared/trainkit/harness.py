@@ -41,7 +41,7 @@ from trainkit.devices import resolve_device
 from trainkit.discovery import LoadedTrainer
 from trainkit.distributed import current_shard, local_rank
 from trainkit.errors import UserError
-from trainkit.evaluation import Evaluation, draw_detections, evaluate_detection, plot_curves
+from trainkit.evaluation import Evaluation, plot_curves
 from trainkit.loader import DaliLoader, LoaderConfig, create_loader, to_float
 from trainkit.params import CommonParams, params_to_dict, parse_params
 from trainkit.shm import local_processes, shm_bytes, shm_warning
@@ -210,7 +210,7 @@ def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: Pr
                 log.warning("stopped at step %d; rerun with --resume auto to continue", state.position.step)
                 return ExitCode.PREEMPTED
             if val_loader is not None:
-                evaluation = evaluate_detection(trainer, state.model, val_loader, dataset.class_map, amp)
+                evaluation = trainer.evaluate(state.model, val_loader, dataset.class_map, amp)
                 tracker.log_metrics({f"val/{k}": v for k, v in evaluation.metrics.items()}, state.position.step)
         if group.is_main:
             seconds = time.perf_counter() - started
@@ -331,16 +331,12 @@ def _train_loop(
             tick = time.perf_counter()
         save(Position(step, epoch + 1, 0))
         if val_loader is not None and (epoch + 1) % config.eval_every == 0 and epoch + 1 < params.epochs:
-            evaluation = evaluate_detection(trainer, model, val_loader, dataset.class_map, amp)
+            evaluation = trainer.evaluate(model, val_loader, dataset.class_map, amp)
             tracker.log_metrics({f"val/{k}": v for k, v in evaluation.metrics.items()}, step)
-            history["val_map"].append((step, evaluation.metrics["map"]))
-            history["val_map_50"].append((step, evaluation.metrics["map_50"]))
-            log.info(
-                "epoch %d: val mAP %.4f, mAP@0.5 %.4f",
-                epoch + 1,
-                evaluation.metrics["map"],
-                evaluation.metrics["map_50"],
-            )
+            for name in trainer.summary_metrics:
+                history[f"val_{name}"].append((step, evaluation.metrics[name]))
+            summary = ", ".join(f"{name} {evaluation.metrics[name]:.4f}" for name in trainer.summary_metrics)
+            log.info("epoch %d: val %s", epoch + 1, summary)
             if group.any(stop.requested):
                 return False
     progress.close()
@@ -361,17 +357,18 @@ def _finish(
 ) -> None:
     output_dir = config.output_dir
     if evaluation is not None:
-        history["val_map"].append((state.position.step, evaluation.metrics["map"]))
-        history["val_map_50"].append((state.position.step, evaluation.metrics["map_50"]))
+        for name in trainer.summary_metrics:
+            history[f"val_{name}"].append((state.position.step, evaluation.metrics[name]))
     plots = output_dir / "plots"
     plot_curves(history, plots)
     if evaluation is not None:
-        draw_detections(evaluation, dataset.class_map, plots)
+        trainer.draw(evaluation, dataset.class_map, plots)
     metrics = {
         "step": state.position.step,
         "epoch": state.position.epoch,
         "train_loss": history["train_loss"][-1][1] if history.get("train_loss") else None,
         "val": evaluation.metrics if evaluation is not None else None,
+        **({"confusion_matrix": evaluation.confusion} if evaluation is not None and evaluation.confusion else {}),
         "seconds": round(seconds, 1),
     }
     write_json_atomic(output_dir / "metrics.json", metrics)

@@ -8,13 +8,21 @@ schedule, evaluation for the task, export. The module must define `TRAINER = You
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import ClassVar
 
 import torch
 from torch import nn
 
 from trainkit.classmap import ClassMap
-from trainkit.loader import ClassificationBatch, DetectionBatch, LoaderConfig, Task
+from trainkit.evaluation import (
+    Evaluation,
+    draw_confusion,
+    draw_detections,
+    evaluate_classification,
+    evaluate_detection,
+)
+from trainkit.loader import ClassificationBatch, DaliLoader, DetectionBatch, LoaderConfig, Task
 from trainkit.params import CommonParams
 
 Batch = DetectionBatch | ClassificationBatch
@@ -29,6 +37,8 @@ class Trainer:
     # The harness hands the model float images (x / 255 - mean) / std, on the model's device.
     mean: ClassVar[tuple[float, float, float]] = (0.0, 0.0, 0.0)
     std: ClassVar[tuple[float, float, float]] = (1.0, 1.0, 1.0)
+    # Validation metrics the harness logs each epoch and draws as curves (names `evaluate` returns).
+    summary_metrics: ClassVar[tuple[str, ...]] = ("map", "map_50")
 
     def build_model(self, params: CommonParams, classes: ClassMap) -> nn.Module:
         """The model for these classes (ids 0 .. len(classes) - 1). Never download weights here."""
@@ -39,8 +49,23 @@ class Trainer:
         raise NotImplementedError
 
     def predict(self, model: nn.Module, images: torch.Tensor, batch: Batch) -> list[dict[str, torch.Tensor]]:
-        """Detection: per image `boxes` (xyxy in batch pixels), `labels` (class ids), `scores`."""
+        """Detection: per image `boxes` (xyxy in batch pixels), `labels` (class ids), `scores`.
+        Classification: per sample `labels` (the class id, a 0-d tensor) and `scores` (probabilities)."""
         raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, loader: DaliLoader, classes: ClassMap, amp: bool) -> Evaluation:
+        """Validation metrics for the task: mAP for detection; accuracy, precision, recall for object crops."""
+        if self.task == "detection":
+            return evaluate_detection(self, model, loader, classes, amp)
+        if self.task == "object_crops":
+            return evaluate_classification(self, model, loader, classes, amp)
+        raise NotImplementedError(f"task {self.task!r}: override Trainer.evaluate")
+
+    def draw(self, evaluation: Evaluation, classes: ClassMap, folder: Path) -> list[Path]:
+        """Pictures of an evaluation: validation images with boxes, or the confusion matrix."""
+        if self.task == "detection":
+            return draw_detections(evaluation, classes, folder)
+        return draw_confusion(evaluation, classes, folder)
 
     def loader_config(self, params: CommonParams, train: bool) -> LoaderConfig:
         """How the harness loads batches for this trainer."""

@@ -1,0 +1,79 @@
+"""trainkit trainer: an image classifier of labelled objects (torchvision ResNet-18 or MobileNetV3-Small).
+
+Task: each labelled object is cut out of its image (its box, the loader's `object_crops` task) and
+classified by its class name (`type`, or `label`). The same label sets as the detector, no new
+loader: a second opinion on what the detector's boxes hold, or a crop classifier in a pipeline.
+Metrics: accuracy, macro and per-class precision / recall / F1, and the confusion matrix (PNG).
+Weights are never downloaded: train from scratch, or point `weights` at a local state-dict file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional
+from torchvision.models import mobilenet_v3_small, resnet18
+
+from trainkit.classmap import ClassMap
+from trainkit.params import CommonParams
+from trainkit.trainer import Batch, Trainer
+
+ARCHITECTURES = {"resnet18": resnet18, "mobilenet_v3_small": mobilenet_v3_small}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ClassifierParams(CommonParams):
+    """Classifier options on top of the common hyperparameters (crops are small: 128 px by default)."""
+
+    image_size: int = 128
+    batch_size: int = 32
+    lr: float = 0.01
+    arch: str = "resnet18"
+    weights: str = ""  # a local state-dict file; never fetched (its classifier layer is replaced)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"hyperparameter 'arch' must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}")
+        if self.weights and not Path(self.weights).is_file():
+            raise ValueError(f"hyperparameter 'weights': no file {self.weights!r} (weights are never downloaded)")
+
+
+class ClassifierTrainer(Trainer):
+    name = "classifier"
+    task = "object_crops"
+    Params = ClassifierParams
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    summary_metrics = ("accuracy", "macro_f1")
+
+    def build_model(self, params: ClassifierParams, classes: ClassMap) -> nn.Module:
+        model = ARCHITECTURES[params.arch](weights=None, num_classes=len(classes))
+        if params.weights:
+            state = torch.load(params.weights, map_location="cpu", weights_only=True)
+            own = model.state_dict()
+            # Everything but the final layer, whose shape depends on the classes.
+            usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+            model.load_state_dict(usable, strict=False)
+        return model
+
+    def loss(self, model: nn.Module, images: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        logits = model(images)
+        loss = functional.cross_entropy(logits, batch.labels)
+        accuracy = (logits.argmax(1) == batch.labels).float().mean()
+        return {"loss": loss, "accuracy": accuracy.detach()}
+
+    def predict(self, model: nn.Module, images: torch.Tensor, batch: Batch) -> list[dict[str, torch.Tensor]]:
+        probabilities = model(images).float().softmax(1)
+        scores, labels = probabilities.max(1)
+        return [
+            {"labels": label, "scores": p, "score": s}
+            for label, p, s in zip(labels, probabilities, scores, strict=True)
+        ]
+
+
+TRAINER = ClassifierTrainer()
