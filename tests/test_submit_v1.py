@@ -7,6 +7,7 @@ azureml-core plus trainkit without its dependencies (submission needs none of th
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -62,7 +63,10 @@ def v1_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check"]
     subprocess.run([*pip, "azureml-core==1.61.*", "pyyaml"], check=True, timeout=900)
-    subprocess.run([*pip, "--no-deps", str(ROOT / "shared")], check=True, timeout=300)
+    # From a copy: building the package in place would leave shared/build/ in the source tree.
+    skip = shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
+    source = shutil.copytree(ROOT / "shared", venv.parent / "shared", ignore=skip)
+    subprocess.run([*pip, "--no-deps", str(source)], check=True, timeout=300)
     return venv / "bin" / "python"
 
 
