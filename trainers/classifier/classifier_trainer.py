@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 from torchvision.models import mobilenet_v3_small, resnet18
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from trainkit.classmap import ClassMap
 from trainkit.params import CommonParams
@@ -35,6 +36,10 @@ class ClassifierParams(CommonParams):
     lr: float = 0.01
     arch: str = "resnet18"
     weights: str = ""  # a local state-dict file; never fetched (its classifier layer is replaced)
+    # BatchNorm with fixed statistics (torchvision's FrozenBatchNorm2d, as its detectors use): for
+    # fine-tuning `weights` with small per-GPU batches, and so that a distributed run on CPUs (which
+    # have no SyncBatchNorm) computes exactly what one process with the global batch computes.
+    freeze_bn: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -52,7 +57,8 @@ class ClassifierTrainer(Trainer):
     summary_metrics = ("accuracy", "macro_f1")
 
     def build_model(self, params: ClassifierParams, classes: ClassMap) -> nn.Module:
-        model = ARCHITECTURES[params.arch](weights=None, num_classes=len(classes))
+        norm = {"norm_layer": FrozenBatchNorm2d} if params.freeze_bn else {}
+        model = ARCHITECTURES[params.arch](weights=None, num_classes=len(classes), **norm)
         if params.weights:
             state = torch.load(params.weights, map_location="cpu", weights_only=True)
             own = model.state_dict()
