@@ -86,9 +86,11 @@ def draw_confusion(evaluation: Evaluation, classes: ClassMap, folder: Path) -> l
     ax.set_yticks(ticks, classes.names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
+    darkest = max((max(row) for row in evaluation.confusion), default=0)
     for i, row in enumerate(evaluation.confusion):
         for j, count in enumerate(row):
-            ax.text(j, i, str(count), ha="center", va="center")
+            colour = "white" if darkest and count > darkest / 2 else "black"  # readable on dark cells
+            ax.text(j, i, str(count), ha="center", va="center", color=colour)
     fig.tight_layout()
     out = folder / "confusion_matrix.png"
     fig.savefig(out)
