@@ -24,6 +24,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -63,9 +64,9 @@ def images() -> list[Image]:
     """The base image first, then one per trainer."""
     registry = os.environ.get("TRAINKIT_REGISTRY", "localhost").rstrip("/")
     tag = os.environ.get("TRAINKIT_TAG", "dev")
-    revision = os.environ.get("TRAINKIT_REVISION") or _git("rev-parse", "HEAD") or "unknown"
+    revision = os.environ.get("TRAINKIT_REVISION") or git("rev-parse", "HEAD") or "unknown"
     version = os.environ.get("TRAINKIT_VERSION", tag)
-    source = os.environ.get("TRAINKIT_SOURCE", "") or _git("config", "--get", "remote.origin.url") or "unknown"
+    source = os.environ.get("TRAINKIT_SOURCE", "") or git("config", "--get", "remote.origin.url") or "unknown"
     base_args = {}
     if os.environ.get("TRAINKIT_BASE_IMAGE"):
         base_args["BASE_IMAGE"] = os.environ["TRAINKIT_BASE_IMAGE"]
@@ -194,11 +195,23 @@ def engine_command(engine: str) -> list[str]:
     return [engine, *shlex.split(os.environ.get("TRAINKIT_ENGINE_FLAGS", ""))]
 
 
-def _git(*args: str) -> str:
+def git(*args: str) -> str:
+    """`git ARGS` in the repository, stripped; empty when git or the repository is not there."""
     try:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return ""
+
+
+def write_json(path: Path, document: object, indent: int = 2) -> Path:
+    """Write `path` complete or not at all (temp file in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(document, handle, indent=indent)
+        handle.write("\n")
+    os.replace(tmp, path)
+    return path
 
 
 def _run(command: list[str], env: dict[str, str] | None = None) -> None:

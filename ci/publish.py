@@ -27,11 +27,9 @@ Exit codes: 0 published; 1 a build, test or registry operation failed; 2 bad set
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -167,16 +165,6 @@ def manifest(planned: list[Planned], source: Source, registry: str, manifest_pat
     }
 
 
-def write_manifest(path: Path, document: dict) -> None:
-    """Write `path` complete or not at all: a failed publish never leaves a half manifest."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(document, handle, indent=2)
-        handle.write("\n")
-    os.replace(tmp, path)
-
-
 def settings(env: dict[str, str]) -> tuple[str, Source]:
     """The registry and the source, checked: a release must pin its base image by digest."""
     registry = env.get("TRAINKIT_REGISTRY", "").strip().rstrip("/")
@@ -228,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     except (RegistryError, SmokeTestFailed, RuntimeError) as exc:
         print(f"publish: error: {exc}", file=sys.stderr)
         return 1
-    write_manifest(args.manifest, manifest(planned, source, registry_name, args.manifest))
+    images.write_json(args.manifest, manifest(planned, source, registry_name, args.manifest))
     for p in planned:
         print(f"{p.image.key}\t{p.reference}")
     print(f"publish: manifest written to {args.manifest}", file=sys.stderr)

@@ -17,7 +17,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from images import engine_command
+from images import engine_command, write_json
 
 # Runs inside the image with its own Python; prints one JSON object.
 PROBE = """
@@ -71,12 +71,7 @@ def cyclonedx(ref: str, installed: dict) -> dict:
 
 def write_sbom(engine: str, ref: str, path: Path, name: str | None = None) -> Path:
     """Probe `ref` and write its SBOM to `path` (complete or not at all); `name` is recorded as the image."""
-    document = cyclonedx(name or ref, probe(engine, ref))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(document, indent=1) + "\n")
-    tmp.replace(path)
-    return path
+    return write_json(path, cyclonedx(name or ref, probe(engine, ref)), indent=1)
 
 
 def main(argv: list[str] | None = None) -> int:

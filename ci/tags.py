@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from images import git
+
 RELEASE = re.compile(r"^v(\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?)$")
 
 
@@ -72,20 +71,13 @@ def current_source(env: dict[str, str] | None = None) -> Source:
     return source_from(sha, ref)
 
 
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-
-
 def _git_sha() -> str:
-    return _git("rev-parse", "HEAD")
+    return git("rev-parse", "HEAD")
 
 
 def _git_ref() -> str:
-    branch = _git("symbolic-ref", "--quiet", "HEAD")
+    branch = git("symbolic-ref", "--quiet", "HEAD")
     if branch:
         return branch
-    tag = _git("describe", "--tags", "--exact-match", "HEAD")
+    tag = git("describe", "--tags", "--exact-match", "HEAD")
     return f"refs/tags/{tag}" if tag else ""

@@ -132,7 +132,7 @@ def test_manifest_written_by_publish_is_read_by_trainkit(tmp_path: Path, monkeyp
     ]
     path = tmp_path / "dist" / "images.json"
     source = source_from(SHA, "refs/tags/v1.2.3")
-    publish.write_manifest(path, publish.manifest(planned, source, "myacr.azurecr.io", path))
+    images.write_json(path, publish.manifest(planned, source, "myacr.azurecr.io", path))
     loaded = load_image_manifest(path)
     assert loaded.trainers == images.trainer_names() and loaded.version == "1.2.3"
     assert loaded.image_for("detector").reference == f"myacr.azurecr.io/trainkit-detector@{digest}"

@@ -152,16 +152,16 @@ def _command_job(config: SubmitConfig, data: _Data, params: Mapping[str, object]
         "--output-dir", "outputs", "--checkpoint-dir", "${{outputs.checkpoints}}", "--resume", "auto",
     ]  # fmt: skip
     for key, value in params.items():
-        command += ["--set", f"{key}={_value_text(value)}"]
+        command += ["--set", f"{key}={value_text(value)}"]
     command += list(config.train_args)
     tags = {
         "trainkit.trainer": config.trainer,
         "trainkit.image": config.image,
         **data.tags,
-        **{f"param.{k}": _value_text(v) for k, v in params.items()},
+        **{f"param.{k}": value_text(v) for k, v in params.items()},
         **config.tags,
     }
-    point = " ".join(f"{k}={_value_text(params[k])}" for k in varied)
+    point = " ".join(f"{k}={value_text(params[k])}" for k in varied)
     spec: dict = {
         "$schema": SCHEMA_URL,
         "type": "command",
@@ -188,7 +188,8 @@ def _command_job(config: SubmitConfig, data: _Data, params: Mapping[str, object]
     return spec
 
 
-def _value_text(value: object) -> str:
+def value_text(value: object) -> str:
+    """A hyperparameter as `--set key=VALUE` writes it (text as is, everything else as JSON)."""
     return value if isinstance(value, str) else json.dumps(value)
 
 

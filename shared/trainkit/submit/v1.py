@@ -16,7 +16,6 @@ Data: registered datasets only (`azureml:NAME:VERSION`), mounted by name. A tabu
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from trainkit.errors import UserError
-from trainkit.submit.spec import SubmitConfig, grid_points
+from trainkit.submit.spec import SubmitConfig, grid_points, value_text
 
 _ASSET = re.compile(r"^azureml:(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*):(?P<version>\d+)$")
 
@@ -114,7 +113,7 @@ def _command(params: dict[str, object], train_args: tuple[str, ...] | list[str])
     parts = ['trainkit train --imageset "$imageset" --labelset "$labelset" --output-dir outputs',
              "--checkpoint-dir outputs/checkpoints --resume auto"]  # fmt: skip
     for key, value in params.items():
-        parts.append("--set " + shlex.quote(f"{key}={value if isinstance(value, str) else json.dumps(value)}"))
+        parts.append("--set " + shlex.quote(f"{key}={value_text(value)}"))
     parts += [shlex.quote(a) for a in train_args]
     return " ".join(parts)
 
