@@ -12,11 +12,20 @@ import torch
 from conftest import obj, write_labels
 from PIL import Image
 
+from trainkit.augment import CROP_MIN_IOUS, sample_crop_window, sample_rng
 from trainkit.dataset import DatasetOptions, DatasetPair, load_pair
 from trainkit.devices import resolve_device
 from trainkit.distributed import Shard
 from trainkit.errors import DatasetError, UserError
-from trainkit.loader import ClassificationBatch, DetectionBatch, LoaderConfig, create_loader, to_float
+from trainkit.loader import (
+    ClassificationBatch,
+    DetectionBatch,
+    LoaderConfig,
+    create_loader,
+    resize_uint8,
+    resize_via_float,
+    to_float,
+)
 
 RED = (250, 30, 30)
 BLUE = (30, 30, 250)
@@ -91,6 +100,62 @@ def test_boxes_move_with_pixels_through_crop_flip_resize(tmp_path: Path, suffix:
                 widths += (boxes[:, 2] - boxes[:, 0]).tolist()
     assert min(centres) < 40 and max(centres) > 56, "flips should put the object on both sides"
     assert max(widths) > 96 * 50 / 160 + 2, "some crops should zoom in"
+
+
+def test_crop_windows_follow_the_ssd_policy() -> None:
+    """Each crop lies inside the image, keeps some box's centre and overlaps a box by the smallest IoU or more."""
+    rng = np.random.default_rng(0)
+    crops = 0
+    for seed in range(300):
+        # Large boxes: a crop (at least 0.3 of each side) can overlap a small one by only a little IoU.
+        x0, y0 = rng.uniform(0, 340, 3), rng.uniform(0, 180, 3)
+        boxes = np.stack([x0, y0, x0 + rng.uniform(60, 300, 3), y0 + rng.uniform(60, 300, 3)], axis=1)
+        window = sample_crop_window(sample_rng(seed, 0, 0), boxes, 640, 480)
+        assert window.x0 >= 0 and window.y0 >= 0 and window.width >= 1 and window.height >= 1
+        assert window.x0 + window.width <= 640 and window.y0 + window.height <= 480
+        if (window.width, window.height) == (640, 480):
+            continue
+        crops += 1
+        cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+        wx1, wy1 = window.x0 + window.width, window.y0 + window.height
+        inside = (cx >= window.x0) & (cx < wx1) & (cy >= window.y0) & (cy < wy1)
+        assert inside.any()
+        iw = np.clip(np.minimum(boxes[:, 2], wx1) - np.maximum(boxes[:, 0], window.x0), 0, None)
+        ih = np.clip(np.minimum(boxes[:, 3], wy1) - np.maximum(boxes[:, 1], window.y0), 0, None)
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        assert (iw * ih / (areas + window.width * window.height - iw * ih)).max() >= min(CROP_MIN_IOUS)
+    assert crops > 100, "most samples should be cropped"
+    empty = sample_crop_window(sample_rng(1, 0, 0), np.zeros((0, 4)), 640, 480)
+    assert empty.x0 + empty.width <= 640 and empty.y0 + empty.height <= 480
+
+
+@pytest.mark.parametrize(
+    ("source", "target"), [((480, 640), (512, 512)), ((37, 101), (96, 96)), ((300, 200), (64, 80))]
+)
+def test_gpu_resize_matches_the_cpu_kernel(source: tuple[int, int], target: tuple[int, int]) -> None:
+    """The GPU's float resize, run here on the CPU, gives the CPU uint8 kernel's pixels to within rounding."""
+    # Noise: a resize with another filter, support or alignment lands visibly elsewhere on it.
+    hwc = np.random.default_rng(3).integers(0, 256, (*source, 3), dtype=np.uint8)
+    chw = torch.from_numpy(hwc).permute(2, 0, 1).unsqueeze(0)
+    exact = torch.empty((1, 3, *target), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    via_float = torch.empty_like(exact)
+    resize_uint8(chw, exact)
+    resize_via_float(chw, via_float)
+    difference = (exact.int() - via_float.int()).abs()
+    # The uint8 kernel's fixed-point weights round a minority of pixels the other way (11-17% here
+    # when shrinking); a shifted or differently filtered image would be off by far more at the edge.
+    assert difference.max() <= 1 and difference.float().mean() < 0.25
+
+
+def test_cpu_resize_leaves_torch_thread_count_as_it_was(tmp_path: Path) -> None:
+    records = rect_set(tmp_path, n=4)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for batch in create_loader(records, LoaderConfig(batch_size=2, image_size=64, train=True)):
+            assert torch.get_num_threads() == 2 and len(batch.indices) == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_eval_mode_is_plain_resize(tmp_path: Path) -> None:

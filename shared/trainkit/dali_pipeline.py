@@ -3,9 +3,10 @@
 The source hands DALI each sample's encoded file bytes, the pixel window to decode, whether to
 mirror it, and the sample's targets, in the order the loader chose (seeded shuffle, shard). The
 window, flip and boxes are decided in numpy by `augment` from (seed, epoch, position), so DALI's
-only jobs are decoding (nvImageCodec; `mixed` = on the GPU) and flipping. Resizing to the model's
-size and normalising happen in torch on the model's device (see loader.py): DALI's CPU resize
-costs more than its decode here.
+one job is decoding the window (nvImageCodec; `mixed` = on the GPU). Resizing, mirroring and
+normalising happen in torch on the model's device (see loader.py). Measured on the CPU for a
+640x480 JPEG: decode 1.6 ms, DALI's resize to 512x512 4-5 ms and its flip 0.8 ms, against torch's
+0.6 ms resize and 0.1 ms flip of the smaller, resized image.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ class BatchSource:
 
 @pipeline_def(enable_conditionals=False)
 def loader_pipeline(source: BatchSource, task: str, decode_device: str) -> tuple:
-    """Decode each sample's window and mirror it when asked. Outputs: images (HWC uint8), targets, positions."""
+    """Decode each sample's window. Outputs: images (HWC uint8), flips, targets, positions."""
     dtypes = [types.UINT8, types.FLOAT, types.FLOAT, types.INT32, *TASK_TARGETS[task], types.INT64]
     encoded, anchor, shape, flip, *rest = fn.external_source(
         source=source, num_outputs=len(dtypes), batch=True, dtype=dtypes
@@ -130,4 +131,4 @@ def loader_pipeline(source: BatchSource, task: str, decode_device: str) -> tuple
         device=decode_device,
         output_type=types.RGB,
     )
-    return (fn.flip(images, horizontal=flip), *rest)
+    return (images, flip, *rest)

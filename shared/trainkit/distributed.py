@@ -30,3 +30,18 @@ def current_shard() -> Shard:
 def local_rank() -> int:
     """The GPU index of this process on its machine (torchrun and AzureML set LOCAL_RANK)."""
     return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def local_processes() -> int:
+    """Training processes on this machine, as torchrun and AzureML tell (LOCAL_WORLD_SIZE); 1 otherwise."""
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity, which container CPU sets narrow), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1

@@ -39,12 +39,12 @@ from trainkit.dataset import Dataset
 from trainkit.ddp import ProcessGroup
 from trainkit.devices import resolve_device
 from trainkit.discovery import LoadedTrainer
-from trainkit.distributed import current_shard, local_rank
+from trainkit.distributed import current_shard, local_processes, local_rank
 from trainkit.errors import UserError
 from trainkit.evaluation import Evaluation, plot_curves
 from trainkit.loader import DaliLoader, LoaderConfig, create_loader, to_float
 from trainkit.params import CommonParams, params_to_dict, parse_params
-from trainkit.shm import local_processes, shm_bytes, shm_warning
+from trainkit.shm import shm_bytes, shm_warning
 from trainkit.tracking import NullTracker, Tracker, save_model_dir
 
 log = logging.getLogger(__name__)

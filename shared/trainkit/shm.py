@@ -40,11 +40,3 @@ def shm_warning(size: int | None, local_processes: int) -> str | None:
         f"{need // MiB} MB: raise it with `docker run --shm-size {gigabytes}g` or `trainkit submit --shm-size "
         f"{gigabytes}g` (AzureML: resources.shm_size)"
     )
-
-
-def local_processes() -> int:
-    """Training processes on this node, as torchrun (LOCAL_WORLD_SIZE) tells; 1 otherwise."""
-    try:
-        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    except ValueError:
-        return 1
