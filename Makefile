@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench bench-publish clean
 
 install: $(STAMP)
 
@@ -37,6 +37,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/parse_labels.py
 	$(BIN)/python benchmarks/loader.py
 	$(BIN)/python benchmarks/harness.py
+
+bench-publish: $(STAMP)
+	$(BIN)/python benchmarks/publish.py --vm
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .ruff_cache

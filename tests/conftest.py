@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +14,10 @@ from PIL import Image
 
 from trainkit.cli import main
 from trainkit.demo import DemoDataset, write_demo_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "ci" / "podman"))  # vm: podman settings and a local registry for these VMs
+import vm  # noqa: E402
 
 
 @dataclass
@@ -91,26 +95,15 @@ def small_set(tmp_path: Path) -> SmallSet:
     return SmallSet(imageset, labels)
 
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
 @pytest.fixture(scope="session")
 def podman_env() -> dict[str, str]:
-    """Environment for ci/*.py to build and run images with podman on these VMs.
+    """Environment for ci/*.py to build and run images with podman on these VMs (ci/podman/vm.py).
 
-    These VMs have no Docker engine: ci/podman/setup.sh installs podman (and skopeo, the registry)
-    and imports an offline Debian base; ci/podman/runc is the OCI runtime wrapper these VMs need.
-    The Dockerfiles know nothing of either. Skipped where podman is missing, except in CI.
+    Skipped where podman is missing, except in CI.
     """
     if shutil.which("podman") is None and not os.environ.get("CI"):
         pytest.skip("podman is not installed (ci/podman/setup.sh installs it)")
-    base = subprocess.run([str(ROOT / "ci" / "podman" / "setup.sh")], check=True, capture_output=True, text=True)
-    return {
-        **os.environ,
-        "TRAINKIT_BASE_IMAGE": base.stdout.strip(),
-        "TRAINKIT_BUILD_FLAGS": "--isolation chroot --network host --format docker",
-        "TRAINKIT_ENGINE_FLAGS": f"--runtime {ROOT / 'ci' / 'podman' / 'runc'}",
-    }
+    return vm.environment()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

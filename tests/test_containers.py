@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import vm
 
 from trainkit.demo import DemoDataset, write_demo_dataset
 
@@ -140,14 +140,8 @@ def test_docker_stop_leaves_a_checkpoint_and_a_second_run_resumes(images, data: 
     assert "resuming at step" in resumed.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_metrics_and_model_reach_a_real_mlflow_server(images, data: DemoDataset, tmp_path: Path) -> None:
-    port = _free_port()
+    port = vm.free_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
@@ -158,14 +152,7 @@ def test_metrics_and_model_reach_a_real_mlflow_server(images, data: DemoDataset,
         import mlflow
 
         uri = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, "mlflow server did not start"
-                time.sleep(0.5)
+        vm.wait_for_port(port, server, 120)
         out = writable(tmp_path / "out")
         result = podman(
             "run", "--rm", "--network", "host",

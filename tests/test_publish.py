@@ -13,15 +13,14 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import vm
 
 from trainkit.demo import write_demo_dataset
 from trainkit.image_manifest import load_image_manifest
@@ -58,30 +57,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory, podman_env: dict[str, str
     folder = tmp_path_factory.mktemp("registry")
     user, password = "ci-publisher", secrets.token_urlsafe(18)
     (folder / "htpasswd").write_text(f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()}\n")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    (folder / "config.yml").write_text(
-        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {folder / 'store'}\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-        f"auth:\n  htpasswd:\n    realm: trainkit-test\n    path: {folder / 'htpasswd'}\n"
-    )
-    log = (folder / "registry.log").open("w")
-    server = subprocess.Popen(["docker-registry", "serve", str(folder / "config.yml")], stdout=log, stderr=log)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, (folder / "registry.log").read_text()
-                time.sleep(0.2)
-        yield Registry(f"127.0.0.1:{port}", folder / "store", user, password)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        shutil.rmtree(folder / "store", ignore_errors=True)
+    with vm.local_registry(folder, folder / "htpasswd") as address:
+        yield Registry(address, folder / "store", user, password)
 
 
 @dataclass

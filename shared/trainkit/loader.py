@@ -310,8 +310,8 @@ def _one_cpu_thread(device: torch.device) -> Iterator[None]:
     """Resize on one torch thread on the CPU: DALI's decoding threads have the other cores.
 
     Splitting a single image's resize over torch's thread pool gains little, and its workers spin
-    waiting for the next parallel region while DALI needs those cores (measured on 2 cores: 4.2 ms
-    of CPU per training image with two torch threads against 2.8 ms with one).
+    waiting for the next parallel region while DALI needs those cores (measured on 2 cores: 4.0-4.8 ms
+    of CPU per training image with two torch threads against 2.5-2.6 ms with one).
     """
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads == 1:
