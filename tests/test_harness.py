@@ -69,7 +69,7 @@ def test_detector_trains_logs_to_mlflow_and_reloads(demo: DemoDataset, tmp_path:
     assert runs[0].data.params["hp.max_steps"] == "3"
     history = mlflow.MlflowClient().get_metric_history(runs[0].info.run_id, "train/loss")
     assert [m.step for m in history] == [1, 2, 3]
-    version = mlflow.MlflowClient().get_latest_versions("demo-detector")[0]
+    (version,) = mlflow.MlflowClient().search_model_versions("name='demo-detector'")
     model = mlflow.pytorch.load_model(f"models:/demo-detector/{version.version}")
     model.eval()
     with torch.no_grad():
