@@ -69,6 +69,11 @@ class Planned:
         return f"{self.image.name}@{self.digest}"
 
 
+def content_tag(image: images.Image) -> str:
+    """`inputs-<digest of the image's input files and build args>`: the tag that says what it was built from."""
+    return CONTENT_TAG_PREFIX + images.content_digest(image)[:32]
+
+
 def plan(registry: Registry, only: list[str] | None) -> list[Planned]:
     """The base and the selected trainers, each with its content tag and, if published, its digest."""
     defined = images.images()
@@ -78,14 +83,14 @@ def plan(registry: Registry, only: list[str] | None) -> list[Planned]:
     if unknown:
         names = ", ".join(known)
         raise ConfigError(f"unknown trainer {', '.join(unknown)}: trainers are {names} (folders under trainers/)")
-    base = replace(base, tag=CONTENT_TAG_PREFIX + images.content_digest(base)[:32])
+    base = replace(base, tag=content_tag(base))
     out = [Planned(base, registry.digest(base.ref))]
     for trainer in trainers:
         if only and trainer.key not in only:
             continue
         # The content tag of the base is itself a content hash: it stands for the base's inputs.
         trainer = replace(trainer, args=trainer.args | {"BASE_IMAGE": base.ref})
-        trainer = replace(trainer, tag=CONTENT_TAG_PREFIX + images.content_digest(trainer)[:32])
+        trainer = replace(trainer, tag=content_tag(trainer))
         out.append(Planned(trainer, registry.digest(trainer.ref)))
     return out
 
@@ -118,6 +123,13 @@ def publish(
                 images.build_image(engine, image, env=registry.env, extra_flags=registry.build_flags())
             except subprocess.CalledProcessError as exc:
                 raise RegistryError(f"building {p.image.ref} failed (exit {exc.returncode}); see above") from None
+        # The content tag was computed before the build copied the files: an edit in between would
+        # put other files under this tag, and every later publish would reuse that image for it.
+        if content_tag(p.image) != p.image.tag:
+            raise RegistryError(
+                f"{p.image.key}: its input files changed while it was being built, so it no longer matches "
+                f"{p.image.tag}; nothing was pushed: publish again from a checkout that does not change"
+            )
         p.built = True
     if test:
         for p in todo:

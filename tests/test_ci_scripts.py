@@ -123,6 +123,42 @@ def test_base_inputs_cover_everything_its_dockerfile_copies() -> None:
     assert not any("__pycache__" in f or f.startswith("wheelhouse") for f in files)
 
 
+class _EmptyRegistry:
+    """A registry that holds nothing and records pushes (tags are not checked here)."""
+
+    def __init__(self) -> None:
+        self.env: dict[str, str] = {}
+        self.pushed: list[str] = []
+
+    def digest(self, ref: str) -> None:
+        return None
+
+    def build_flags(self) -> list[str]:
+        return []
+
+    def push(self, ref: str) -> str:
+        self.pushed.append(ref)
+        return "sha256:" + "0" * 64
+
+    def add_tag(self, repository: str, digest: str, tag: str) -> None:
+        pass
+
+
+def test_files_edited_during_a_build_stop_the_publish(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A content tag must name what the image holds: an edit while building pushes nothing."""
+    edits = {"count": 0}
+    monkeypatch.setattr(images, "content_digest", lambda image: f"{image.key}-{edits['count']}".ljust(64, "0"))
+    monkeypatch.setattr(images, "build_image", lambda *args, **kwargs: edits.update(count=edits["count"] + 1))
+    registry = _EmptyRegistry()
+    with pytest.raises(publish.RegistryError, match=r"^base: its input files changed while it was being built"):
+        publish.publish("podman", registry, source_from(SHA, "refs/heads/main"), ["skeleton"], test=False)
+    assert registry.pushed == []
+    # Unedited, the same publish goes through (the check is not what stops it).
+    monkeypatch.setattr(images, "build_image", lambda *args, **kwargs: None)
+    planned = publish.publish("podman", registry, source_from(SHA, "refs/heads/main"), ["skeleton"], test=False)
+    assert [p.image.key for p in planned] == ["base", "skeleton"] and len(registry.pushed) == 2
+
+
 def test_manifest_written_by_publish_is_read_by_trainkit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRAINKIT_REGISTRY", "myacr.azurecr.io")
     digest = "sha256:" + "ab" * 32
