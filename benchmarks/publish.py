@@ -96,9 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     if args.vm:
         env = vm.environment()
-    for tool in ("podman", "skopeo", "docker-registry"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is not installed: ci/podman/setup.sh installs it (or pass --vm)")
+    missing = [tool for tool in ("podman", "skopeo", "docker-registry") if shutil.which(tool) is None]
+    if missing:
+        print(f"publish benchmark: {', '.join(missing)} not installed: ci/podman/setup.sh installs them (or pass --vm)",
+              file=sys.stderr)  # fmt: skip
+        return 2
 
     with tempfile.TemporaryDirectory(prefix="trainkit-bench-publish-") as tmp:
         folder = Path(tmp)

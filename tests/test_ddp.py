@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import vm
 
 from trainkit.demo import DemoDataset, write_demo_dataset
 
@@ -41,20 +42,12 @@ def command(data: DemoDataset, out: Path, trainer: str, batch: int, *extra: str,
     ]  # fmt: skip
     if processes == 1:
         return train
-    launcher = [str(BIN / "torchrun"), "--nproc-per-node", str(processes), "--master-port", str(_free_port())]
+    launcher = [str(BIN / "torchrun"), "--nproc-per-node", str(processes), "--master-port", str(vm.free_port())]
     return [*launcher, "--no-python", *train]
 
 
 def environment() -> dict[str, str]:
     return {**os.environ, "MLFLOW_TRACKING_URI": "", "TRAINKIT_TRAINER": "", "OMP_NUM_THREADS": "1"}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def loss_curve(out: Path) -> list[float]:

@@ -1,3 +1,4 @@
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -57,3 +58,24 @@ def test_trainer_discovery_by_folder_file_and_module(tmp_path, monkeypatch) -> N
         (tmp_path / "two" / name).write_text("")
     with pytest.raises(UserError, match=r"exactly one \*_trainer\.py"):
         load_trainer(str(tmp_path / "two"))
+
+
+@pytest.mark.parametrize(
+    ("trainer", "raw", "message"),
+    [
+        (
+            "detector",
+            {"backbone": "vgg"},
+            "hyperparameter 'backbone' must be one of mobilenet_v3_large, resnet50, got 'vgg'",
+        ),
+        ("classifier", {"arch": "vit"}, "hyperparameter 'arch' must be one of resnet18, mobilenet_v3_small, got 'vit'"),
+        ("detector", {"weights": "/no/such.pt"}, "hyperparameter 'weights': no file '/no/such.pt' (weights are never"),
+        ("classifier", {"weights": "/no/such.pt"}, "hyperparameter 'weights': no file '/no/such.pt'"),
+    ],
+)
+def test_trainer_choices_and_weight_files_are_checked(trainer: str, raw: dict, message: str) -> None:
+    from pathlib import Path
+
+    params = load_trainer(str(Path(__file__).resolve().parents[1] / "trainers" / trainer)).trainer.Params
+    with pytest.raises(UserError, match=re.escape(message)):
+        parse_params(params, raw)

@@ -60,7 +60,7 @@ def data_config_from_args(args: argparse.Namespace) -> DataConfig:
     if args.max_cell_chars < 1:
         raise UserError(f"--max-cell-chars must be positive, got {args.max_cell_chars}")
     options = DatasetOptions(
-        datastore_name=None if args.datastore_name is None else args.datastore_name.strip().strip("/"),
+        datastore_name=_datastore(args.datastore_name),
         box_units=args.box_units,
         min_confidence=args.min_confidence,
         on_bad_row=args.on_bad_row,
@@ -72,8 +72,6 @@ def data_config_from_args(args: argparse.Namespace) -> DataConfig:
         if args.imageset is None or args.labelset is None:
             raise UserError("give both --imageset and --labelset (or pairs with --train-set LABELSET:IMAGESET)")
         train.insert(0, DatasetPair(args.imageset, args.labelset))
-    if not train:
-        raise UserError("no training data: pass --imageset and --labelset, or --train-set LABELSET:IMAGESET")
     val = [parse_pair(text, "--test-set") for text in [*args.test_set, *args.test_sets]]
     if args.val_labelset is not None:
         if args.val_imageset is None and args.imageset is None:
@@ -95,8 +93,12 @@ def parse_pair(text: str, flag: str) -> DatasetPair:
         raise UserError(
             f"{flag} {text!r}: expected LABELSET:IMAGESET or LABELSET:IMAGESET:DATASTORE (paths without ':')"
         )
-    datastore = parts[2].strip().strip("/") if len(parts) == 3 else None
-    return DatasetPair(Path(parts[1]), Path(parts[0]), datastore_name=datastore)
+    return DatasetPair(Path(parts[1]), Path(parts[0]), datastore_name=_datastore(parts[2] if len(parts) == 3 else None))
+
+
+def _datastore(name: str | None) -> str | None:
+    """A datastore folder name as given (None: not given, detect it), without surrounding blanks or slashes."""
+    return None if name is None else name.strip().strip("/")
 
 
 def _named(pairs: list[DatasetPair], kind: str) -> tuple[DatasetPair, ...]:

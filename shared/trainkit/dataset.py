@@ -296,15 +296,18 @@ def _summarise(records: Records, report: SetReport) -> None:
         }
 
 
+def _load_pairs(pairs: tuple[DatasetPair, ...], options: DatasetOptions) -> tuple[Records, list[SetReport]]:
+    """Several pairs as one record set (see Records.concat), with a report per pair."""
+    loaded = [load_pair(pair, options) for pair in pairs]
+    return Records.concat([records for records, _ in loaded]), [report for _, report in loaded]
+
+
 def load_dataset(config: DataConfig) -> Dataset:
     """Load every pair of a run, build the class map and split off validation; nothing raised for bad rows."""
-    loaded = [load_pair(pair, config.options) for pair in config.train]
-    train = Records.concat([records for records, _ in loaded])
-    reports = [report for _, report in loaded]
+    train, reports = _load_pairs(config.train, config.options)
     if config.val:
-        loaded = [load_pair(pair, config.options) for pair in config.val]
-        val = Records.concat([records for records, _ in loaded])
-        reports += [report for _, report in loaded]
+        val, val_reports = _load_pairs(config.val, config.options)
+        reports += val_reports
         split = f"validation set{'s' if len(config.val) > 1 else ''} {', '.join(str(p.labelset) for p in config.val)}"
     elif config.val_fraction > 0 and len(train) < 2:
         val, split = None, "no validation set (too few images to split)"

@@ -3,6 +3,7 @@ matrix), and the pictures people look at (curves, boxes on images, the confusion
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 from PIL import Image, ImageDraw, ImageOps
 
 from trainkit.classmap import ClassMap
-from trainkit.loader import DaliLoader, to_float
+from trainkit.loader import ClassificationBatch, DaliLoader, DetectionBatch, to_float
 
 MAX_DRAWN = 6
 DRAW_MIN_SCORE = 0.3
@@ -23,6 +24,17 @@ class Evaluation:
     metrics: dict[str, float]
     drawn: list[tuple[str, dict[str, torch.Tensor], dict[str, torch.Tensor]]] = field(default_factory=list)
     confusion: list[list[int]] | None = None  # classification: rows true class, columns predicted
+
+
+def _predictions(
+    trainer, model: torch.nn.Module, loader: DaliLoader, amp: bool
+) -> Iterator[tuple[DetectionBatch | ClassificationBatch, list[dict[str, torch.Tensor]]]]:
+    """(batch, the trainer's predictions for it) over `loader`, the model in eval mode, no gradients."""
+    model.eval()
+    device = loader.device
+    with torch.no_grad(), torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+        for batch in loader:
+            yield batch, trainer.predict(model, to_float(batch.images, trainer.mean, trainer.std), batch)
 
 
 def evaluate_classification(
@@ -46,16 +58,12 @@ def evaluate_classification(
         "confusion": MulticlassConfusionMatrix(n),
     }
     seen = torch.zeros(n, dtype=torch.bool)
-    model.eval()
-    device = loader.device
-    with torch.no_grad(), torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-        for batch in loader:
-            predictions = trainer.predict(model, to_float(batch.images, trainer.mean, trainer.std), batch)
-            predicted = torch.stack([p["labels"] for p in predictions]).reshape(-1).cpu()
-            truth = batch.labels.reshape(-1).cpu()
-            seen[truth] = True
-            for metric in metrics.values():
-                metric.update(predicted, truth)
+    for batch, predictions in _predictions(trainer, model, loader, amp):
+        predicted = torch.stack([p["labels"] for p in predictions]).reshape(-1).cpu()
+        truth = batch.labels.reshape(-1).cpu()
+        seen[truth] = True
+        for metric in metrics.values():
+            metric.update(predicted, truth)
     out = {"accuracy": float(metrics["accuracy"].compute())}
     per_class = {name: metrics[name].compute().tolist() for name in ("precision", "recall", "f1")}
     # Macro averages over the classes that occur in this set (a class with no sample has no recall).
@@ -104,25 +112,21 @@ def evaluate_detection(trainer, model: torch.nn.Module, loader: DaliLoader, clas
 
     metric = MeanAveragePrecision(iou_type="bbox", box_format="xyxy", class_metrics=True)
     drawn = []
-    model.eval()
-    device = loader.device
-    with torch.no_grad(), torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-        for batch in loader:
-            predictions = trainer.predict(model, to_float(batch.images, trainer.mean, trainer.std), batch)
-            scale = torch.cat([batch.scales, batch.scales], dim=1)  # x, y, x, y
-            preds, targets = [], []
-            for i, (pred, target) in enumerate(zip(predictions, batch.targets, strict=True)):
-                preds.append(
-                    {
-                        "boxes": pred["boxes"].float().cpu() / scale[i],
-                        "scores": pred["scores"].float().cpu(),
-                        "labels": pred["labels"].cpu(),
-                    }
-                )
-                targets.append({"boxes": target["boxes"].cpu() / scale[i], "labels": target["labels"].cpu()})
-                if len(drawn) < MAX_DRAWN:
-                    drawn.append((str(loader.records.paths[int(batch.indices[i])]), preds[-1], targets[-1]))
-            metric.update(preds, targets)
+    for batch, predictions in _predictions(trainer, model, loader, amp):
+        scale = torch.cat([batch.scales, batch.scales], dim=1)  # x, y, x, y
+        preds, targets = [], []
+        for i, (pred, target) in enumerate(zip(predictions, batch.targets, strict=True)):
+            preds.append(
+                {
+                    "boxes": pred["boxes"].float().cpu() / scale[i],
+                    "scores": pred["scores"].float().cpu(),
+                    "labels": pred["labels"].cpu(),
+                }
+            )
+            targets.append({"boxes": target["boxes"].cpu() / scale[i], "labels": target["labels"].cpu()})
+            if len(drawn) < MAX_DRAWN:
+                drawn.append((str(loader.records.paths[int(batch.indices[i])]), preds[-1], targets[-1]))
+        metric.update(preds, targets)
     result = metric.compute()
     metrics = {name: float(result[name]) for name in ("map", "map_50", "map_75")}
     per_class = result["map_per_class"].reshape(-1).tolist()

@@ -39,7 +39,7 @@ from trainkit.dataset import Dataset
 from trainkit.ddp import ProcessGroup
 from trainkit.devices import resolve_device
 from trainkit.discovery import LoadedTrainer
-from trainkit.distributed import current_shard, local_processes, local_rank
+from trainkit.distributed import Shard, local_processes, local_rank
 from trainkit.errors import UserError
 from trainkit.evaluation import Evaluation, plot_curves
 from trainkit.loader import DaliLoader, LoaderConfig, create_loader, to_float
@@ -113,7 +113,7 @@ def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: Pr
     random.seed(params.seed)
     np.random.seed(params.seed)
     torch.manual_seed(params.seed)
-    shard = current_shard()
+    shard = Shard(group.rank, group.world)
     shm_problem = shm_warning(shm_bytes(), local_processes())
     if shm_problem:
         log.warning(shm_problem)
@@ -210,8 +210,9 @@ def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: Pr
                 log.warning("stopped at step %d; rerun with --resume auto to continue", state.position.step)
                 return ExitCode.PREEMPTED
             if val_loader is not None:
-                evaluation = trainer.evaluate(state.model, val_loader, dataset.class_map, amp)
-                tracker.log_metrics({f"val/{k}": v for k, v in evaluation.metrics.items()}, state.position.step)
+                evaluation = _validate(
+                    trainer, state.model, val_loader, dataset, amp, tracker, history, state.position.step
+                )
         if group.is_main:
             seconds = time.perf_counter() - started
             _finish(trainer, loaded, state, params, dataset, tracker, config, history, evaluation, seconds)
@@ -331,16 +332,31 @@ def _train_loop(
             tick = time.perf_counter()
         save(Position(step, epoch + 1, 0))
         if val_loader is not None and (epoch + 1) % config.eval_every == 0 and epoch + 1 < params.epochs:
-            evaluation = trainer.evaluate(model, val_loader, dataset.class_map, amp)
-            tracker.log_metrics({f"val/{k}": v for k, v in evaluation.metrics.items()}, step)
-            for name in trainer.summary_metrics:
-                history[f"val_{name}"].append((step, evaluation.metrics[name]))
+            evaluation = _validate(trainer, model, val_loader, dataset, amp, tracker, history, step)
             summary = ", ".join(f"{name} {evaluation.metrics[name]:.4f}" for name in trainer.summary_metrics)
             log.info("epoch %d: val %s", epoch + 1, summary)
             if group.any(stop.requested):
                 return False
     progress.close()
     return True
+
+
+def _validate(
+    trainer,
+    model: torch.nn.Module,
+    val_loader: DaliLoader,
+    dataset: Dataset,
+    amp: bool,
+    tracker: Tracker | NullTracker,
+    history: dict[str, list[tuple[int, float]]],
+    step: int,
+) -> Evaluation:
+    """Evaluate on the validation set: every metric to the tracker, the summary metrics to the curves."""
+    evaluation = trainer.evaluate(model, val_loader, dataset.class_map, amp)
+    tracker.log_metrics({f"val/{k}": v for k, v in evaluation.metrics.items()}, step)
+    for name in trainer.summary_metrics:
+        history[f"val_{name}"].append((step, evaluation.metrics[name]))
+    return evaluation
 
 
 def _finish(
@@ -356,9 +372,6 @@ def _finish(
     seconds: float,
 ) -> None:
     output_dir = config.output_dir
-    if evaluation is not None:
-        for name in trainer.summary_metrics:
-            history[f"val_{name}"].append((state.position.step, evaluation.metrics[name]))
     plots = output_dir / "plots"
     plot_curves(history, plots)
     if evaluation is not None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from trainkit.errors import UserError
@@ -43,6 +44,21 @@ class CommonParams:
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"hyperparameter {name!r} = {getattr(self, name)!r} is out of range")
+
+
+def require_choice(params: CommonParams, name: str, choices: Iterable[str]) -> None:
+    """For a trainer's __post_init__: hyperparameter `name` must be one of `choices` (ValueError naming them)."""
+    value, allowed = getattr(params, name), list(choices)
+    if value not in allowed:
+        raise ValueError(f"hyperparameter {name!r} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def require_local_file(params: CommonParams, name: str) -> None:
+    """For a trainer's __post_init__: hyperparameter `name`, when set, names an existing file (weights are
+    never downloaded)."""
+    value = getattr(params, name)
+    if value and not Path(value).is_file():
+        raise ValueError(f"hyperparameter {name!r}: no file {value!r} (weights are never downloaded)")
 
 
 def parse_params(cls: type[P], raw: Mapping[str, object]) -> P:

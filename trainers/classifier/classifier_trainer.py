@@ -10,7 +10,6 @@ Weights are never downloaded: train from scratch, or point `weights` at a local 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -19,7 +18,7 @@ from torchvision.models import mobilenet_v3_small, resnet18
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from trainkit.classmap import ClassMap
-from trainkit.params import CommonParams
+from trainkit.params import CommonParams, require_choice, require_local_file
 from trainkit.trainer import Batch, Trainer
 
 ARCHITECTURES = {"resnet18": resnet18, "mobilenet_v3_small": mobilenet_v3_small}
@@ -43,10 +42,8 @@ class ClassifierParams(CommonParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.arch not in ARCHITECTURES:
-            raise ValueError(f"hyperparameter 'arch' must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}")
-        if self.weights and not Path(self.weights).is_file():
-            raise ValueError(f"hyperparameter 'weights': no file {self.weights!r} (weights are never downloaded)")
+        require_choice(self, "arch", ARCHITECTURES)
+        require_local_file(self, "weights")
 
 
 class ClassifierTrainer(Trainer):

@@ -8,14 +8,13 @@ re-initialised for the dataset's classes).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_fpn, fasterrcnn_resnet50_fpn_v2
 
 from trainkit.classmap import ClassMap
-from trainkit.params import CommonParams
+from trainkit.params import CommonParams, require_choice, require_local_file
 from trainkit.trainer import Batch, Trainer
 
 BACKBONES = {"mobilenet_v3_large": fasterrcnn_mobilenet_v3_large_fpn, "resnet50": fasterrcnn_resnet50_fpn_v2}
@@ -33,10 +32,8 @@ class DetectorParams(CommonParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"hyperparameter 'backbone' must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
-        if self.weights and not Path(self.weights).is_file():
-            raise ValueError(f"hyperparameter 'weights': no file {self.weights!r} (weights are never downloaded)")
+        require_choice(self, "backbone", BACKBONES)
+        require_local_file(self, "weights")
 
 
 class DetectorTrainer(Trainer):

@@ -157,10 +157,9 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="trainkit-jobs-") as folder:
-        paths = write_specs(specs, Path(folder))
-        for path in paths:
-            load_and_validate(path)  # every job is checked before the first is sent
-        for name, url in submit(paths, workspace):
+        # Every job is checked before the first is sent.
+        jobs = [load_and_validate(path) for path in write_specs(specs, Path(folder))]
+        for name, url in submit(jobs, workspace):
             print(f"{name}\t{url}")
     return ExitCode.OK
 

@@ -161,7 +161,7 @@ def _command_job(config: SubmitConfig, data: _Data, params: Mapping[str, object]
         **{f"param.{k}": value_text(v) for k, v in params.items()},
         **config.tags,
     }
-    point = " ".join(f"{k}={value_text(params[k])}" for k in varied)
+    point = point_text(params, varied)
     spec: dict = {
         "$schema": SCHEMA_URL,
         "type": "command",
@@ -191,6 +191,11 @@ def _command_job(config: SubmitConfig, data: _Data, params: Mapping[str, object]
 def value_text(value: object) -> str:
     """A hyperparameter as `--set key=VALUE` writes it (text as is, everything else as JSON)."""
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def point_text(params: Mapping[str, object], varied: Sequence[str]) -> str:
+    """A grid point in a job's display name: `key=value` for each hyperparameter the grid varies."""
+    return " ".join(f"{key}={value_text(params[key])}" for key in varied)
 
 
 def _short(ref: str) -> str:

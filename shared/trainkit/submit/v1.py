@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from trainkit.errors import UserError
-from trainkit.submit.spec import SubmitConfig, grid_points, value_text
+from trainkit.submit.spec import SubmitConfig, grid_points, point_text, value_text
 
 _ASSET = re.compile(r"^azureml:(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*):(?P<version>\d+)$")
 
@@ -68,6 +68,9 @@ def run_configs(config: SubmitConfig, source_dir: Path) -> list[V1Job]:
     from azureml.core.runconfig import Dataset as DatasetRef
 
     varied = [key for key, _ in config.grid]
+    env = core.Environment.from_docker_image(f"trainkit-{config.trainer}", config.image)
+    env.python.user_managed_dependencies = True  # the image is complete: no conda layer on top
+    env.python.interpreter_path = "python"
     out = []
     for pair in config.pairs:
         datasets = {
@@ -75,9 +78,6 @@ def run_configs(config: SubmitConfig, source_dir: Path) -> list[V1Job]:
             "labelset": dataset_ref(pair.labelset, "--labelset"),
         }
         for params in grid_points(config.hyperparameters, config.grid):
-            env = core.Environment.from_docker_image(f"trainkit-{config.trainer}", config.image)
-            env.python.user_managed_dependencies = True  # the image is complete: no conda layer on top
-            env.python.interpreter_path = "python"
             command = _command(params, config.train_args)
             script = core.ScriptRunConfig(
                 source_directory=str(source_dir), command=command, compute_target=config.compute, environment=env,
@@ -95,8 +95,7 @@ def run_configs(config: SubmitConfig, source_dir: Path) -> list[V1Job]:
                 )
                 for key, (name, version) in datasets.items()
             }
-            point = " ".join(f"{k}={params[k]}" for k in varied)
-            name = " ".join(filter(None, [config.trainer, datasets["labelset"][0], point]))
+            name = " ".join(filter(None, [config.trainer, datasets["labelset"][0], point_text(params, varied)]))
             out.append(V1Job(script, name, config.labelset_type == "tabular"))
     return out
 

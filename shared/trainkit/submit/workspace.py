@@ -98,8 +98,8 @@ def find_workspace(subscription: str = "", resource_group: str = "", name: str =
     )
 
 
-def submit(paths: list[Path], workspace: Workspace) -> list[tuple[str, str]]:
-    """Submit the validated specs; returns (job name, studio URL) for each."""
+def submit(jobs: list[Any], workspace: Workspace) -> list[tuple[str, str]]:
+    """Submit jobs that load_and_validate returned; returns (job name, studio URL) for each."""
     sdk = _sdk()
     from azure.core.exceptions import ClientAuthenticationError
     from azure.identity import DefaultAzureCredential
@@ -114,8 +114,7 @@ def submit(paths: list[Path], workspace: Workspace) -> list[tuple[str, str]]:
         ) from None
     client = sdk.MLClient(credential, workspace.subscription_id, workspace.resource_group, workspace.name)
     submitted = []
-    for path in paths:
-        job = load_and_validate(path)
+    for job in jobs:
         created = client.jobs.create_or_update(job)
         log.info("submitted %s: %s", created.name, created.studio_url)
         submitted.append((created.name, created.studio_url))
