@@ -30,6 +30,8 @@ class SkeletonParams(CommonParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        # A ValueError here reaches the user as one line naming the hyperparameter (exit 2).
+        # trainkit.params.require_choice / require_local_file cover named choices and weight files.
         if self.width < 4:
             raise ValueError(f"hyperparameter 'width' must be at least 4, got {self.width}")
 
