@@ -38,14 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ["MLFLOW_TRACKING_URI"] = ""
 
+    from trainkit.batch import to_float
     from trainkit.cli import build_parser
     from trainkit.config import train_config_from_args
-    from trainkit.dataset import load_dataset_strict
-    from trainkit.demo import write_demo_dataset
-    from trainkit.discovery import load_trainer
-    from trainkit.harness import run_training
-    from trainkit.loader import create_loader, to_float
+    from trainkit.data.dataset import load_dataset_strict
+    from trainkit.data.demo import write_demo_dataset
+    from trainkit.loading.loader import create_loader
     from trainkit.params import parse_params
+    from trainkit.training.discovery import load_trainer
+    from trainkit.training.harness import run_training
 
     with tempfile.TemporaryDirectory() as tmp:
         demo = write_demo_dataset(Path(tmp) / "demo", images=args.images, seed=0)

@@ -33,9 +33,10 @@ import pandas as pd
 import torch
 from PIL import Image, ImageDraw
 
-from trainkit.dataset import DatasetOptions, DatasetPair, load_pair
-from trainkit.distributed import usable_cores
-from trainkit.loader import LoaderConfig, create_loader
+from trainkit.batch import LoaderConfig
+from trainkit.data.dataset import DatasetOptions, DatasetPair, load_pair
+from trainkit.loading.distributed import usable_cores
+from trainkit.loading.loader import create_loader
 
 SIZE = 512
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trainkit.labels import parse_labels
-from trainkit.tables import read_labelset
+from trainkit.data.labels import parse_labels
+from trainkit.data.tables import read_labelset
 
 # Mostly plain names (the fast path), a few needing escapes or double quotes (the per-row path).
 CLASSES = ["car", "person", "bicycle", "traffic light", "bus", "truck", "dog", "stop sign"]

@@ -28,7 +28,7 @@ echo "smoke test passed: $TRAINKIT_IMAGE"
 BASE_SCRIPT = """set -euo pipefail
 test "$(id -u)" != 0
 trainkit --version
-python -c "import torch, torchvision, nvidia.dali, mlflow, trainkit.harness"
+python -c "import torch, torchvision, nvidia.dali, mlflow, trainkit.training.harness"
 echo "smoke test passed: base image"
 """
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from trainkit.cli import main
-from trainkit.demo import DemoDataset, write_demo_dataset
+from trainkit.data.demo import DemoDataset, write_demo_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "ci" / "podman"))  # vm: podman settings and a local registry for these VMs

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from trainkit.errors import UserError
-from trainkit.image_manifest import load_image_manifest
+from trainkit.submit.image_manifest import load_image_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "ci"))

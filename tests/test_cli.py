@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import SmallSet, make_image, obj, write_labels
 
-from trainkit.demo import DemoDataset
+from trainkit.data.demo import DemoDataset
 
 SKELETON = Path(__file__).resolve().parents[1] / "trainers" / "skeleton"
 
@@ -316,12 +316,12 @@ def test_output_dir_env_fallback(small_set: SmallSet, tmp_path: Path, monkeypatc
 
 
 def test_internal_errors_exit_1_and_debug_shows_traceback(run_cli, small_set: SmallSet, monkeypatch) -> None:
-    import trainkit.dataset
+    import trainkit.data.dataset
 
     def boom(*args, **kwargs):
         raise RuntimeError("kaput")
 
-    monkeypatch.setattr(trainkit.dataset, "load_dataset", boom)
+    monkeypatch.setattr(trainkit.data.dataset, "load_dataset", boom)
     result = run_cli(*validate_args(small_set))
     assert result.code == 1 and "internal error: RuntimeError: kaput (rerun with --debug" in result.err
     assert "Traceback" not in result.err
@@ -367,12 +367,12 @@ def test_console_script_exit_codes(small_set: SmallSet, tmp_path: Path) -> None:
 
 
 def test_permission_denied_is_a_user_error(run_cli, small_set: SmallSet, tmp_path: Path, monkeypatch) -> None:
-    import trainkit.dataset
+    import trainkit.data.dataset
 
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(small_set.imageset))
 
-    monkeypatch.setattr(trainkit.dataset, "load_dataset", denied)
+    monkeypatch.setattr(trainkit.data.dataset, "load_dataset", denied)
     result = run_cli(*validate_args(small_set))
     assert_one_line_error(result, f"permission denied: {small_set.imageset}", "for the user trainkit runs as (uid")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import vm
 
-from trainkit.demo import DemoDataset, write_demo_dataset
+from trainkit.data.demo import DemoDataset, write_demo_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNC = ROOT / "ci" / "podman" / "runc"

@@ -6,7 +6,7 @@ import pytest
 from conftest import SmallSet, make_image, obj, write_labels
 
 from trainkit.classmap import ClassMap
-from trainkit.dataset import (
+from trainkit.data.dataset import (
     DataConfig,
     DatasetOptions,
     DatasetPair,

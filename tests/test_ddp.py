@@ -21,7 +21,7 @@ import pytest
 import torch
 import vm
 
-from trainkit.demo import DemoDataset, write_demo_dataset
+from trainkit.data.demo import DemoDataset, write_demo_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -132,7 +132,7 @@ def test_two_processes_train_the_classifier_like_one(data, tmp_path: Path) -> No
     to it), so the comparison freezes BatchNorm (`freeze_bn`, FrozenBatchNorm2d). Then the only
     difference is the order of float sums: the curves must agree to 0.1% at every step (measured: 1e-7). Only full
     batches are compared (steps = crops // 8 in one epoch), as both runs cut an epoch the same way."""
-    from trainkit.dataset import DataConfig, DatasetOptions, DatasetPair, load_dataset
+    from trainkit.data.dataset import DataConfig, DatasetOptions, DatasetPair, load_dataset
 
     split = load_dataset(DataConfig(DatasetPair(data.imageset_studio, data.labels_csv), val_fraction=0.2,
                                     options=DatasetOptions(datastore_name="")))  # fmt: skip

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainkit.demo import DemoDataset
+from trainkit.data.demo import DemoDataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SKELETON = ROOT / "trainers" / "skeleton"
@@ -95,7 +95,7 @@ def test_classifier_trains_on_object_crops_with_its_own_metrics(demo: DemoDatase
     confusion = metrics["confusion_matrix"]
     assert len(confusion) == len(classes) == 3 and all(len(row) == 3 for row in confusion)
     run_info = json.loads((out / "run.json").read_text())
-    from trainkit.dataset import DataConfig, DatasetOptions, DatasetPair, load_dataset
+    from trainkit.data.dataset import DataConfig, DatasetOptions, DatasetPair, load_dataset
 
     data = load_dataset(DataConfig(DatasetPair(demo.imageset_studio, demo.labels_csv), val_fraction=0.3,
                                    options=DatasetOptions(datastore_name="")))  # fmt: skip
@@ -111,7 +111,7 @@ def test_classifier_trains_on_object_crops_with_its_own_metrics(demo: DemoDatase
 
 
 def test_loss_decreases_when_overfitting_a_tiny_set(tmp_path: Path) -> None:
-    from trainkit.demo import write_demo_dataset
+    from trainkit.data.demo import write_demo_dataset
 
     tiny = write_demo_dataset(tmp_path / "tiny", images=4, seed=3)
     out = tmp_path / "out"
@@ -226,7 +226,7 @@ def test_sigkill_at_a_random_moment_still_resumes(demo: DemoDataset, tmp_path: P
 
 
 def test_a_torn_checkpoint_falls_back_to_the_previous_one(tmp_path: Path) -> None:
-    from trainkit.checkpoint import load_latest_checkpoint, save_checkpoint
+    from trainkit.training.checkpoint import load_latest_checkpoint, save_checkpoint
 
     folder = tmp_path / "ck"
     save_checkpoint(folder, {"step": 1})
@@ -237,7 +237,7 @@ def test_a_torn_checkpoint_falls_back_to_the_previous_one(tmp_path: Path) -> Non
 
 
 def test_trackers_in_one_process_keep_their_own_stores(tmp_path: Path, monkeypatch) -> None:
-    from trainkit.tracking import Tracker
+    from trainkit.training.tracking import Tracker
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)

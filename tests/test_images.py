@@ -4,8 +4,8 @@ import pytest
 from conftest import make_image
 from PIL import Image
 
-from trainkit.images import ImageInfo, image_root, probe_image, relative_image_path
-from trainkit.labels import RowIssue
+from trainkit.data.images import ImageInfo, image_root, probe_image, relative_image_path
+from trainkit.data.labels import RowIssue
 
 
 @pytest.mark.parametrize(

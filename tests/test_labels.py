@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from trainkit.labels import _LABEL_CELL, objects_from_cell, parse_labels
+from trainkit.data.labels import _LABEL_CELL, objects_from_cell, parse_labels
 
 
 def parse(cells, confidences=None, **kw):

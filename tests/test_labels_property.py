@@ -7,7 +7,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trainkit.labels import parse_labels
+from trainkit.data.labels import parse_labels
 
 names = st.one_of(
     st.sampled_from(["car", "person", "traffic light", "it's", 'say "hi"', "a'b\"c", "x}, {y", "back\\slash"]),

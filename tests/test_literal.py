@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from trainkit.literal import LiteralError, parse_literal
+from trainkit.data.literal import LiteralError, parse_literal
 
 
 @pytest.mark.parametrize(

@@ -12,20 +12,13 @@ import torch
 from conftest import obj, write_labels
 from PIL import Image
 
-from trainkit.augment import CROP_MIN_IOUS, sample_crop_window, sample_rng
-from trainkit.dataset import DatasetOptions, DatasetPair, load_pair
-from trainkit.devices import resolve_device
-from trainkit.distributed import Shard
+from trainkit.batch import ClassificationBatch, DetectionBatch, LoaderConfig, to_float
+from trainkit.data.dataset import DatasetOptions, DatasetPair, load_pair
 from trainkit.errors import DatasetError, UserError
-from trainkit.loader import (
-    ClassificationBatch,
-    DetectionBatch,
-    LoaderConfig,
-    create_loader,
-    resize_uint8,
-    resize_via_float,
-    to_float,
-)
+from trainkit.loading.augment import CROP_MIN_IOUS, sample_crop_window, sample_rng
+from trainkit.loading.distributed import Shard
+from trainkit.loading.loader import create_loader, resize_uint8, resize_via_float
+from trainkit.training.devices import resolve_device
 
 RED = (250, 30, 30)
 BLUE = (30, 30, 250)

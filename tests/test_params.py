@@ -3,9 +3,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from trainkit.discovery import load_trainer
 from trainkit.errors import UserError
 from trainkit.params import CommonParams, parse_params
+from trainkit.training.discovery import load_trainer
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import vm
 
-from trainkit.demo import write_demo_dataset
-from trainkit.image_manifest import load_image_manifest
+from trainkit.data.demo import write_demo_dataset
+from trainkit.submit.image_manifest import load_image_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHA = "5eed0000000000000000000000000000000000c1"

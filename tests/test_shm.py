@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trainkit.shm import MiB, shm_bytes, shm_warning
+from trainkit.training.shm import MiB, shm_bytes, shm_warning
 
 
 def test_shm_warning_names_the_fix_only_when_too_small() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from trainkit.demo import DemoDataset
+from trainkit.data.demo import DemoDataset
 from trainkit.submit.spec import DatasetPairRef, SubmitConfig, job_specs
 from trainkit.submit.workspace import load_and_validate, write_specs
 

@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 from conftest import obj, write_labels
 
+from trainkit.data.labels import parse_labels
+from trainkit.data.tables import read_labelset
 from trainkit.errors import DatasetError
-from trainkit.labels import parse_labels
-from trainkit.tables import read_labelset
 
 ROWS = [
     {"image_url": "a.jpg", "label": [obj("cat", 1, 2, 3, 4)], "label_confidence": [0.5], "note": "x"},

@@ -17,8 +17,8 @@ from typing import NoReturn
 
 from trainkit import __version__
 from trainkit.contract import ENV_DATASTORE_NAME, ENV_OUTPUT_DIR, ENV_TRAINER, ENV_VARS, EXIT_CODE_HELP, ExitCode
+from trainkit.data.literal import DEFAULT_MAX_CELL_CHARS
 from trainkit.errors import UserError
-from trainkit.literal import DEFAULT_MAX_CELL_CHARS
 
 log = logging.getLogger("trainkit")
 FAILURE_FILE = "failure.txt"
@@ -197,8 +197,8 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from trainkit.atomic import write_json_atomic
     from trainkit.config import data_config_from_args
-    from trainkit.dataset import load_dataset
-    from trainkit.report import summary_json, summary_text
+    from trainkit.data.dataset import load_dataset
+    from trainkit.data.report import summary_json, summary_text
 
     config = data_config_from_args(args)
     dataset = load_dataset(config)
@@ -213,10 +213,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from trainkit.config import train_config_from_args
-    from trainkit.dataset import load_dataset_strict
-    from trainkit.discovery import load_trainer
-    from trainkit.harness import run_training
+    from trainkit.data.dataset import load_dataset_strict
     from trainkit.params import parse_params
+    from trainkit.training.discovery import load_trainer
+    from trainkit.training.harness import run_training
 
     config = train_config_from_args(args)
     loaded = load_trainer(config.trainer)
@@ -233,7 +233,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from trainkit.demo import write_demo_dataset
+    from trainkit.data.demo import write_demo_dataset
 
     demo = write_demo_dataset(args.dir, images=args.images, seed=args.seed, force=args.force)
     print(f"wrote {args.images} images and {demo.labels_csv}")

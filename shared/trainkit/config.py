@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 
-from trainkit.dataset import DataConfig, DatasetOptions, DatasetPair
+from trainkit.data.dataset import DataConfig, DatasetOptions, DatasetPair
 from trainkit.errors import UserError
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+# What to do with a row or file that cannot be used: stop with its error, or leave it out and count it.
+BadRowPolicy = Literal["error", "skip"]
+
 
 class TrainkitError(Exception):
     """Base class for errors trainkit raises on purpose."""

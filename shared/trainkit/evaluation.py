@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageOps
 
+from trainkit.batch import Batch, BatchLoader, to_float
 from trainkit.classmap import ClassMap
-from trainkit.loader import ClassificationBatch, DaliLoader, DetectionBatch, to_float
 
 MAX_DRAWN = 6
 DRAW_MIN_SCORE = 0.3
@@ -27,8 +27,8 @@ class Evaluation:
 
 
 def _predictions(
-    trainer, model: torch.nn.Module, loader: DaliLoader, amp: bool
-) -> Iterator[tuple[DetectionBatch | ClassificationBatch, list[dict[str, torch.Tensor]]]]:
+    trainer, model: torch.nn.Module, loader: BatchLoader, amp: bool
+) -> Iterator[tuple[Batch, list[dict[str, torch.Tensor]]]]:
     """(batch, the trainer's predictions for it) over `loader`, the model in eval mode, no gradients."""
     model.eval()
     device = loader.device
@@ -38,7 +38,7 @@ def _predictions(
 
 
 def evaluate_classification(
-    trainer, model: torch.nn.Module, loader: DaliLoader, classes: ClassMap, amp: bool
+    trainer, model: torch.nn.Module, loader: BatchLoader, classes: ClassMap, amp: bool
 ) -> Evaluation:
     """Accuracy, macro and per-class precision / recall / F1 and the confusion matrix over `loader`."""
     from torchmetrics.classification import (
@@ -106,7 +106,9 @@ def draw_confusion(evaluation: Evaluation, classes: ClassMap, folder: Path) -> l
     return [out]
 
 
-def evaluate_detection(trainer, model: torch.nn.Module, loader: DaliLoader, classes: ClassMap, amp: bool) -> Evaluation:
+def evaluate_detection(
+    trainer, model: torch.nn.Module, loader: BatchLoader, classes: ClassMap, amp: bool
+) -> Evaluation:
     """mAP@0.5:0.95, mAP@0.5 and per-class AP over `loader` (eval mode), in original image pixels."""
     from torchmetrics.detection import MeanAveragePrecision
 

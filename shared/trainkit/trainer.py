@@ -14,6 +14,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from trainkit.batch import Batch, BatchLoader, LoaderConfig, Task
 from trainkit.classmap import ClassMap
 from trainkit.evaluation import (
     Evaluation,
@@ -22,10 +23,7 @@ from trainkit.evaluation import (
     evaluate_classification,
     evaluate_detection,
 )
-from trainkit.loader import ClassificationBatch, DaliLoader, DetectionBatch, LoaderConfig, Task
 from trainkit.params import CommonParams
-
-Batch = DetectionBatch | ClassificationBatch
 
 
 class Trainer:
@@ -53,7 +51,7 @@ class Trainer:
         Classification: per sample `labels` (the class id, a 0-d tensor) and `scores` (probabilities)."""
         raise NotImplementedError
 
-    def evaluate(self, model: nn.Module, loader: DaliLoader, classes: ClassMap, amp: bool) -> Evaluation:
+    def evaluate(self, model: nn.Module, loader: BatchLoader, classes: ClassMap, amp: bool) -> Evaluation:
         """Validation metrics for the task: mAP for detection; accuracy, precision, recall for object crops."""
         if self.task == "detection":
             return evaluate_detection(self, model, loader, classes, amp)

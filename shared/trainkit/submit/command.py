@@ -81,7 +81,7 @@ def config_from_args(args: argparse.Namespace) -> SubmitConfig:
     if args.image:
         image = args.image
     else:
-        from trainkit.image_manifest import load_image_manifest
+        from trainkit.submit.image_manifest import load_image_manifest
 
         image = load_image_manifest(args.manifest).image_for(name).reference
     fixed = {**(load_params_file(args.params) if args.params else {}), **parse_set_options(args.set)}
@@ -130,8 +130,8 @@ def _check_params(name: str, folder: Path | None, points: list[dict[str, object]
     if folder is None:
         log.warning("hyperparameters of %s not checked before submitting: no trainers/%s folder here", name, name)
         return
-    from trainkit.discovery import load_trainer
     from trainkit.params import parse_params
+    from trainkit.training.discovery import load_trainer
 
     params = load_trainer(str(folder)).trainer.Params
     for point in points:

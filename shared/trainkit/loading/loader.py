@@ -1,9 +1,7 @@
 """Training and evaluation batches from Records, with NVIDIA DALI, on a GPU or on the CPU.
 
-`create_loader(records, config, device)` returns an iterable of batches; each `iter()` is one
-epoch. Images arrive as uint8 (N, 3, S, S) tensors (channels-last memory) on the model's device;
-call `to_float` on the device to normalise. Detection targets follow torchvision: per image a dict
-of absolute xyxy `boxes` (float32, in output pixels) and `labels` (int64).
+`create_loader(records, config, device)` returns an iterable of batches (`trainkit.batch` says what
+they hold and how a `LoaderConfig` asks for them); each `iter()` is one epoch.
 
 Train mode shuffles with (seed, epoch), flips and crops around boxes; every process of a
 distributed run reads a disjoint, equally long shard (up to count-1 images a epoch are left out so
@@ -19,15 +17,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from typing import Literal
+from dataclasses import replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from trainkit.augment import (
+from trainkit.batch import ClassificationBatch, DetectionBatch, LoaderConfig
+from trainkit.data.records import Records
+from trainkit.errors import DatasetError
+from trainkit.loading.augment import (
     Window,
     box_window,
     boxes_in_window,
@@ -35,67 +35,13 @@ from trainkit.augment import (
     sample_crop_window,
     sample_rng,
 )
-from trainkit.dali_pipeline import BadFile, BatchSource, Sample, loader_pipeline
-from trainkit.dataset import BadRowPolicy
-from trainkit.distributed import Shard, local_processes, usable_cores
-from trainkit.errors import DatasetError
-from trainkit.records import Records
+from trainkit.loading.dali_pipeline import BadFile, BatchSource, Sample, loader_pipeline
+from trainkit.loading.distributed import Shard, local_processes, usable_cores
 
 log = logging.getLogger(__name__)
 
-Task = Literal["detection", "object_crops", "image_labels"]
 MIN_BOX_PIXELS = 1.0
 MAX_REBUILDS_PER_EPOCH = 100
-
-
-@dataclass(frozen=True)
-class LoaderConfig:
-    """How batches are made. `image_size` is the square side the model sees."""
-
-    batch_size: int = 8
-    image_size: int = 512
-    train: bool = True
-    task: Task = "detection"
-    hflip: float = 0.5
-    random_crop: bool = True
-    seed: int = 0
-    num_threads: int | None = None
-    prefetch: int = 2
-    on_bad_row: BadRowPolicy = "error"
-
-
-@dataclass
-class DetectionBatch:
-    """Images and torchvision-style targets; `indices` are record indices, `scales` map boxes back.
-
-    A box in the batch equals the record's box times `scales[i]` (x, y) when no crop was applied.
-    """
-
-    images: torch.Tensor  # (N, 3, S, S) uint8
-    targets: list[dict[str, torch.Tensor]]
-    indices: torch.Tensor  # (N,) int64
-    scales: torch.Tensor  # (N, 2) float32: output pixels per original pixel (x, y)
-
-
-@dataclass
-class ClassificationBatch:
-    """Images and labels: (N,) int64 class ids for object crops, (N, C) float multi-hot for image labels."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    indices: torch.Tensor  # record indices (image_labels) or object indices (object_crops)
-
-
-def to_float(
-    images: torch.Tensor, mean: tuple[float, ...] = (0.0,) * 3, std: tuple[float, ...] = (1.0,) * 3
-) -> torch.Tensor:
-    """uint8 images -> float32 in [0, 1], then (x - mean) / std, on the images' device."""
-    out = images.float().div_(255.0)
-    if any(mean) or any(s != 1.0 for s in std):
-        m = torch.tensor(mean, device=out.device).view(1, -1, 1, 1)
-        s = torch.tensor(std, device=out.device).view(1, -1, 1, 1)
-        out = out.sub_(m).div_(s)
-    return out
 
 
 def create_loader(

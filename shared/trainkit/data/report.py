@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from trainkit.dataset import BadRowPolicy, Dataset, SetReport
+from trainkit.data.dataset import Dataset, SetReport
+from trainkit.errors import BadRowPolicy
 
 
 def summary_json(dataset: Dataset, policy: BadRowPolicy) -> dict:

@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from trainkit.data.mltable import TableFile, read_mltable
 from trainkit.errors import DatasetError
-from trainkit.mltable import TableFile, read_mltable
 
 log = logging.getLogger(__name__)
 

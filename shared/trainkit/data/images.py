@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image, UnidentifiedImageError
 
-from trainkit.labels import RowIssue
+from trainkit.data.labels import RowIssue
 
 # Formats the loader can decode (DALI's decoders); anything else is flagged by validate.
 DECODABLE_FORMATS = frozenset({"JPEG", "PNG", "BMP", "TIFF", "WEBP", "JPEG2000", "PPM"})

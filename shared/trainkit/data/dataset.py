@@ -16,17 +16,16 @@ from typing import Literal
 import numpy as np
 
 from trainkit.classmap import ClassMap
-from trainkit.errors import DatasetError
-from trainkit.images import ImageInfo, detect_datastore, image_root, probe_images, relative_image_path
-from trainkit.labels import ParsedLabels, RowIssue, parse_labels
-from trainkit.literal import DEFAULT_MAX_CELL_CHARS
-from trainkit.records import Records, row_of_items
-from trainkit.tables import LabelTable, read_labelset
+from trainkit.data.images import ImageInfo, detect_datastore, image_root, probe_images, relative_image_path
+from trainkit.data.labels import ParsedLabels, RowIssue, parse_labels
+from trainkit.data.literal import DEFAULT_MAX_CELL_CHARS
+from trainkit.data.records import Records, row_of_items
+from trainkit.data.tables import LabelTable, read_labelset
+from trainkit.errors import BadRowPolicy, DatasetError
 
 log = logging.getLogger(__name__)
 
 BoxUnits = Literal["auto", "pixel", "relative"]
-BadRowPolicy = Literal["error", "skip"]
 MAX_EXAMPLES = 10
 
 
@@ -34,7 +33,7 @@ MAX_EXAMPLES = 10
 class DatasetOptions:
     """How label sets are read; one object for every pair of a run."""
 
-    datastore_name: str | None = None  # None: detect it (see trainkit.images.detect_datastore)
+    datastore_name: str | None = None  # None: detect it (see trainkit.data.images.detect_datastore)
     box_units: BoxUnits = "auto"
     min_confidence: float = 0.0
     on_bad_row: BadRowPolicy = "error"

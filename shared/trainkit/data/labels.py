@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from trainkit.literal import DEFAULT_MAX_CELL_CHARS, LiteralError, parse_literal
-from trainkit.records import row_of_items, segment_indices
+from trainkit.data.literal import DEFAULT_MAX_CELL_CHARS, LiteralError, parse_literal
+from trainkit.data.records import row_of_items, segment_indices
 
 COORD_KEYS = ("bottomX", "topX", "bottomY", "topY")
 CLASS_KEYS = ("type", "label")

@@ -25,7 +25,16 @@ import torch
 
 import trainkit
 from trainkit.atomic import write_json_atomic
-from trainkit.checkpoint import (
+from trainkit.batch import LoaderConfig, to_float
+from trainkit.config import TrainConfig
+from trainkit.contract import ExitCode
+from trainkit.data.dataset import Dataset
+from trainkit.errors import UserError
+from trainkit.evaluation import Evaluation, plot_curves
+from trainkit.loading.distributed import Shard, local_processes, local_rank
+from trainkit.loading.loader import DaliLoader, create_loader
+from trainkit.params import CommonParams, params_to_dict, parse_params
+from trainkit.training.checkpoint import (
     Position,
     has_checkpoints,
     load_latest_checkpoint,
@@ -33,19 +42,11 @@ from trainkit.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from trainkit.config import TrainConfig
-from trainkit.contract import ExitCode
-from trainkit.dataset import Dataset
-from trainkit.ddp import ProcessGroup
-from trainkit.devices import resolve_device
-from trainkit.discovery import LoadedTrainer
-from trainkit.distributed import Shard, local_processes, local_rank
-from trainkit.errors import UserError
-from trainkit.evaluation import Evaluation, plot_curves
-from trainkit.loader import DaliLoader, LoaderConfig, create_loader, to_float
-from trainkit.params import CommonParams, params_to_dict, parse_params
-from trainkit.shm import shm_bytes, shm_warning
-from trainkit.tracking import NullTracker, Tracker, save_model_dir
+from trainkit.training.ddp import ProcessGroup
+from trainkit.training.devices import resolve_device
+from trainkit.training.discovery import LoadedTrainer
+from trainkit.training.shm import shm_bytes, shm_warning
+from trainkit.training.tracking import NullTracker, Tracker, save_model_dir
 
 log = logging.getLogger(__name__)
 

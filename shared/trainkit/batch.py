@@ -1,0 +1,81 @@
+"""What a batch holds, and how it is asked for: the loader's side of the trainer interface.
+
+A trainer receives `DetectionBatch` or `ClassificationBatch` objects and says how it wants them
+made with a `LoaderConfig`; it never needs the loader itself (nor DALI) to know either. Images
+arrive as uint8 (N, 3, S, S) tensors (channels-last memory) on the model's device; `to_float`
+normalises them there. Detection targets follow torchvision: per image a dict of absolute xyxy
+`boxes` (float32, in batch pixels) and `labels` (int64).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+
+from trainkit.errors import BadRowPolicy
+
+Task = Literal["detection", "object_crops", "image_labels"]
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """How batches are made. `image_size` is the square side the model sees."""
+
+    batch_size: int = 8
+    image_size: int = 512
+    train: bool = True
+    task: Task = "detection"
+    hflip: float = 0.5
+    random_crop: bool = True
+    seed: int = 0
+    num_threads: int | None = None
+    prefetch: int = 2
+    on_bad_row: BadRowPolicy = "error"
+
+
+@dataclass
+class DetectionBatch:
+    """Images and torchvision-style targets; `indices` are record indices, `scales` map boxes back.
+
+    A box in the batch equals the record's box times `scales[i]` (x, y) when no crop was applied.
+    """
+
+    images: torch.Tensor  # (N, 3, S, S) uint8
+    targets: list[dict[str, torch.Tensor]]
+    indices: torch.Tensor  # (N,) int64
+    scales: torch.Tensor  # (N, 2) float32: output pixels per original pixel (x, y)
+
+
+@dataclass
+class ClassificationBatch:
+    """Images and labels: (N,) int64 class ids for object crops, (N, C) float multi-hot for image labels."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    indices: torch.Tensor  # record indices (image_labels) or object indices (object_crops)
+
+
+Batch = DetectionBatch | ClassificationBatch
+
+
+class BatchLoader(Protocol):
+    """What evaluation needs of a loader: one epoch of batches per iteration, on `device`."""
+
+    device: torch.device
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+
+def to_float(
+    images: torch.Tensor, mean: tuple[float, ...] = (0.0,) * 3, std: tuple[float, ...] = (1.0,) * 3
+) -> torch.Tensor:
+    """uint8 images -> float32 in [0, 1], then (x - mean) / std, on the images' device."""
+    out = images.float().div_(255.0)
+    if any(mean) or any(s != 1.0 for s in std):
+        m = torch.tensor(mean, device=out.device).view(1, -1, 1, 1)
+        s = torch.tensor(std, device=out.device).view(1, -1, 1, 1)
+        out = out.sub_(m).div_(s)
+    return out
