@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from trainkit.data.demo import DemoDataset
+from trainkit.errors import DatasetError, UserError
 from trainkit.submit.spec import DatasetPairRef, SubmitConfig, job_specs
 from trainkit.submit.workspace import load_and_validate, write_specs
 
@@ -90,6 +91,30 @@ def test_a_mltable_folder_is_a_mltable_input(tmp_path: Path) -> None:
     config = SubmitConfig("detector", IMAGE, (DatasetPairRef("labels", "images"),), "x", compute="c")
     [spec] = job_specs(config, base=tmp_path)
     assert spec["inputs"]["labelset"] == {"type": "mltable", "path": str(tmp_path / "labels"), "mode": "ro_mount"}
+
+
+@pytest.mark.parametrize("name", ["labels.csv", "labels.TSV", "labels.parquet", "labels.pq"])
+def test_label_files_submit_accepts_are_those_train_reads(tmp_path: Path, name: str) -> None:
+    from trainkit.data.tables import read_labelset
+
+    (tmp_path / name).write_bytes(b"")
+    (tmp_path / "images").mkdir()
+    config = SubmitConfig("detector", IMAGE, (DatasetPairRef(name, "images"),), "x", compute="c")
+    [spec] = job_specs(config, base=tmp_path)
+    assert spec["inputs"]["labelset"]["type"] == "uri_file"
+    with pytest.raises(DatasetError) as info:
+        read_labelset(tmp_path / name)  # an empty file: the reader takes its type and fails on its content
+    assert "unsupported file type" not in str(info.value)
+
+
+def test_a_label_file_train_cannot_read_is_refused_before_submitting(tmp_path: Path) -> None:
+    (tmp_path / "labels.txt").write_text("image_url,label\n")
+    (tmp_path / "images").mkdir()
+    config = SubmitConfig("detector", IMAGE, (DatasetPairRef("labels.txt", "images"),), "x", compute="c")
+    with pytest.raises(
+        UserError, match=r"--labelset labels.txt: unsupported file type .txt; use .csv, .tsv or .parquet"
+    ):
+        job_specs(config, base=tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from trainkit.data.formats import is_parquet
 from trainkit.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def read_mltable(folder: Path) -> list[TableFile]:
         files += _expand(spec_path, folder, entry)
     if not files:
         raise DatasetError(f"{spec_path}: its paths match no file")
-    return [TableFile(p, fmt or _guess_format(p), delimiter, encoding) for p in files]
+    return [TableFile(p, fmt or ("parquet" if is_parquet(p) else "csv"), delimiter, encoding) for p in files]
 
 
 def _read_settings(spec_path: Path, transformations: list) -> tuple[str | None, str, str]:
@@ -131,7 +132,3 @@ def _expand(spec_path: Path, folder: Path, entry: object) -> list[Path]:
     if kind == "pattern":
         return sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
     raise DatasetError(f"{spec_path}: unknown paths entry {kind!r}; use file:, folder: or pattern:")
-
-
-def _guess_format(path: Path) -> str:
-    return "parquet" if path.suffix.lower() in {".parquet", ".pq"} else "csv"

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from trainkit.data.formats import CSV_DELIMITERS, LABEL_FILE_TYPES, is_label_file, is_parquet
 from trainkit.data.mltable import TableFile, read_mltable
 from trainkit.errors import DatasetError
 
@@ -27,9 +28,6 @@ LABEL = "label"
 CONFIDENCE = "label_confidence"
 REQUIRED_COLUMNS = (IMAGE_URL, LABEL)
 USED_COLUMNS = (IMAGE_URL, LABEL, CONFIDENCE)
-
-_CSV_SUFFIXES = {".csv": ",", ".tsv": "\t"}
-_PARQUET_SUFFIXES = {".parquet", ".pq"}
 
 
 @dataclass(frozen=True)
@@ -100,20 +98,20 @@ def _files_in_folder(root: Path) -> list[TableFile]:
         for p in root.rglob("*")
         if p.is_file()
         and not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)
-        and p.suffix.lower() in _CSV_SUFFIXES.keys() | _PARQUET_SUFFIXES
+        and is_label_file(p)
     )
     if not found:
-        raise DatasetError(f"label set folder {root} holds no .csv, .tsv or .parquet file and no MLTable file")
+        raise DatasetError(f"label set folder {root} holds no {LABEL_FILE_TYPES} file and no MLTable file")
     return [_table_file(p) for p in found]
 
 
 def _table_file(path: Path) -> TableFile:
     suffix = path.suffix.lower()
-    if suffix in _PARQUET_SUFFIXES:
+    if is_parquet(path):
         return TableFile(path, "parquet")
-    if suffix in _CSV_SUFFIXES:
-        return TableFile(path, "csv", delimiter=_CSV_SUFFIXES[suffix])
-    raise DatasetError(f"label set {path}: unsupported file type {suffix or '(none)'}; use .csv, .tsv or .parquet")
+    if suffix in CSV_DELIMITERS:
+        return TableFile(path, "csv", delimiter=CSV_DELIMITERS[suffix])
+    raise DatasetError(f"label set {path}: unsupported file type {suffix or '(none)'}; use {LABEL_FILE_TYPES}")
 
 
 def _read_header(spec: TableFile) -> tuple[str, ...]:

@@ -17,9 +17,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainkit.data.formats import LABEL_FILE_TYPES, is_label_file
 from trainkit.errors import UserError
 
-LABEL_FILE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 INPUT_TYPES = ("uri_file", "uri_folder", "mltable")
 _ASSET = re.compile(r"^azureml:(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]{0,254})(?::(?P<version>[A-Za-z0-9_.-]+)|@latest)$")
 _CLOUD = ("https://", "http://", "wasbs://", "wasb://", "abfss://", "abfs://", "adl://", "azureml://")
@@ -45,7 +45,7 @@ def imageset_input(ref: str, base: Path | None = None) -> JobInput:
         if not path.is_dir():
             raise UserError(f"--imageset {ref}: is a file; an image set is a folder of images")
         return JobInput("uri_folder", str(path))
-    if kind == "uri" and Path(ref.rstrip("/")).suffix.lower() in LABEL_FILE_SUFFIXES:
+    if kind == "uri" and is_label_file(ref):
         raise UserError(f"--imageset {ref}: names a file; an image set is a folder (did you swap the pair?)")
     return JobInput("uri_folder", ref)
 
@@ -58,6 +58,10 @@ def labelset_input(ref: str, labelset_type: str = "auto", base: Path | None = No
     if kind == "local":
         path = _local(ref, base, "--labelset")
         found = "mltable" if (path / "MLTable").is_file() else "uri_folder" if path.is_dir() else "uri_file"
+        if found == "uri_file" and not is_label_file(path):
+            raise UserError(
+                f"--labelset {ref}: unsupported file type {path.suffix or '(none)'}; use {LABEL_FILE_TYPES}"
+            )
         if labelset_type not in ("auto", found):
             raise UserError(f"--labelset {ref}: is a {found} (a {'folder' if path.is_dir() else 'file'}), "
                             f"not {labelset_type}; drop --labelset-type or fix the path")  # fmt: skip
@@ -66,8 +70,7 @@ def labelset_input(ref: str, labelset_type: str = "auto", base: Path | None = No
         return JobInput(labelset_type, ref)
     if kind == "asset":
         return JobInput("mltable", ref)
-    suffix = Path(ref.rstrip("/")).suffix.lower()
-    return JobInput("uri_file" if suffix in LABEL_FILE_SUFFIXES else "uri_folder", ref)
+    return JobInput("uri_file" if is_label_file(ref) else "uri_folder", ref)
 
 
 def _kind(ref: str, flag: str) -> str:

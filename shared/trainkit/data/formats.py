@@ -1,0 +1,20 @@
+"""The label-set file types trainkit reads, named once: the table reader, MLTable and submit use these."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CSV_DELIMITERS: dict[str, str] = {".csv": ",", ".tsv": "\t"}
+PARQUET_SUFFIXES: tuple[str, ...] = (".parquet", ".pq")
+LABEL_FILE_SUFFIXES: tuple[str, ...] = (*CSV_DELIMITERS, *PARQUET_SUFFIXES)
+LABEL_FILE_TYPES = ".csv, .tsv or .parquet"  # for messages
+
+
+def is_label_file(path: Path | str) -> bool:
+    """Whether the name has the suffix of a label-set file trainkit reads."""
+    return Path(str(path).rstrip("/")).suffix.lower() in LABEL_FILE_SUFFIXES
+
+
+def is_parquet(path: Path | str) -> bool:
+    """Whether the name has a Parquet suffix."""
+    return Path(path).suffix.lower() in PARQUET_SUFFIXES
