@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -94,24 +95,17 @@ def _coerce(name: str, value: object, hint: Any) -> object:
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
+    elif hint in (int, float):
         if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
+            with contextlib.suppress(ValueError):
+                return hint(value)
+        # An int hyperparameter takes a whole float (JSON may write 3 as 3.0), never a fraction.
+        elif (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and (hint is float or isinstance(value, int) or value.is_integer())
+        ):
+            return hint(value)
     elif hint is str:
         return str(value)
     elif typing.get_origin(hint) is tuple:

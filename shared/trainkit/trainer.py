@@ -1,7 +1,8 @@
 """The trainer interface: what a model author writes, in one file, for the harness to run.
 
 Subclass `Trainer`, give it a `Params` dataclass (extending CommonParams), and implement
-`build_model`, `loss` and `predict`. Everything else has a default the harness uses: optimiser,
+`build_model`, `loss` and `predict` (a torchvision detection model needs only `build_model`: subclass
+`TorchvisionDetectionTrainer`). Everything else has a default the harness uses: optimiser,
 schedule, evaluation for the task, export. The module must define `TRAINER = YourTrainer()`.
 """
 
@@ -93,3 +94,27 @@ class Trainer:
     def export(self, model: nn.Module, params: CommonParams, classes: ClassMap) -> nn.Module:
         """The module saved as the MLflow model (default: the trained model in eval mode, on the CPU)."""
         return model.eval().cpu()
+
+
+class TorchvisionDetectionTrainer(Trainer):
+    """A detection trainer whose model is a torchvision detection model (Faster R-CNN and its kin).
+
+    Such a model takes a list of images and, in training, targets, and returns its losses; in eval
+    mode it returns per-image boxes, labels and scores. It reserves label 0 for the background, so
+    class id `c` is label `c + 1` there. Subclasses write `build_model` (with `len(classes) + 1`
+    classes) and keep `loss` and `predict`.
+    """
+
+    task: ClassVar[Task] = "detection"
+
+    def loss(self, model: nn.Module, images: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        """The model's own losses, summed into `loss`."""
+        targets = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in batch.targets]
+        losses = model(list(images), targets)
+        return {"loss": sum(losses.values()), **losses}
+
+    def predict(self, model: nn.Module, images: torch.Tensor, batch: Batch) -> list[dict[str, torch.Tensor]]:
+        """The model's detections, with labels back as class ids."""
+        return [
+            {"boxes": out["boxes"], "labels": out["labels"] - 1, "scores": out["scores"]} for out in model(list(images))
+        ]

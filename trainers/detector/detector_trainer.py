@@ -15,7 +15,7 @@ from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_fpn, fast
 
 from trainkit.classmap import ClassMap
 from trainkit.params import CommonParams, require_choice, require_local_file
-from trainkit.trainer import Batch, Trainer
+from trainkit.trainer import TorchvisionDetectionTrainer
 
 BACKBONES = {"mobilenet_v3_large": fasterrcnn_mobilenet_v3_large_fpn, "resnet50": fasterrcnn_resnet50_fpn_v2}
 
@@ -36,9 +36,8 @@ class DetectorParams(CommonParams):
         require_local_file(self, "weights")
 
 
-class DetectorTrainer(Trainer):
+class DetectorTrainer(TorchvisionDetectionTrainer):
     name = "detector"
-    task = "detection"
     Params = DetectorParams
 
     def build_model(self, params: DetectorParams, classes: ClassMap) -> nn.Module:
@@ -61,16 +60,6 @@ class DetectorTrainer(Trainer):
             usable = {k: v for k, v in state.items() if not k.startswith(head) and k in own and own[k].shape == v.shape}
             model.load_state_dict(usable, strict=False)
         return model
-
-    def loss(self, model: nn.Module, images: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
-        targets = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in batch.targets]
-        losses = model(list(images), targets)
-        return {"loss": sum(losses.values()), **losses}
-
-    def predict(self, model: nn.Module, images: torch.Tensor, batch: Batch) -> list[dict[str, torch.Tensor]]:
-        return [
-            {"boxes": out["boxes"], "labels": out["labels"] - 1, "scores": out["scores"]} for out in model(list(images))
-        ]
 
 
 TRAINER = DetectorTrainer()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -18,7 +17,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from trainkit.classmap import ClassMap
 from trainkit.params import CommonParams
-from trainkit.trainer import Batch, Trainer
+from trainkit.trainer import TorchvisionDetectionTrainer
 
 
 # FILL IN: your model's own hyperparameters. Every trainer also accepts the common ones
@@ -49,7 +48,7 @@ class TinyBackbone(nn.Sequential):
         self.out_channels = channels  # what torchvision's detection heads read
 
 
-class SkeletonTrainer(Trainer):
+class SkeletonTrainer(TorchvisionDetectionTrainer):
     name = "skeleton"  # FILL IN: your trainer's name (shown in run.json and MLflow)
     task = "detection"  # or "object_crops" / "image_labels" for classifiers
     Params = SkeletonParams
@@ -67,19 +66,12 @@ class SkeletonTrainer(Trainer):
             max_size=params.image_size,
         )
 
-    # FILL IN: the training losses for one batch. `images` are float (N, 3, S, S) on the device,
-    # in [0, 1] (set `mean`/`std` on the class to normalise differently); `batch.targets` holds per
-    # image "boxes" (xyxy pixels of the S x S image) and "labels" (class ids).
-    def loss(self, model: nn.Module, images: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
-        targets = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in batch.targets]
-        losses = model(list(images), targets)
-        return {"loss": sum(losses.values()), **losses}
-
-    # FILL IN: predictions for evaluation (mAP): per image boxes (xyxy pixels), labels (class ids), scores.
-    def predict(self, model: nn.Module, images: torch.Tensor, batch: Batch) -> list[dict[str, torch.Tensor]]:
-        return [
-            {"boxes": out["boxes"], "labels": out["labels"] - 1, "scores": out["scores"]} for out in model(list(images))
-        ]
+    # FILL IN, for a model that is not a torchvision detection model (subclass `Trainer` then):
+    #   loss(model, images, batch) -> {"loss": total, ...}: `images` are float (N, 3, S, S) on the
+    #     device, in [0, 1] (set `mean`/`std` on the class to normalise differently); `batch.targets`
+    #     holds per image "boxes" (xyxy pixels of the S x S image) and "labels" (class ids).
+    #   predict(model, images, batch) -> per image {"boxes", "labels" (class ids), "scores"}.
+    # TorchvisionDetectionTrainer writes both for torchvision's detection models.
 
 
 TRAINER = SkeletonTrainer()  # the harness looks for this name
