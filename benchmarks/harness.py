@@ -7,12 +7,13 @@ logging every --log-every steps and checkpoints every --checkpoint-every steps. 
 from the MLflow timestamps of its logged steps (so start-up, evaluation and export are excluded,
 as they are from the plain loop).
 
-    .venv/bin/python benchmarks/harness.py [--trainer trainers/skeleton] [--steps 60]
+    .venv/bin/python benchmarks/harness.py [--trainer trainers/skeleton] [--steps 60] [--smoke]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -21,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from smoke import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-every", type=int, default=10)
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, images=8, steps=4, batch_size=2, image_size=64, log_every=2, repeats=1)
     os.environ["MLFLOW_TRACKING_URI"] = ""
 
     from trainkit.batch import to_float
@@ -90,12 +92,15 @@ def main(argv: list[str] | None = None) -> int:
             return (args.steps - args.log_every) / (time.perf_counter() - started)
 
         def harness(rep: int) -> float:
-            import mlflow
+            from mlflow import MlflowClient
 
             run_config = replace(config, output_dir=Path(tmp) / f"out{rep}", experiment=f"bench{rep}")
-            assert run_training(run_config, dataset, loaded) == 0
-            runs = mlflow.search_runs(experiment_names=[f"bench{rep}"], output_format="list")
-            history = mlflow.MlflowClient().get_metric_history(runs[0].info.run_id, "train/loss")
+            if run_training(run_config, dataset, loaded) != 0:
+                raise SystemExit(f"the harness run failed: see {run_config.output_dir / 'failure.txt'}")
+            # The run's own record names its store: the harness forgets the store it set once the run ends.
+            run = json.loads((run_config.output_dir / "run.json").read_text())
+            client = MlflowClient(tracking_uri=run["mlflow_tracking_uri"])
+            history = client.get_metric_history(run["mlflow_run_id"], "train/loss")
             first, last = min(history, key=lambda m: m.step), max(history, key=lambda m: m.step)
             return (last.step - first.step) / ((last.timestamp - first.timestamp) / 1000)
 

@@ -10,7 +10,7 @@ batches plus per-image boxes. Rows:
                        (crop around boxes + flip + resize)
   trainkit (cuda)      the same on the GPU, when torch sees one
 
-    .venv/bin/python benchmarks/loader.py [--images 512] [--batch-size 32] [--epochs 2] [--rounds 3]
+    .venv/bin/python benchmarks/loader.py [--images 512] [--batch-size 32] [--epochs 2] [--rounds 3] [--smoke]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image, ImageDraw
+from smoke import parse_args
 
 from trainkit.batch import LoaderConfig
 from trainkit.data.dataset import DatasetOptions, DatasetPair, load_pair
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=2, help="passes timed per round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over all rows; each row keeps its best")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, images=16, batch_size=8, epochs=1, rounds=1)
     cores = usable_cores()
 
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:

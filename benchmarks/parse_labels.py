@@ -5,7 +5,7 @@ is what the predecessor's utils did. trainkit: `read_labelset` + `parse_labels` 
 stage; images are not looked at, since the file names no real images). The script checks that both
 give identical records (per-row object counts, class names, boxes, confidences) and prints a table.
 
-    .venv/bin/python benchmarks/parse_labels.py [--rows 1000000] [--seed 0]
+    .venv/bin/python benchmarks/parse_labels.py [--rows 1000000] [--seed 0] [--smoke]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from smoke import parse_args
 
 from trainkit.data.labels import parse_labels
 from trainkit.data.tables import read_labelset
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, rows=2000)
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "labels.csv"
