@@ -10,7 +10,7 @@ install: $(STAMP)
 
 $(STAMP): shared/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e 'shared[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e 'shared[test,server]'
 	touch $@
 
 # The main job: train the detector on the demo data (CPU is fine), outputs in demo/outputs.

@@ -9,8 +9,8 @@
    Nothing is pushed unless every image built in this run passed its test.
 3. Tag each image with the commit, the branch and, on a release tag, the version (ci/tags.py).
    Tags are copied inside the registry by digest, so no image is pulled or pushed again.
-4. Write the manifest (default dist/images.json; trainer -> repository@digest) and a package list
-   (CycloneDX) for each image built (dist/sbom/).
+4. Write the manifest (default dist/images.json; trainer -> repository@digest, with each image's
+   uncompressed size and largest layers) and a package list (CycloneDX) for each image built (dist/sbom/).
 
 Settings, from the environment only (no file holds a secret):
     TRAINKIT_REGISTRY                        registry (and namespace), e.g. myacr.azurecr.io or 127.0.0.1:5000
@@ -27,6 +27,7 @@ Exit codes: 0 published; 1 a build, test or registry operation failed; 2 bad set
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -40,6 +41,7 @@ from pathlib import Path
 import images
 from registry import Registry, RegistryError
 from sbom import write_sbom
+from sizes import image_size
 from smoke import SmokeTestFailed, smoke_test
 from tags import Source, current_source
 
@@ -59,6 +61,7 @@ class Planned:
     digest: str | None  # in the registry; None until pushed
     built: bool = False
     sbom: Path | None = None
+    size: dict | None = None  # uncompressed bytes and largest layers, when the engine holds the image
 
     @property
     def repository(self) -> str:
@@ -140,6 +143,10 @@ def publish(
             p.digest = registry.push(p.image.ref)
         if sbom_dir is not None:
             p.sbom = write_sbom(engine, p.image.ref, sbom_dir / f"{p.image.key}.cdx.json", name=p.reference)
+    for p in planned:
+        # A reused image is measured when this engine holds it (a layer cache); else the run that built it did.
+        with contextlib.suppress(RuntimeError):
+            p.size = image_size(engine, p.image.ref)
     with _timed("tagged"):
         for p in planned:
             for tag in source.tags:
@@ -166,6 +173,7 @@ def manifest(planned: list[Planned], source: Source, registry: str, manifest_pat
             "content_tag": p.image.tag,
             "built": p.built,
             "sbom": sbom,
+            "size": p.size,
         }
     return {
         "schema": MANIFEST_SCHEMA,

@@ -2,7 +2,8 @@
 
 It runs the image the way AzureML does (the entrypoint replaced by `bash -c`), as its non-root
 user, with no network (trainers must not download weights), and checks that a model was written.
-The base image, which has no trainer, is checked for its tools and libraries instead.
+The base image, which has no trainer, is checked for its tools and libraries instead: every trainkit
+module must import (what the image leaves out, such as MLflow's server side, must not be needed).
 
     python ci/smoke.py IMAGE [--base] [--engine podman]   # global engine flags: $TRAINKIT_ENGINE_FLAGS
 """
@@ -19,7 +20,7 @@ from images import engine_command
 SCRIPT = """set -euo pipefail
 trainkit demo-data /tmp/demo --images 8 --seed 1
 DATASTORE_NAME=demo_datastore trainkit train --imageset /tmp/demo/imageset --labelset /tmp/demo/labels.csv \\
-    --output-dir /tmp/out --device cpu --set epochs=1 --set batch_size=2 --set image_size=64
+    --output-dir /tmp/out --device cpu --set epochs=1 --set batch_size=2 --set image_size=64 --register-as smoke
 test -s /tmp/out/model/MLmodel
 test -s /tmp/out/metrics.json
 echo "smoke test passed: $TRAINKIT_IMAGE"
@@ -28,7 +29,14 @@ echo "smoke test passed: $TRAINKIT_IMAGE"
 BASE_SCRIPT = """set -euo pipefail
 test "$(id -u)" != 0
 trainkit --version
-python -c "import torch, torchvision, nvidia.dali, mlflow, trainkit.training.harness"
+python - <<'PY'
+import importlib, pkgutil
+import torch, torchvision, nvidia.dali, mlflow, azureml.mlflow, trainkit
+names = [m.name for m in pkgutil.walk_packages(trainkit.__path__, "trainkit.")]
+for name in names:
+    importlib.import_module(name)
+print(f"imported {len(names)} trainkit modules")
+PY
 echo "smoke test passed: base image"
 """
 

@@ -1,5 +1,6 @@
 """Every benchmark keeps running to its table: each one's `--smoke` size runs here (its speed is not tested)."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,3 +35,12 @@ def test_harness_benchmark_runs() -> None:
     out = run_benchmark("harness", "--smoke")
     assert "plain loop (loader, loss, backward, SGD)" in out
     assert "harness overhead:" in out
+
+
+@pytest.mark.slow
+@pytest.mark.container
+def test_publish_benchmark_runs() -> None:
+    out = run_benchmark("publish", "--vm", "--smoke")
+    assert "vs baseline" in out and "one-line trainer change:" in out
+    # the manifest's sizes reach the table: the stand-in base and the trainer, in GB with their largest layers
+    assert re.search(r"^base\s+\d+\.\d\d\s+\S", out, re.M) and re.search(r"^skeleton\s+\d+\.\d\d\s+\S", out, re.M)

@@ -206,3 +206,51 @@ def test_missing_or_broken_manifest_files(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(UserError, match="not a readable JSON image manifest"):
         load_image_manifest(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize(
+    "history",
+    [
+        # podman 4: one JSON array, sizes as numbers
+        json.dumps([{"CreatedBy": "CMD", "size": 0}, {"CreatedBy": "RUN pip  install", "size": 5000},
+                    {"CreatedBy": "ADD rootfs", "size": 700}, {"CreatedBy": "COPY lock", "size": 20},
+                    {"CreatedBy": "RUN apt-get", "size": 900}]),
+        # docker: one JSON object a line, sizes as strings with --human=false
+        "\n".join(json.dumps({"CreatedBy": c, "Size": s}) for c, s in
+                  [("CMD", "0"), ("RUN pip  install", "5000"), ("ADD rootfs", "700"), ("COPY lock", "20"),
+                   ("RUN apt-get", "900")]),
+    ],
+)  # fmt: skip
+def test_image_size_reads_either_engines_history(monkeypatch: pytest.MonkeyPatch, history: str) -> None:
+    import sizes
+
+    answers = {"image": "6620\n", "history": history}
+    monkeypatch.setattr(sizes, "_engine", lambda engine, *args, **kw: answers[args[0]])
+    measured = sizes.image_size("podman", "r/x:1")
+    assert measured["bytes"] == 6620
+    assert [(la["bytes"], la["created_by"]) for la in measured["largest_layers"]] == [
+        (5000, "RUN pip install"),
+        (900, "RUN apt-get"),
+        (700, "ADD rootfs"),
+    ]
+
+
+def test_the_manifest_records_sizes_where_the_engine_has_the_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sizes
+
+    monkeypatch.setenv("TRAINKIT_REGISTRY", "myacr.azurecr.io")
+
+    def engine(engine: str, *args: str, **kw) -> str:
+        if args[-1].endswith(":inputs-skeleton"):
+            raise RuntimeError("no such image")  # reused, and not in this engine's store
+        return "1000\n" if args[0] == "image" else json.dumps([{"CreatedBy": "RUN x", "size": 900}])
+
+    monkeypatch.setattr(sizes, "_engine", engine)
+    registry = _EmptyRegistry()
+    monkeypatch.setattr(registry, "digest", lambda ref: "sha256:" + "1" * 64 if "skeleton" in ref else None)
+    monkeypatch.setattr(images, "build_image", lambda *args, **kwargs: None)
+    monkeypatch.setattr(publish, "content_tag", lambda image: f"inputs-{image.key}")
+    planned = publish.publish("podman", registry, source_from(SHA, "refs/heads/main"), ["skeleton"], test=False)
+    entries = publish.manifest(planned, source_from(SHA, "refs/heads/main"), "r", Path("dist/images.json"))["images"]
+    assert entries["base"]["size"] == {"bytes": 1000, "largest_layers": [{"bytes": 900, "created_by": "RUN x"}]}
+    assert entries["skeleton"]["size"] is None
