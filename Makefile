@@ -10,6 +10,8 @@ install: $(STAMP)
 
 $(STAMP): shared/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
+	# A venv's bundled pip (23.x on Python 3.11) fails to resolve these extras (InconsistentCandidate).
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade 'pip>=26'
 	$(BIN)/pip install --quiet --disable-pip-version-check -e 'shared[test,server]'
 	touch $@
 
