@@ -9,7 +9,10 @@ import trainkit
 PACKAGE = Path(trainkit.__file__).parent
 ROOT = Path(__file__).resolve().parents[1]
 # The command, the shared leaves and the model author's API; everything else belongs to a subpackage.
-TOP_MODULES = {"cli", "config", "contract", "errors", "atomic", "trainer", "params", "classmap", "batch", "evaluation"}
+TOP_MODULES = {
+    *("cli", "config", "contract", "errors", "atomic"),
+    *("trainer", "params", "classmap", "batch", "evaluation", "weights"),
+}
 SUBPACKAGES = {"data", "loading", "training", "submit"}
 
 

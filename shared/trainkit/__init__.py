@@ -1,7 +1,7 @@
 """trainkit: dataset parsing, loading and the training contract for AzureML training images.
 
 At the top: the command (`cli`, `config`, `contract`), shared leaves (`errors`, `atomic`) and the
-model author's API (`trainer`, `params`, `classmap`, `batch`, `evaluation`). Below, by concern:
+model author's API (`trainer`, `params`, `classmap`, `batch`, `evaluation`, `weights`). Below, by concern:
 `data` (label sets to records), `loading` (records to batches), `training` (the harness) and
 `submit` (AzureML jobs).
 """

@@ -127,6 +127,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--force", action="store_true", help="replace DIR if it exists")
     demo.set_defaults(func=_cmd_demo)
 
+    weights = commands.add_parser(
+        "weights",
+        parents=[common],
+        help="list torchvision's named weights, or bake them into the cache",
+        description="Named pretrained weights (torchvision:NAME for a trainer's weights): list them, or download "
+        "them into the torch hub cache (TORCH_HOME) with torchvision's hash checked. Training never downloads.",
+    )
+    weights_commands = weights.add_subparsers(dest="weights_command", required=True, parser_class=_Parser)
+    listing = weights_commands.add_parser("list", help="every named weights, and whether the cache holds it")
+    listing.add_argument("--present", action="store_true", help="only those in the cache")
+    listing.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    listing.set_defaults(func=_cmd_weights_list)
+    fetch = weights_commands.add_parser("download", help="download named weights into the cache (or --dir)")
+    fetch.add_argument(
+        "names", nargs="+", metavar="NAME", help="e.g. FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1"
+    )
+    fetch.add_argument("--dir", type=Path, help="folder to download into (default: the torch hub cache)")
+    fetch.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    fetch.set_defaults(func=_cmd_weights_download)
+
     contract = commands.add_parser(
         "contract", parents=[common], help="print the contract (arguments, environment, exit codes) as Markdown"
     )
@@ -239,6 +259,28 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"wrote {args.images} images and {demo.labels_csv}")
     print(f"  datastore layout: --imageset {demo.imageset_datastore} --datastore-name {demo.datastore_name}")
     print(f"  ML-studio layout: --imageset {demo.imageset_studio} --datastore-name ''")
+    return ExitCode.OK
+
+
+def _cmd_weights_list(args: argparse.Namespace) -> int:
+    from trainkit.weights import all_named_weights, cache_dir
+
+    print(f"cache: {cache_dir()}")
+    for weights in all_named_weights():
+        present = weights.path().is_file()
+        if present or not args.present:
+            print(f"{'present' if present else '-':<8} {weights.name}")
+    return ExitCode.OK
+
+
+def _cmd_weights_download(args: argparse.Namespace) -> int:
+    from trainkit.weights import download, named_weights
+
+    for name in args.names:
+        named_weights(name)  # every name is checked before anything is fetched
+    for name in args.names:
+        path = download(name, args.dir)
+        print(f"{named_weights(name).name}: {path}")
     return ExitCode.OK
 
 

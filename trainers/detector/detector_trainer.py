@@ -1,21 +1,23 @@
 """trainkit trainer: a torchvision Faster R-CNN detector (MobileNetV3-Large FPN or ResNet-50 FPN v2).
 
-Weights are never downloaded at run time: train from scratch, or point `weights` at a state-dict
-file baked into the image at build time (e.g. torchvision's COCO weights; the class head is
-re-initialised for the dataset's classes).
+Weights are never downloaded at run time: train from scratch, or start from torchvision's named
+weights baked into the image (`trainkit weights download`; see trainkit.weights), a state-dict file
+or an earlier run. The class head is re-initialised for the dataset's classes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_fpn, fasterrcnn_resnet50_fpn_v2
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 
 from trainkit.classmap import ClassMap
-from trainkit.params import CommonParams, require_choice, require_local_file
+from trainkit.errors import UserError
+from trainkit.params import CommonParams, require_choice
 from trainkit.trainer import TorchvisionDetectionTrainer
+from trainkit.weights import check_spec, is_named, load_matching, load_state_dict, torchvision_weights
 
 BACKBONES = {"mobilenet_v3_large": fasterrcnn_mobilenet_v3_large_fpn, "resnet50": fasterrcnn_resnet50_fpn_v2}
 
@@ -25,15 +27,25 @@ class DetectorParams(CommonParams):
     """Faster R-CNN options on top of the common hyperparameters."""
 
     backbone: str = "mobilenet_v3_large"
-    weights: str = ""  # a local state-dict file; never fetched
-    trainable_backbone_layers: int = 3  # used with `weights`; from scratch every layer trains
+    # The whole detector's starting point: torchvision:<Enum>.<member> (e.g. COCO weights; the class
+    # head is re-initialised for this dataset's classes), a state-dict file, or an earlier run's folder.
+    weights: str = ""
+    # The backbone's alone (e.g. torchvision:MobileNet_V3_Large_Weights.IMAGENET1K_V1); the rest starts afresh.
+    backbone_weights: str = ""
+    trainable_backbone_layers: int = 3  # used with pretrained weights; from scratch every layer trains
     score_threshold: float = 0.05
     detections_per_image: int = 100
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require_choice(self, "backbone", BACKBONES)
-        require_local_file(self, "weights")
+        if self.weights:
+            check_spec(self.weights, "weights")
+        if self.backbone_weights:
+            if not is_named(self.backbone_weights):
+                raise ValueError("hyperparameter 'backbone_weights' must be torchvision:NAME, e.g. "
+                                 "torchvision:MobileNet_V3_Large_Weights.IMAGENET1K_V1")  # fmt: skip
+            check_spec(self.backbone_weights, "backbone_weights")
 
 
 class DetectorTrainer(TorchvisionDetectionTrainer):
@@ -42,24 +54,38 @@ class DetectorTrainer(TorchvisionDetectionTrainer):
 
     def build_model(self, params: DetectorParams, classes: ClassMap) -> nn.Module:
         options = {
-            "weights": None,
-            "weights_backbone": None,
-            "num_classes": len(classes) + 1,  # torchvision reserves label 0 for background
             "min_size": params.image_size,  # the loader already resized: no second resize
             "max_size": params.image_size,
             "box_score_thresh": params.score_threshold,
             "box_detections_per_img": params.detections_per_image,
         }
-        if params.weights:
+        if params.weights or params.backbone_weights:
             options["trainable_backbone_layers"] = params.trainable_backbone_layers
-        model = BACKBONES[params.backbone](**options)
+        # torchvision's builders default to ImageNet backbone weights: say None, or they would download them.
+        options["weights_backbone"] = (
+            torchvision_weights(params.backbone_weights, "backbone_weights") if params.backbone_weights else None
+        )
+        build = BACKBONES[params.backbone]
+        if is_named(params.weights):
+            # torchvision's own fine-tuning recipe: its detector as published (frozen BatchNorm, its
+            # classes), then a new class head for ours. torchvision reads the file from the cache.
+            model = _checked(build, weights=torchvision_weights(params.weights, "weights"), **options)
+            features = model.roi_heads.box_predictor.cls_score.in_features
+            model.roi_heads.box_predictor = FastRCNNPredictor(features, len(classes) + 1)
+            return model
+        # torchvision reserves label 0 for background
+        model = _checked(build, weights=None, num_classes=len(classes) + 1, **options)
         if params.weights:
-            state = torch.load(params.weights, map_location="cpu", weights_only=True)
-            head = "roi_heads.box_predictor."
-            own = model.state_dict()
-            usable = {k: v for k, v in state.items() if not k.startswith(head) and k in own and own[k].shape == v.shape}
-            model.load_state_dict(usable, strict=False)
+            load_matching(model, load_state_dict(params.weights), params.weights)
         return model
+
+
+def _checked(build, **options) -> nn.Module:
+    """torchvision's builder; weights for another architecture are the user's to fix (one line, exit 2)."""
+    try:
+        return build(**options)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{build.__name__}: {exc}") from None
 
 
 TRAINER = DetectorTrainer()
