@@ -44,3 +44,10 @@ def test_publish_benchmark_runs() -> None:
     assert "vs baseline" in out and "one-line trainer change:" in out
     # the manifest's sizes reach the table: the stand-in base and the trainer, in GB with their largest layers
     assert re.search(r"^base\s+\d+\.\d\d\s+\S", out, re.M) and re.search(r"^skeleton\s+\d+\.\d\d\s+\S", out, re.M)
+
+
+@pytest.mark.slow
+def test_quality_benchmark_runs() -> None:
+    out = run_benchmark("quality", "--smoke")
+    assert re.search(r"^skeleton \(GroupNorm, 64 RoIs @50%\)\s+\d+\s+\d+\s+\d\.\d{3}", out, re.M), out
+    assert re.search(r"^detector from scratch \(MobileNetV3 FPN\)\s+\d+", out, re.M), out

@@ -297,7 +297,8 @@ def test_bad_trainer(run_cli, small_set: SmallSet, tmp_path: Path, spec: str, fr
         (["--set", "epoch=1"], ["unknown hyperparameter 'epoch' for this trainer; it accepts:", "epochs"]),
         (["--set", "epochs=two"], ["hyperparameter 'epochs' must be int, got 'two'"]),
         (["--set", "epochs=0"], ["hyperparameter 'epochs' = 0 is out of range"]),
-        (["--set", "width=2"], ["'width' must be at least 4"]),
+        (["--set", "width=12"], ["hyperparameter 'width' must be a multiple of 8, got 12"]),
+        (["--set", "norm=layer"], ["hyperparameter 'norm' must be one of group, batch, got 'layer'"]),
         (["--set", "amp=maybe"], ["hyperparameter 'amp' must be bool"]),
     ],
 )
