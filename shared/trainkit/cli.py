@@ -276,11 +276,9 @@ def _cmd_weights_list(args: argparse.Namespace) -> int:
 def _cmd_weights_download(args: argparse.Namespace) -> int:
     from trainkit.weights import download, named_weights
 
-    for name in args.names:
-        named_weights(name)  # every name is checked before anything is fetched
-    for name in args.names:
-        path = download(name, args.dir)
-        print(f"{named_weights(name).name}: {path}")
+    known = [named_weights(name) for name in args.names]  # every name is checked before anything is fetched
+    for weights in known:
+        print(f"{weights.name}: {download(weights.name, args.dir)}")
     return ExitCode.OK
 
 

@@ -6,8 +6,8 @@ A trainer's `weights` hyperparameter takes any of
                                                     checkpoint: continue from an earlier model)
     torchvision:FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1   torchvision's named weights
 Named weights are read from the torch hub cache (`$TORCH_HOME/hub/checkpoints`, as torchvision keeps
-them) and never downloaded at train time: `trainkit weights download NAME` puts them there first (a
-trainer image does it in a layer of its own), checking torchvision's hash.
+them) and never downloaded at train time: `trainkit weights download NAME` puts them there first
+(in a venv, or in an image build), checking torchvision's hash.
 """
 
 from __future__ import annotations
