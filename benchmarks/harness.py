@@ -2,7 +2,7 @@
 
 Both use the same trainer (default: the skeleton detector), the same DALI loader and settings, on
 the CPU. The plain loop is what an author would write by hand: loader -> to_float -> loss ->
-backward -> SGD step. The harness adds AMP/scaler plumbing, LR schedule, metric windows, MLflow
+backward -> the trainer's optimiser step. The harness adds AMP/scaler plumbing, LR schedule, metric windows, MLflow
 logging every --log-every steps and checkpoints every --checkpoint-every steps. Its rate is read
 from the MLflow timestamps of its logged steps (so start-up, evaluation and export are excluded,
 as they are from the plain loop).
@@ -72,9 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             """Steps/s from the end of the first logged window to the last step, as the harness is read."""
             torch.manual_seed(params.seed)
             model = trainer.build_model(params, dataset.class_map)
-            optimizer = torch.optim.SGD(
-                model.parameters(), lr=params.lr, momentum=0.9, weight_decay=params.weight_decay
-            )
+            optimizer = trainer.configure_optimizer(model, params)  # the trainer's own, as the harness uses
             loader = create_loader(dataset.train, trainer.loader_config(params, True), "cpu")
             step, started = 0, time.perf_counter()
             model.train()
@@ -116,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = f"plain {[round(r, 3) for r in plain_rates]}, harness {[round(r, 3) for r in harness_rates]}"
     print(f"best of {args.repeats} alternating runs each (all runs: {runs})")
     print(f"{'loop':<44} {'steps/s':>8} {'vs plain':>9}")
-    print(f"{'plain loop (loader, loss, backward, SGD)':<44} {plain_rate:>8.3f} {1.0:>8.2f}x")
+    print(f"{'plain loop (loader, loss, backward, step)':<44} {plain_rate:>8.3f} {1.0:>8.2f}x")
     label = f"harness (log every {args.log_every}, ckpt every {args.checkpoint_every})"
     print(f"{label:<44} {harness_rate:>8.3f} {harness_rate / plain_rate:>8.2f}x")
     print(f"harness overhead: {(1 - harness_rate / plain_rate):.1%} (target < 5%)")

@@ -33,7 +33,7 @@ def test_loader_benchmark_runs() -> None:
 @pytest.mark.slow
 def test_harness_benchmark_runs() -> None:
     out = run_benchmark("harness", "--smoke")
-    assert "plain loop (loader, loss, backward, SGD)" in out
+    assert "plain loop (loader, loss, backward, step)" in out
     assert "harness overhead:" in out
 
 
