@@ -74,6 +74,7 @@ def test_trainer_discovery_by_folder_file_and_module(tmp_path, monkeypatch) -> N
         ("classifier", {"arch": "vit"}, "hyperparameter 'arch' must be one of resnet18, mobilenet_v3_small, got 'vit'"),
         ("detector", {"weights": "/no/such.pt"}, "'weights': no file or folder '/no/such.pt' (weights are never"),
         ("detector", {"backbone_weights": "torchvision:X.Y"}, "unknown weights 'X.Y': give torchvision's name"),
+        ("detector", {"backbone_weights": "/no/such.pt"}, "'backbone_weights': '/no/such.pt' must be torchvision:NAME"),
         ("classifier", {"weights": "/no/such.pt"}, "hyperparameter 'weights': no file '/no/such.pt'"),
     ],
 )

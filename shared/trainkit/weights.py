@@ -93,9 +93,11 @@ def is_named(spec: str) -> bool:
     return spec.startswith(TORCHVISION)
 
 
-def check_spec(spec: str, hyperparameter: str = "weights") -> None:
+def check_spec(spec: str, hyperparameter: str = "weights", named_only: bool = False) -> None:
     """For a Params __post_init__: a known torchvision name (its presence is checked where training runs,
-    e.g. in the job's image), or an existing file or folder. UserError otherwise."""
+    e.g. in the job's image), or, unless `named_only`, an existing file or folder. UserError otherwise."""
+    if named_only:
+        _require_named(spec, hyperparameter)
     if is_named(spec):
         named_weights(spec)
     else:
@@ -133,11 +135,15 @@ def torchvision_weights(spec: str, hyperparameter: str = "weights"):
     """
     from torchvision.models import get_weight
 
+    _require_named(spec, hyperparameter)
+    require_present(spec, hyperparameter)
+    return get_weight(spec.removeprefix(TORCHVISION))
+
+
+def _require_named(spec: str, hyperparameter: str) -> None:
     if not is_named(spec):
         raise UserError(f"hyperparameter {hyperparameter!r}: {spec!r} must be torchvision:NAME, e.g. "
                         "torchvision:MobileNet_V3_Large_Weights.IMAGENET1K_V1")  # fmt: skip
-    require_present(spec, hyperparameter)
-    return get_weight(spec.removeprefix(TORCHVISION))
 
 
 def load_state_dict(spec: str, hyperparameter: str = "weights") -> dict[str, torch.Tensor]:

@@ -42,10 +42,7 @@ class DetectorParams(CommonParams):
         if self.weights:
             check_spec(self.weights, "weights")
         if self.backbone_weights:
-            if not is_named(self.backbone_weights):
-                raise ValueError("hyperparameter 'backbone_weights' must be torchvision:NAME, e.g. "
-                                 "torchvision:MobileNet_V3_Large_Weights.IMAGENET1K_V1")  # fmt: skip
-            check_spec(self.backbone_weights, "backbone_weights")
+            check_spec(self.backbone_weights, "backbone_weights", named_only=True)
 
 
 class DetectorTrainer(TorchvisionDetectionTrainer):
