@@ -45,8 +45,8 @@ ROWS = (
     Row("skeleton (GroupNorm, 64 RoIs @50%)", "skeleton"),
     Row("skeleton, BatchNorm", "skeleton", ("norm=batch",)),
     Row("skeleton, 512 RoIs @25% (torchvision's)", "skeleton", ("rois_per_image=512", "positive_fraction=0.25")),
-    Row("detector from scratch (MobileNetV3 FPN)", "detector"),
-    Row("detector from COCO weights", "detector", (f"weights=torchvision:{COCO}",), needs=COCO),
+    Row("detector from scratch (MobileNetV3 FPN)", "detector", ("weights=",)),
+    Row("detector from COCO weights (its default)", "detector", needs=COCO),
 )
 
 

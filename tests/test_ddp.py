@@ -40,6 +40,8 @@ def command(data: DemoDataset, out: Path, trainer: str, batch: int, *extra: str,
         "--output-dir", str(out), "--val-fraction", "0.2", "--log-every", "1",
         "--set", "epochs=2", "--set", f"batch_size={batch}", "--set", "image_size=64", "--set", "seed=3", *extra,
     ]  # fmt: skip
+    if trainer == "detector":
+        train += ["--set", "weights="]  # from scratch: its COCO default is not in this machine's cache
     if processes == 1:
         return train
     launcher = [str(BIN / "torchrun"), "--nproc-per-node", str(processes), "--master-port", str(vm.free_port())]

@@ -45,8 +45,9 @@ def final_weights(out: Path) -> dict[str, torch.Tensor]:
 def test_detector_trains_logs_to_mlflow_and_reloads(demo: DemoDataset, tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = run(
-        train_command(demo, out, DETECTOR, "--set", "epochs=1", "--set", "max_steps=3", "--set", "batch_size=2",
-                      "--set", "image_size=96", "--log-every", 1, "--register-as", "demo-detector")
+        train_command(demo, out, DETECTOR, "--set", "weights=", "--set", "epochs=1", "--set", "max_steps=3",
+                      "--set", "batch_size=2", "--set", "image_size=96", "--log-every", 1,
+                      "--register-as", "demo-detector")
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     for name in (
@@ -116,8 +117,8 @@ def test_loss_decreases_when_overfitting_a_tiny_set(tmp_path: Path) -> None:
     tiny = write_demo_dataset(tmp_path / "tiny", images=4, seed=3)
     out = tmp_path / "out"
     result = run(
-        train_command(tiny, out, DETECTOR, "--val-fraction", 0, "--set", "epochs=12", "--set", "batch_size=4",
-                      "--set", "image_size=96", "--set", "lr=0.02", "--log-every", 1)
+        train_command(tiny, out, DETECTOR, "--val-fraction", 0, "--set", "weights=", "--set", "epochs=12",
+                      "--set", "batch_size=4", "--set", "image_size=96", "--set", "lr=0.02", "--log-every", 1)
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     import mlflow

@@ -75,7 +75,7 @@ def test_trainer_discovery_by_folder_file_and_module(tmp_path, monkeypatch) -> N
         ("detector", {"weights": "/no/such.pt"}, "'weights': no file or folder '/no/such.pt' (weights are never"),
         ("detector", {"backbone_weights": "torchvision:X.Y"}, "unknown weights 'X.Y': give torchvision's name"),
         ("detector", {"backbone_weights": "/no/such.pt"}, "'backbone_weights': '/no/such.pt' must be torchvision:NAME"),
-        ("classifier", {"weights": "/no/such.pt"}, "hyperparameter 'weights': no file '/no/such.pt'"),
+        ("classifier", {"weights": "/no/such.pt"}, "hyperparameter 'weights': no file or folder '/no/such.pt'"),
     ],
 )
 def test_trainer_choices_and_weight_files_are_checked(trainer: str, raw: dict, message: str) -> None:

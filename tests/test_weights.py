@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -159,17 +161,21 @@ def test_detector_fine_tunes_from_named_weights_and_continues_from_its_run(demo:
     torch.save(coco.state_dict(), home / "hub" / "checkpoints" / named.file_name)
     env = {**os.environ, "TORCH_HOME": str(home), "MLFLOW_TRACKING_URI": "", "TRAINKIT_TRAINER": ""}
 
-    def train(out: Path, weights_spec: str) -> subprocess.CompletedProcess:
+    def train(out: Path, weights_spec: str | None) -> subprocess.CompletedProcess:
         command = [
             str(TRAINKIT), "train", "--trainer", str(ROOT / "trainers" / "detector"),
             "--imageset", str(demo.imageset_studio), "--labelset", str(demo.labels_csv), "--output-dir", str(out),
             "--device", "cpu", "--set", "max_steps=2", "--set", "batch_size=2", "--set", "image_size=96",
-            "--set", f"weights={weights_spec}",
         ]  # fmt: skip
+        if weights_spec is not None:
+            command += ["--set", f"weights={weights_spec}"]
         return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
 
-    first = train(tmp_path / "first", f"torchvision:{COCO}")
+    first = train(tmp_path / "first", None)  # COCO is the detector's default
     assert first.returncode == 0, first.stderr[-3000:]
+    report = json.loads((tmp_path / "first" / "run.json").read_text())["parameters"]
+    assert report["trainable"] < report["total"] and "backbone.body.0" in report["frozen_modules"]
+    assert re.search(r"parameters: [\d.]+M, [\d.]+M train; frozen: backbone.body.0, ", first.stderr)
     trained = torch.load(tmp_path / "first" / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
     # The backbone's first layers were frozen (trainable_backbone_layers=3): they still hold the file's values.
     stem = "backbone.body.0.0.weight"
@@ -183,3 +189,16 @@ def test_detector_fine_tunes_from_named_weights_and_continues_from_its_run(demo:
     missing = train(tmp_path / "third", "torchvision:FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1")
     assert missing.returncode == 2
     assert "trainkit weights download FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1" in missing.stderr.splitlines()[-1]
+    assert "or --set weights= to start from scratch" in missing.stderr.splitlines()[-1]
+
+
+def test_parameter_count_names_the_frozen_modules() -> None:
+    from trainkit.training.parameters import count_parameters
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU()))
+    assert count_parameters(model).describe() == "parameters: 0.00M, 0.00M train (all)"
+    for p in model[1].parameters():
+        p.requires_grad_(False)
+    count = count_parameters(model)
+    assert (count.total, count.trainable, count.frozen_modules) == (36, 16, ("1",))  # not "1.0" as well
+    assert count.describe().endswith("; frozen: 1")

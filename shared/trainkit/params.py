@@ -8,7 +8,6 @@ import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from trainkit.errors import UserError
@@ -52,14 +51,6 @@ def require_choice(params: CommonParams, name: str, choices: Iterable[str]) -> N
     value, allowed = getattr(params, name), list(choices)
     if value not in allowed:
         raise ValueError(f"hyperparameter {name!r} must be one of {', '.join(allowed)}, got {value!r}")
-
-
-def require_local_file(params: CommonParams, name: str) -> None:
-    """For a trainer's __post_init__: hyperparameter `name`, when set, names an existing file (weights are
-    never downloaded)."""
-    value = getattr(params, name)
-    if value and not Path(value).is_file():
-        raise ValueError(f"hyperparameter {name!r}: no file {value!r} (weights are never downloaded)")
 
 
 def parse_params(cls: type[P], raw: Mapping[str, object]) -> P:

@@ -80,8 +80,10 @@ class Trainer:
     def configure_scheduler(
         self, optimizer: torch.optim.Optimizer, params: CommonParams, total_steps: int
     ) -> torch.optim.lr_scheduler.LRScheduler:
-        """Linear warm-up for `warmup_steps`, then cosine decay to zero at `total_steps`."""
-        warmup = params.warmup_steps
+        """Linear warm-up for `warmup_steps` (at most a fifth of the run), then cosine decay to zero at
+        `total_steps`."""
+        # A warm-up longer than the run would never reach the set learning rate.
+        warmup = min(params.warmup_steps, total_steps // 5)
 
         def factor(step: int) -> float:
             if step < warmup:

@@ -113,7 +113,7 @@ def require_present(spec: str, hyperparameter: str = "weights") -> Path:
             raise UserError(
                 f"hyperparameter {hyperparameter!r}: {weights.name} is not in the weights cache (no {path}); "
                 f"bake it first with `trainkit weights download {weights.name}` (weights are never "
-                "downloaded while training)"
+                f"downloaded while training), or --set {hyperparameter}= to start from scratch"
             )
         return path
     path = Path(spec)

@@ -4,7 +4,9 @@ Task: each labelled object is cut out of its image (its box, the loader's `objec
 classified by its class name (`type`, or `label`). The same label sets as the detector, no new
 loader: a second opinion on what the detector's boxes hold, or a crop classifier in a pipeline.
 Metrics: accuracy, macro and per-class precision / recall / F1, and the confusion matrix (PNG).
-Weights are never downloaded: train from scratch, or point `weights` at a local state-dict file.
+Weights are never downloaded: train from scratch, or start from `weights`: torchvision's ImageNet
+weights baked into the cache (`torchvision:ResNet18_Weights.IMAGENET1K_V1`), a state-dict file or an
+earlier run; the final layer is re-initialised for the dataset's classes.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from torchvision.models import mobilenet_v3_small, resnet18
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from trainkit.classmap import ClassMap
-from trainkit.params import CommonParams, require_choice, require_local_file
+from trainkit.params import CommonParams, require_choice
 from trainkit.trainer import Batch, Trainer
+from trainkit.weights import check_spec, load_matching, load_state_dict
 
 ARCHITECTURES = {"resnet18": resnet18, "mobilenet_v3_small": mobilenet_v3_small}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -34,7 +37,7 @@ class ClassifierParams(CommonParams):
     batch_size: int = 32
     lr: float = 0.01
     arch: str = "resnet18"
-    weights: str = ""  # a local state-dict file; never fetched (its classifier layer is replaced)
+    weights: str = ""  # torchvision:NAME, a state-dict file or a run folder; never fetched (final layer replaced)
     # BatchNorm with fixed statistics (torchvision's FrozenBatchNorm2d, as its detectors use): for
     # fine-tuning `weights` with small per-GPU batches, and so that a distributed run on CPUs (which
     # have no SyncBatchNorm) computes exactly what one process with the global batch computes.
@@ -43,7 +46,8 @@ class ClassifierParams(CommonParams):
     def __post_init__(self) -> None:
         super().__post_init__()
         require_choice(self, "arch", ARCHITECTURES)
-        require_local_file(self, "weights")
+        if self.weights:
+            check_spec(self.weights, "weights")
 
 
 class ClassifierTrainer(Trainer):
@@ -57,11 +61,8 @@ class ClassifierTrainer(Trainer):
         norm = {"norm_layer": FrozenBatchNorm2d} if params.freeze_bn else {}
         model = ARCHITECTURES[params.arch](weights=None, num_classes=len(classes), **norm)
         if params.weights:
-            state = torch.load(params.weights, map_location="cpu", weights_only=True)
-            own = model.state_dict()
             # Everything but the final layer, whose shape depends on the classes.
-            usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-            model.load_state_dict(usable, strict=False)
+            load_matching(model, load_state_dict(params.weights), params.weights)
         return model
 
     def loss(self, model: nn.Module, images: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:

@@ -1,8 +1,10 @@
 """trainkit trainer: a torchvision Faster R-CNN detector (MobileNetV3-Large FPN or ResNet-50 FPN v2).
 
-Weights are never downloaded at run time: train from scratch, or start from torchvision's named
-weights baked into the image (`trainkit weights download`; see trainkit.weights), a state-dict file
-or an earlier run. The class head is re-initialised for the dataset's classes.
+By default it fine-tunes torchvision's COCO detector, which the image bakes in (its Dockerfile's
+`ARG WEIGHTS`; in a venv, `trainkit weights download` it once): the class head is re-initialised
+for the dataset's classes, the backbone's early layers stay frozen, and a warm-up eases the new head
+in. Weights are never downloaded at run time. `weights` may also be a state-dict file or an earlier
+run (continue training), or empty (from scratch: every layer trains).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from trainkit.params import CommonParams, require_choice
 from trainkit.trainer import TorchvisionDetectionTrainer
 from trainkit.weights import check_spec, is_named, load_matching, load_state_dict, torchvision_weights
 
+COCO = "torchvision:FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1"
 BACKBONES = {"mobilenet_v3_large": fasterrcnn_mobilenet_v3_large_fpn, "resnet50": fasterrcnn_resnet50_fpn_v2}
 
 
@@ -27,12 +30,13 @@ class DetectorParams(CommonParams):
     """Faster R-CNN options on top of the common hyperparameters."""
 
     backbone: str = "mobilenet_v3_large"
-    # The whole detector's starting point: torchvision:<Enum>.<member> (e.g. COCO weights; the class
-    # head is re-initialised for this dataset's classes), a state-dict file, or an earlier run's folder.
-    weights: str = ""
+    # The whole detector's starting point: torchvision:<Enum>.<member> (COCO by default; the class head
+    # is re-initialised for this dataset's classes), a state-dict file, an earlier run's folder, or "".
+    weights: str = COCO
     # The backbone's alone (e.g. torchvision:MobileNet_V3_Large_Weights.IMAGENET1K_V1); the rest starts afresh.
     backbone_weights: str = ""
     trainable_backbone_layers: int = 3  # used with pretrained weights; from scratch every layer trains
+    warmup_steps: int = 100  # a new class head on a pretrained body: ease it in (at most a fifth of the run)
     score_threshold: float = 0.05
     detections_per_image: int = 100
 

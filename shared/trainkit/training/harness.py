@@ -45,6 +45,7 @@ from trainkit.training.checkpoint import (
 from trainkit.training.ddp import ProcessGroup
 from trainkit.training.devices import resolve_device
 from trainkit.training.discovery import LoadedTrainer
+from trainkit.training.parameters import count_parameters
 from trainkit.training.shm import shm_bytes, shm_warning
 from trainkit.training.tracking import NullTracker, Tracker, save_model_dir
 
@@ -132,6 +133,8 @@ def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: Pr
         total_steps = min(total_steps, params.max_steps)
 
     model = trainer.build_model(params, dataset.class_map).to(device)
+    parameters = count_parameters(model)
+    log.info(parameters.describe())
     optimizer = trainer.configure_optimizer(model, params)
     state = _State(
         model=model,
@@ -157,11 +160,16 @@ def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: Pr
 
     run_id = checkpoint.get("mlflow_run_id") if checkpoint else None
     tracker = Tracker(output_dir, config.experiment, run_id) if group.is_main else NullTracker()
-    run_info = _run_info(config, loaded, params, dataset, tracker, device)
+    run_info = {**_run_info(config, loaded, params, dataset, tracker, device), "parameters": parameters.to_json()}
     if group.is_main:
         write_json_atomic(output_dir / "run.json", run_info)
         dataset.class_map.save(output_dir / "class_map.json")
-    tracker.log_params({**{f"hp.{k}": v for k, v in params_to_dict(params).items()}, "trainer": trainer.name})
+    tracker.log_params({
+        **{f"hp.{k}": v for k, v in params_to_dict(params).items()},
+        "trainer": trainer.name,
+        "model.parameters": parameters.total,
+        "model.trainable_parameters": parameters.trainable,
+    })  # fmt: skip
     tracker.log_dict(run_info, "run.json")
     tracker.log_dict(dataset.class_map.to_json(), "class_map.json")
 
