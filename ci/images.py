@@ -9,7 +9,10 @@
 
 Names: $TRAINKIT_REGISTRY (default `localhost`) / trainkit-base and trainkit-<trainer>, tag
 $TRAINKIT_TAG (default `dev`). $TRAINKIT_BASE_IMAGE overrides the base's FROM (pin a digest for
-releases). Engine quirks (e.g. podman's `--isolation chroot` on VMs without cgroup v2) come from
+releases). Trainer images bake the pretrained weights their Dockerfile's `ARG WEIGHTS` names;
+$TRAINKIT_WEIGHTS replaces that for every trainer (empty: bake none, for a runner that cannot reach
+download.pytorch.org) and $TRAINKIT_WEIGHTS_URL names a mirror of torchvision's files.
+Engine quirks (e.g. podman's `--isolation chroot` on VMs without cgroup v2) come from
 $TRAINKIT_BUILD_FLAGS (added to `build`) and $TRAINKIT_ENGINE_FLAGS (global flags, such as podman's
 `--runtime`, added to every engine command) and stay out of the Dockerfiles.
 """
@@ -21,6 +24,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -34,6 +38,8 @@ LOCK = ROOT / "docker" / "requirements.lock"
 # Build arguments that only set labels: they do not change what an image runs, so they are left
 # out of its content digest (a rebuild for a new commit alone would push nothing useful).
 LABEL_ARGS = frozenset({"VERSION", "REVISION", "SOURCE"})
+# Where baked weights come from (a mirror): their hashes are checked, so the image is the same.
+MIRROR_ARGS = frozenset({"WEIGHTS_URL"})
 
 
 @dataclass(frozen=True)
@@ -75,10 +81,31 @@ def images() -> list[Image]:
     for name in trainer_names():
         folder = ROOT / "trainers" / name
         args = {"BASE_IMAGE": base.ref, "TRAINER": name, "VERSION": version, "REVISION": revision, "SOURCE": source}
+        args.update(weights_args())
         out.append(
             Image(name, f"{registry}/trainkit-{name}", tag, str(folder), str(folder / "Dockerfile"), args, base.ref)
         )
     return out
+
+
+def weights_args() -> dict[str, str]:
+    """Trainer images' WEIGHTS (set, even empty, it replaces every Dockerfile's default) and WEIGHTS_URL."""
+    args = {}
+    if "TRAINKIT_WEIGHTS" in os.environ:
+        args["WEIGHTS"] = os.environ["TRAINKIT_WEIGHTS"]
+    if os.environ.get("TRAINKIT_WEIGHTS_URL"):
+        args["WEIGHTS_URL"] = os.environ["TRAINKIT_WEIGHTS_URL"]
+    return args
+
+
+def baked_weights(image: Image) -> list[str] | None:
+    """The weights a trainer image bakes (its WEIGHTS argument, else its Dockerfile's default); None for the base."""
+    if image.depends_on is None:
+        return None
+    if "WEIGHTS" in image.args:
+        return image.args["WEIGHTS"].split()
+    found = re.search(r"^ARG WEIGHTS=(.*)$", Path(image.dockerfile).read_text(), re.M)
+    return found.group(1).split() if found else []
 
 
 def input_files(image: Image) -> list[Path]:
@@ -114,7 +141,7 @@ def content_digest(image: Image) -> str:
         executable = int(os.access(path, os.X_OK))
         rel = path.relative_to(image.context).as_posix()
         h.update(f"file {rel} {executable} {hashlib.sha256(data).hexdigest()}\n".encode())
-    for key in sorted(set(image.args) - LABEL_ARGS):
+    for key in sorted(set(image.args) - LABEL_ARGS - MIRROR_ARGS):
         h.update(f"arg {key}={image.args[key]}\n".encode())
     return h.hexdigest()
 

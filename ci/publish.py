@@ -174,6 +174,7 @@ def manifest(planned: list[Planned], source: Source, registry: str, manifest_pat
             "built": p.built,
             "sbom": sbom,
             "size": p.size,
+            "weights": images.baked_weights(p.image),
         }
     return {
         "schema": MANIFEST_SCHEMA,

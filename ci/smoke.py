@@ -2,6 +2,8 @@
 
 It runs the image the way AzureML does (the entrypoint replaced by `bash -c`), as its non-root
 user, with no network (trainers must not download weights), and checks that a model was written.
+It trains from what the image baked (its default configuration); an image built with no weights
+(TRAINKIT_WEIGHTS empty) trains from scratch, with `--set weights=`, which every trainer accepts.
 The base image, which has no trainer, is checked for its tools and libraries instead: every trainkit
 module must import (what the image leaves out, such as MLflow's server side, must not be needed).
 
@@ -19,8 +21,11 @@ from images import engine_command
 
 SCRIPT = """set -euo pipefail
 trainkit demo-data /tmp/demo --images 8 --seed 1
+from_scratch=()
+if [ -z "${TRAINKIT_WEIGHTS_BAKED:-}" ]; then from_scratch=(--set weights=); fi
 DATASTORE_NAME=demo_datastore trainkit train --imageset /tmp/demo/imageset --labelset /tmp/demo/labels.csv \\
-    --output-dir /tmp/out --device cpu --set epochs=1 --set batch_size=2 --set image_size=64 --register-as smoke
+    --output-dir /tmp/out --device cpu --set epochs=1 --set batch_size=2 --set image_size=64 --register-as smoke \\
+    "${from_scratch[@]}"
 test -s /tmp/out/model/MLmodel
 test -s /tmp/out/metrics.json
 echo "smoke test passed: $TRAINKIT_IMAGE"

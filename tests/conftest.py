@@ -1,12 +1,17 @@
-"""Shared fixtures: tiny images and label sets made in tmp_path, and an in-process CLI runner."""
+"""Shared fixtures: tiny images and label sets made in tmp_path, an in-process CLI runner, podman
+settings, and a localhost server of weights files."""
 
 from __future__ import annotations
 
+import http.server
 import os
 import shutil
 import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pandas as pd
 import pytest
@@ -14,6 +19,7 @@ from PIL import Image
 
 from trainkit.cli import main
 from trainkit.data.demo import DemoDataset, write_demo_dataset
+from trainkit.weights import ENV_WEIGHTS_URL
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "ci" / "podman"))  # vm: podman settings and a local registry for these VMs
@@ -117,3 +123,39 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         skip = pytest.mark.skip(reason="needs a CUDA GPU")
         for item in gpu_items:
             item.add_marker(skip)
+
+
+class _Files(http.server.BaseHTTPRequestHandler):
+    """Serves `files` by name; a name in `cut` gets half its bytes and a closed connection."""
+
+    files: ClassVar[dict[str, bytes]] = {}
+    cut: ClassVar[set[str]] = set()
+
+    def do_GET(self) -> None:
+        name = self.path.rsplit("/", 1)[-1]
+        if name not in self.files:
+            self.send_error(404)
+            return
+        body = self.files[name]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2] if name in self.cut else body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def weights_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[_Files]]:
+    """A localhost HTTP server that TRAINKIT_WEIGHTS_URL points at; set `.files` and `.cut` on what it yields."""
+    handler = type("Files", (_Files,), {"files": {}, "cut": set()})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv(ENV_WEIGHTS_URL, f"http://127.0.0.1:{httpd.server_address[1]}/models/")
+    try:
+        yield handler
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

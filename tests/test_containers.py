@@ -6,22 +6,28 @@ know nothing of them. Skipped where podman is missing, except in CI, where that 
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import torch
 import vm
 
 from trainkit.data.demo import DemoDataset, write_demo_dataset
+from trainkit.weights import ENV_WEIGHTS_URL
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNC = ROOT / "ci" / "podman" / "runc"
 TAG = "citest"
-QUICK = ["--device", "cpu", "--set", "epochs=1", "--set", "batch_size=2", "--set", "image_size=64"]
+# The detector fine-tunes COCO by default; these VMs cannot download it, so its image here bakes none.
+QUICK = ["--device", "cpu", "--set", "epochs=1", "--set", "batch_size=2", "--set", "image_size=64", "--set", "weights="]
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
@@ -171,3 +177,46 @@ def test_metrics_and_model_reach_a_real_mlflow_server(images, data: DemoDataset,
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_trainer_images_bake_weights_in_a_layer_code_changes_reuse(
+    images, podman_env: dict[str, str], weights_server, tmp_path: Path
+) -> None:
+    buffer = io.BytesIO()
+    torch.save({"layer.weight": torch.ones(2, 2)}, buffer)
+    body = buffer.getvalue()
+    name = f"team-weights-{hashlib.sha256(body).hexdigest()[:10]}.pth"
+    weights_server.files = {name: body}
+    mirror = os.environ[ENV_WEIGHTS_URL]
+    context = tmp_path / "skeleton"
+    shutil.copytree(ROOT / "trainers" / "skeleton", context)
+    tags = []
+
+    def build(tag: str, *args: str) -> subprocess.CompletedProcess:
+        tags.append(f"localhost/trainkit-bake:{tag}")
+        command = [
+            "podman", *podman_env["TRAINKIT_ENGINE_FLAGS"].split(), "build",
+            *podman_env["TRAINKIT_BUILD_FLAGS"].split(), "-t", tags[-1], "--build-arg", f"BASE_IMAGE={images['base']}",
+            *args, str(context),
+        ]  # fmt: skip
+        return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+    try:
+        first = build("one", "--build-arg", f"WEIGHTS={mirror}{name}")
+        assert first.returncode == 0, first.stderr[-3000:]
+        listed = podman("run", "--rm", "--entrypoint", "bash", tags[-1], "-c",
+                        'ls "$TORCH_HOME/hub/checkpoints"; echo "$TRAINKIT_WEIGHTS_BAKED"')  # fmt: skip
+        assert listed.stdout.split() == [name, f"{mirror}{name}"], listed.stderr
+        # A code change reuses the weights layer: with the server gone, a new download would fail.
+        (context / "skeleton_trainer.py").write_text((context / "skeleton_trainer.py").read_text() + "# changed\n")
+        weights_server.files = {}
+        second = build("two", "--build-arg", f"WEIGHTS={mirror}{name}")
+        assert second.returncode == 0, second.stderr[-3000:]
+        # torchvision's name from a mirror that serves other bytes: the build stops, naming the hash check.
+        small = "MobileNet_V3_Small_Weights.IMAGENET1K_V1"
+        weights_server.files = {"mobilenet_v3_small-047dcff4.pth": body}
+        third = build("three", "--build-arg", f"WEIGHTS={small}", "--build-arg", f"WEIGHTS_URL={mirror}")
+        assert third.returncode != 0
+        assert f"trainkit: error: {small}: {mirror}mobilenet_v3_small-047dcff4.pth invalid hash value" in third.stderr
+    finally:
+        subprocess.run(["podman", "rmi", "--force", *tags], capture_output=True)

@@ -46,3 +46,21 @@ def test_trainer_images_copy_only_their_folder() -> None:
         assert re.search(r"^FROM \$\{BASE_IMAGE\}$", text, re.M)
         assert re.findall(r"^COPY (.*)$", text, re.M) == [". /opt/trainkit/trainer/"]
         assert "ENV TRAINKIT_TRAINER=/opt/trainkit/trainer" in text
+
+
+def test_trainer_images_bake_what_their_defaults_start_from(monkeypatch) -> None:
+    """Each Dockerfile's ARG WEIGHTS is its trainer's default `weights`, baked before its code is copied."""
+    sys.path.insert(0, str(ROOT / "ci"))
+    import images
+
+    from trainkit.params import parse_params
+    from trainkit.training.discovery import load_trainer
+
+    monkeypatch.delenv("TRAINKIT_WEIGHTS", raising=False)
+    for image in images.images()[1:]:
+        text = Path(image.dockerfile).read_text()
+        assert text.index("trainkit weights download ${WEIGHTS}") < text.index("COPY . /opt/trainkit/trainer/")
+        default = parse_params(load_trainer(image.context).trainer.Params, {}).weights
+        assert images.baked_weights(image) == ([default.removeprefix("torchvision:")] if default else []), image.key
+    monkeypatch.setenv("TRAINKIT_WEIGHTS", "")
+    assert {images.baked_weights(image) == [] for image in images.images()[1:]} == {True}

@@ -122,7 +122,7 @@ def test_a_label_file_train_cannot_read_is_refused_before_submitting(tmp_path: P
     [
         (["--trainer", "segmenter"], "no image for trainer 'segmenter' (published: detector)"),
         (["--trainer", "detector", "--image", "myacr.azurecr.io/trainkit-detector:1.0"], "is not pinned by digest"),
-        (["--pair", "azureml:labels", "azureml:img:1"], "--labelset azureml:labels: not a data asset reference"),
+        (["--pair", "azureml:labels", "azureml:img:1"], "--labelset azureml:labels: not an asset reference"),
         (["--pair", "s3://b/labels.csv", "azureml:img:1"], "AzureML cannot read s3:// directly"),
         (["--pair", "azureml:l:1", "no/such/folder"], "--imageset no/such/folder: no such local file or folder"),
         (["--set", "epochz=3"], "epochz"),
@@ -209,3 +209,59 @@ def test_distributed_job_has_a_pytorch_distribution(tmp_path: Path) -> None:
     [job] = [load_and_validate(p) for p in write_specs(job_specs(config), tmp_path)]
     assert job.resources.instance_count == 2 and job.distribution.process_count_per_instance == 4
     assert type(job.distribution).__name__ == "PyTorchDistribution"
+
+
+COCO = "FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1"
+
+
+@pytest.mark.parametrize(
+    ("weights", "extra", "expected_type"),
+    [
+        ("azureml:shapes-detector:3", [], "mlflow_model"),
+        ("azureml:shapes-detector@latest", ["--weights-type", "custom_model"], "custom_model"),
+        ("LOCAL_FILE", [], "uri_file"),
+        ("LOCAL_FOLDER", [], "uri_folder"),
+        ("azureml://datastores/main/paths/weights/team-1a2b3c4d.pth", [], "uri_file"),
+    ],
+)
+def test_weights_are_a_read_only_input_the_command_names(
+    run_cli, manifest, in_repo, tmp_path: Path, weights: str, extra: list[str], expected_type: str
+) -> None:
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "w.pth").write_bytes(b"weights")
+    weights = weights.replace("LOCAL_FILE", str(tmp_path / "w.pth")).replace("LOCAL_FOLDER", str(tmp_path / "run"))
+    result = run_cli(
+        "submit", "--trainer", "detector", "--manifest", manifest, "--pair", "azureml:l:1", "azureml:i:1",
+        "--compute", "c", "--dry-run", tmp_path / "jobs", "--weights", weights, *extra,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    [job] = jobs_in(tmp_path / "jobs")
+    assert job.inputs["weights"].type == expected_type and job.inputs["weights"].mode == "ro_mount"
+    # azure-ai-ml drops the azureml: of a registered asset's reference once loaded
+    asset = weights.startswith("azureml:") and not weights.startswith("azureml://")
+    assert job.inputs["weights"].path == (weights.removeprefix("azureml:") if asset else weights)
+    assert job.tags["trainkit.weights"] == weights
+    # What AzureML runs, the placeholder replaced by the mount path, sets the hyperparameter.
+    from trainkit.cli import build_parser
+
+    mounted = job.command.replace("${{inputs.weights}}", "/mnt/weights")
+    assert "weights=/mnt/weights" in build_parser().parse_args(shlex.split(mounted)[1:]).set
+
+
+def test_torchvision_weights_must_be_baked_into_the_image(run_cli, manifest, in_repo, tmp_path: Path) -> None:
+    base = ["submit", "--trainer", "detector", "--manifest", manifest, "--pair", "azureml:l:1", "azureml:i:1",
+            "--compute", "c", "--dry-run", tmp_path / "jobs"]  # fmt: skip
+    document = json.loads(manifest.read_text())
+    document["images"]["detector"]["weights"] = [COCO]
+    manifest.write_text(json.dumps(document))
+    result = run_cli(*base, "--weights", f"torchvision:{COCO}")
+    assert result.code == 0, result.err
+    [job] = jobs_in(tmp_path / "jobs")
+    assert "weights" not in job.inputs and f"--set weights=torchvision:{COCO}" in job.command
+    small = "torchvision:FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1"
+    refused = run_cli(*base, "--weights", small)
+    assert refused.code == 2 and f"not baked into {IMAGE} (it holds: {COCO})" in refused.err
+    twice = run_cli(*base, "--weights", "azureml:m:1", "--set", "weights=")
+    assert twice.code == 2 and "weights given twice" in twice.err
+    unknown = run_cli(*base, "--weights", "torchvision:Nope.V1")
+    assert unknown.code == 2 and "unknown weights 'Nope.V1'" in unknown.err

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import json
 import os
 import re
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 import torch
@@ -26,42 +22,6 @@ from trainkit.errors import UserError
 ROOT = Path(__file__).resolve().parents[1]
 TRAINKIT = Path(sys.executable).with_name("trainkit")
 COCO = "FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1"
-
-
-class _Files(http.server.BaseHTTPRequestHandler):
-    """Serves `files` by name; a name in `cut` gets half its bytes and a closed connection."""
-
-    files: ClassVar[dict[str, bytes]] = {}
-    cut: ClassVar[set[str]] = set()
-
-    def do_GET(self) -> None:
-        name = self.path.rsplit("/", 1)[-1]
-        if name not in self.files:
-            self.send_error(404)
-            return
-        body = self.files[name]
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body[: len(body) // 2] if name in self.cut else body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[_Files]]:
-    """A localhost HTTP server that TRAINKIT_WEIGHTS_URL points at; set `.files` and `.cut` on what it yields."""
-    handler = type("Files", (_Files,), {"files": {}, "cut": set()})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv(weights.ENV_WEIGHTS_URL, f"http://127.0.0.1:{httpd.server_address[1]}/models/")
-    try:
-        yield handler
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def state_dict_bytes(seed: int = 0) -> bytes:
@@ -79,29 +39,29 @@ def fake_named(monkeypatch: pytest.MonkeyPatch, body: bytes) -> weights.NamedWei
     return named
 
 
-def test_download_from_the_url_override_checks_the_hash(server, monkeypatch, tmp_path: Path) -> None:
+def test_download_from_the_url_override_checks_the_hash(weights_server, monkeypatch, tmp_path: Path) -> None:
     body = state_dict_bytes()
     named = fake_named(monkeypatch, body)
-    server.files = {named.file_name: body}
+    weights_server.files = {named.file_name: body}
     path = weights.download("Fake_Weights.V1", tmp_path / "cache")
     assert path == tmp_path / "cache" / named.file_name and path.read_bytes() == body
     assert weights.download("Fake_Weights.V1", tmp_path / "cache") == path  # present: nothing fetched again
 
 
-def test_an_interrupted_download_leaves_nothing(server, monkeypatch, tmp_path: Path) -> None:
+def test_an_interrupted_download_leaves_nothing(weights_server, monkeypatch, tmp_path: Path) -> None:
     body = state_dict_bytes()
     named = fake_named(monkeypatch, body)
-    server.files, server.cut = {named.file_name: body}, {named.file_name}
+    weights_server.files, weights_server.cut = {named.file_name: body}, {named.file_name}
     # The connection closes cleanly after half the bytes: the hash check is what notices.
     with pytest.raises(UserError, match=r"Fake_Weights.V1: http://127.0.0.1:\d+/models/fake-\w+.pth invalid hash"):
         weights.download("Fake_Weights.V1", tmp_path / "cache")
     assert list((tmp_path / "cache").iterdir()) == []
 
 
-def test_a_hash_mismatch_exits_2_and_keeps_nothing(server, run_cli, tmp_path: Path) -> None:
+def test_a_hash_mismatch_exits_2_and_keeps_nothing(weights_server, run_cli, tmp_path: Path) -> None:
     # torchvision's real name and file name, served with other bytes: their sha256 cannot match.
     named = weights.named_weights("MobileNet_V3_Small_Weights.IMAGENET1K_V1")
-    server.files = {named.file_name: state_dict_bytes()}
+    weights_server.files = {named.file_name: state_dict_bytes()}
     result = run_cli("weights", "download", named.name, "--dir", tmp_path / "cache")
     assert result.code == 2
     lines = result.err.strip().splitlines()
@@ -202,3 +162,29 @@ def test_parameter_count_names_the_frozen_modules() -> None:
     count = count_parameters(model)
     assert (count.total, count.trainable, count.frozen_modules) == (36, 16, ("1",))  # not "1.0" as well
     assert count.describe().endswith("; frozen: 1")
+
+
+def test_a_file_named_the_torch_hub_way_downloads_by_url(weights_server, tmp_path: Path) -> None:
+    body = state_dict_bytes(3)
+    name = f"team-detector-{hashlib.sha256(body).hexdigest()[:10]}.pth"
+    weights_server.files = {name: body}
+    # The URL is fetched as given: the mirror setting ($TRAINKIT_WEIGHTS_URL) is for torchvision's files.
+    url = os.environ[weights.ENV_WEIGHTS_URL].replace("/models/", f"/elsewhere/{name}")
+    assert weights.download(url, tmp_path).read_bytes() == body
+    with pytest.raises(UserError, match=r"must end in -<sha256 prefix>\.pth"):
+        weights.download(url.replace(name, "team-detector.pth"), tmp_path)
+
+
+def test_a_closed_pipe_is_not_an_error(tmp_path: Path) -> None:
+    result = subprocess.run(["bash", "-o", "pipefail", "-c", f"{TRAINKIT} weights list | head -1"],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0 and result.stdout.startswith("cache: ") and not result.stderr, result.stderr
+
+
+def test_an_mlflow_model_folder_gives_its_state_dict(tmp_path: Path) -> None:
+    import mlflow.pytorch
+
+    model = torch.nn.Linear(3, 2)
+    mlflow.pytorch.save_model(model, str(tmp_path / "model"), serialization_format="pickle")
+    state = weights.load_state_dict(str(tmp_path / "model"))
+    assert torch.equal(state["weight"], model.weight)

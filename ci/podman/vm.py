@@ -27,6 +27,9 @@ def environment() -> dict[str, str]:
         "TRAINKIT_BASE_IMAGE": base,
         "TRAINKIT_BUILD_FLAGS": "--isolation chroot --network host --format docker",
         "TRAINKIT_ENGINE_FLAGS": f"--runtime {HERE / 'runc'}",
+        # These VMs reach package registries only, not download.pytorch.org: trainer images bake no
+        # weights here, and tests that run one from its defaults train from scratch (`--set weights=`).
+        "TRAINKIT_WEIGHTS": os.environ.get("TRAINKIT_WEIGHTS", ""),
     }
 
 

@@ -139,10 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--present", action="store_true", help="only those in the cache")
     listing.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     listing.set_defaults(func=_cmd_weights_list)
-    fetch = weights_commands.add_parser("download", help="download named weights into the cache (or --dir)")
+    fetch = weights_commands.add_parser("download", help="download weights into the cache (or --dir)")
     fetch.add_argument(
-        "names", nargs="+", metavar="NAME", help="e.g. FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1"
-    )
+        "names", nargs="+", metavar="NAME",
+        help="torchvision's name, e.g. FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1, or the URL of a file "
+        "named the torch.hub way (NAME-<sha256 prefix>.pth)",
+    )  # fmt: skip
     fetch.add_argument("--dir", type=Path, help="folder to download into (default: the torch hub cache)")
     fetch.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     fetch.set_defaults(func=_cmd_weights_download)
@@ -274,9 +276,9 @@ def _cmd_weights_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_weights_download(args: argparse.Namespace) -> int:
-    from trainkit.weights import download, named_weights
+    from trainkit.weights import download, downloadable
 
-    known = [named_weights(name) for name in args.names]  # every name is checked before anything is fetched
+    known = [downloadable(name) for name in args.names]  # every name is checked before anything is fetched
     for weights in known:
         print(f"{weights.name}: {download(weights.name, args.dir)}")
     return ExitCode.OK
@@ -351,6 +353,10 @@ def _run(args: argparse.Namespace) -> tuple[int, str]:
         if args.debug:
             traceback.print_exc()
         return ExitCode.BAD_INPUT, f"error: {_one_line(exc)}"
+    except BrokenPipeError:
+        # The reader of stdout left (`trainkit weights list | head`): what it wanted was written.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.OK, ""
     except PermissionError as exc:
         if args.debug:
             traceback.print_exc()

@@ -4,10 +4,14 @@ A trainer's `weights` hyperparameter takes any of
     /path/to/state_dict.pth                         a state dict (loaded with torch's weights_only)
     /path/to/run/outputs                            a trainkit run's output or checkpoint folder (its latest
                                                     checkpoint: continue from an earlier model)
+    /path/to/run/outputs/model                      an MLflow model trainkit saved or registered (on
+                                                    AzureML: a registered model mounted as a job input)
     torchvision:FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1   torchvision's named weights
 Named weights are read from the torch hub cache (`$TORCH_HOME/hub/checkpoints`, as torchvision keeps
 them) and never downloaded at train time: `trainkit weights download NAME` puts them there first
-(in a venv, or in an image build), checking torchvision's hash.
+(in a venv, or in an image build), checking torchvision's hash. It also bakes any other file
+published the torch.hub way (a URL whose file name ends in -<sha256 prefix>.pth, e.g. a team's own
+weights), which a trainer then takes as a local file.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class NamedWeights:
 
     name: str
     url: str
+    mirrored: bool = True  # torchvision's files may come from $TRAINKIT_WEIGHTS_URL instead
 
     @property
     def file_name(self) -> str:
@@ -56,7 +61,7 @@ class NamedWeights:
 
     def source_url(self) -> str:
         """The URL to download from: torchvision's, or the same file under $TRAINKIT_WEIGHTS_URL."""
-        base = os.environ.get(ENV_WEIGHTS_URL, "").strip()
+        base = os.environ.get(ENV_WEIGHTS_URL, "").strip() if self.mirrored else ""
         return f"{base.rstrip('/')}/{self.file_name}" if base else self.url
 
 
@@ -147,8 +152,11 @@ def _require_named(spec: str, hyperparameter: str) -> None:
 
 
 def load_state_dict(spec: str, hyperparameter: str = "weights") -> dict[str, torch.Tensor]:
-    """The state dict `spec` stands for (a trainkit run or checkpoint folder gives its latest model's)."""
+    """The state dict `spec` stands for (a trainkit run or checkpoint folder gives its latest model's,
+    an MLflow model folder its model's)."""
     path = require_present(spec, hyperparameter)
+    if (path / "MLmodel").is_file():
+        return _mlflow_state_dict(path, hyperparameter)
     if path.is_dir():
         from trainkit.training.checkpoint import load_latest_checkpoint
 
@@ -167,6 +175,18 @@ def load_state_dict(spec: str, hyperparameter: str = "weights") -> dict[str, tor
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"hyperparameter {hyperparameter!r}: {path} holds no state dict of tensors")
     return state
+
+
+def _mlflow_state_dict(path: Path, hyperparameter: str) -> dict[str, torch.Tensor]:
+    import mlflow.pytorch
+
+    try:
+        model = mlflow.pytorch.load_model(str(path), map_location="cpu")
+    except Exception as exc:  # not a PyTorch model, or one whose code is missing: the user's to fix
+        reason = " ".join(str(exc).split())[:160]
+        message = f"hyperparameter {hyperparameter!r}: {path} is no loadable MLflow PyTorch model ({reason})"
+        raise UserError(message) from None
+    return model.state_dict()
 
 
 def load_matching(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> list[str]:
@@ -188,14 +208,28 @@ def load_matching(model: nn.Module, state: Mapping[str, torch.Tensor], source: s
     return kept
 
 
-def download(name: str, folder: Path | None = None) -> Path:
-    """Fetch torchvision's weights `name` into `folder` (default the hub cache), checking its hash.
+def downloadable(spec: str) -> NamedWeights:
+    """What `trainkit weights download SPEC` fetches: torchvision's weights by name, or a file by URL
+    whose name carries the start of its sha256 (`name-<hash>.pth`, torch.hub's convention)."""
+    if not spec.startswith(("https://", "http://")):
+        return named_weights(spec)
+    weights = NamedWeights(spec, spec, mirrored=False)
+    if weights.hash_prefix is None:
+        raise UserError(
+            f"{spec}: the file name must end in -<sha256 prefix>.pth (torch.hub's convention, e.g. "
+            "model-1a2b3c4d.pth) so that the download can be checked; rename the published file"
+        )
+    return weights
+
+
+def download(spec: str, folder: Path | None = None) -> Path:
+    """Fetch the weights `spec` names (see `downloadable`) into `folder` (default the hub cache), checking its hash.
 
     The file appears complete or not at all: torch.hub writes a temporary file beside it and moves
     it into place once its sha256 starts with the prefix the name carries, so a failed, cut short
     or altered download leaves nothing in the folder.
     """
-    weights = named_weights(name)
+    weights = downloadable(spec)
     target = weights.path(folder)
     if target.is_file():
         return target

@@ -23,6 +23,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from trainkit.classmap import ClassMap
 from trainkit.params import CommonParams, require_choice
 from trainkit.trainer import TorchvisionDetectionTrainer
+from trainkit.weights import check_spec, load_matching, load_state_dict
 
 GROUPS = 8  # GroupNorm groups: every layer's width is a multiple of this
 
@@ -43,16 +44,21 @@ class SkeletonParams(CommonParams):
     rois_per_image: int = 64
     positive_fraction: float = 0.5
     proposals: int = 500  # RPN proposals kept per image (training and evaluation)
+    # Where to start: "" (from scratch), a state-dict file, or an earlier run's output folder (continue
+    # training it, e.g. on new labels; layers whose shape changed, like the class head, start afresh).
+    weights: str = ""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         # A ValueError here reaches the user as one line naming the hyperparameter (exit 2).
-        # trainkit.params.require_choice / trainkit.weights.check_spec cover named choices and weights.
+        # trainkit.params.require_choice and trainkit.weights.check_spec check named choices and weights.
         require_choice(self, "norm", NORMS)
         if self.width < GROUPS or self.width % GROUPS:
             raise ValueError(f"hyperparameter 'width' must be a multiple of {GROUPS}, got {self.width}")
         if not 0 < self.positive_fraction <= 1 or self.rois_per_image < 1 or self.proposals < 1:
             raise ValueError("hyperparameters 'rois_per_image', 'proposals' (>= 1), 'positive_fraction' (0..1]")
+        if self.weights:
+            check_spec(self.weights, "weights")
 
 
 # GroupNorm normalises each image on its own: unlike BatchNorm it does not depend on the batch,
@@ -92,7 +98,7 @@ class SkeletonTrainer(TorchvisionDetectionTrainer):
     def build_model(self, params: SkeletonParams, classes: ClassMap) -> nn.Module:
         backbone = SmallBackbone(params.width, params.norm)
         representation = 256
-        return FasterRCNN(
+        model = FasterRCNN(
             backbone,
             rpn_anchor_generator=AnchorGenerator(sizes=((16, 32, 64, 128),), aspect_ratios=((0.5, 1.0, 2.0),)),
             box_roi_pool=MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2),
@@ -107,6 +113,9 @@ class SkeletonTrainer(TorchvisionDetectionTrainer):
             rpn_pre_nms_top_n_test=params.proposals,
             rpn_post_nms_top_n_test=params.proposals,
         )
+        if params.weights:
+            load_matching(model, load_state_dict(params.weights), params.weights)
+        return model
 
     # FILL IN (optional): the optimiser. The default is SGD with momentum; AdamW needs no tuning of
     # the learning rate per model size, which suits a template trained from scratch.

@@ -11,6 +11,7 @@ from pathlib import Path
 from trainkit.contract import ExitCode
 from trainkit.errors import UserError
 from trainkit.submit.spec import DatasetPairRef, SubmitConfig, grid_points, job_specs, parse_grid
+from trainkit.weights import is_named, named_weights
 
 log = logging.getLogger("trainkit")
 DEFAULT_MANIFEST = Path("dist") / "images.json"
@@ -51,6 +52,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="one hyperparameter (repeatable)")
     g.add_argument("--params", type=Path, metavar="FILE", help="hyperparameters from a JSON object file")
     g.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="one job per value (repeatable)")
+    g.add_argument(
+        "--weights", default="", metavar="REF",
+        help="starting weights: azureml:MODEL:VERSION (a registered model), a local file or folder (uploaded), "
+        "a URI, or torchvision:NAME (baked into the image)",
+    )  # fmt: skip
+    g.add_argument(
+        "--weights-type", choices=("auto", "mlflow_model", "custom_model", "uri_file", "uri_folder"), default="auto",
+        help="input type of --weights (auto: mlflow_model for a registered model, else from the path)",
+    )  # fmt: skip
     g = p.add_argument_group("where and how")
     g.add_argument("--experiment", default="", help="AzureML experiment (default trainkit-<trainer>)")
     g.add_argument("--compute", default="", help="compute cluster name")
@@ -79,12 +89,20 @@ def config_from_args(args: argparse.Namespace) -> SubmitConfig:
 
     name, folder = _trainer(args.trainer, args.image)
     if args.image:
-        image = args.image
+        image, baked = args.image, None
     else:
         from trainkit.submit.image_manifest import load_image_manifest
 
-        image = load_image_manifest(args.manifest).image_for(name).reference
+        published = load_image_manifest(args.manifest).image_for(name)
+        image, baked = published.reference, published.weights
     fixed = {**(load_params_file(args.params) if args.params else {}), **parse_set_options(args.set)}
+    weights = args.weights
+    if is_named(weights):
+        # Baked into the image, not an input: the job names them, as `--set weights=` would.
+        _check_baked(weights, baked, image)
+        if "weights" in fixed:
+            raise UserError("weights given twice: pass --weights, or --set weights=..., not both")
+        fixed["weights"], weights = weights, ""
     grid = parse_grid(args.grid)
     _check_params(name, folder, grid_points(fixed, grid))
     pairs = [DatasetPairRef(labelset, imageset) for labelset, imageset in args.pair]
@@ -107,7 +125,20 @@ def config_from_args(args: argparse.Namespace) -> SubmitConfig:
         tags=tags, train_args=tuple(train_args),
         train_pairs=tuple(DatasetPairRef(labels, images) for labels, images in args.train_pair),
         test_pairs=tuple(DatasetPairRef(labels, images) for labels, images in args.test_pair),
+        weights=weights, weights_type=args.weights_type,
     )  # fmt: skip
+
+
+def _check_baked(spec: str, baked: tuple[str, ...] | None, image: str) -> None:
+    """torchvision's weights `spec` must be in the image, when its manifest says what the image holds."""
+    name = named_weights(spec).name
+    if baked is None:
+        log.warning("--weights %s: the image manifest does not say what %s baked; not checked", name, image)
+    elif name not in baked:
+        raise UserError(
+            f"--weights {spec}: not baked into {image} (it holds: {', '.join(baked) or 'no weights'}); "
+            f"publish the trainer with TRAINKIT_WEIGHTS='{name}', or pass the weights file as --weights FILE"
+        )
 
 
 def _trainer(spec: str, image: str) -> tuple[str, Path | None]:

@@ -24,6 +24,7 @@ class PublishedImage:
     key: str  # "base" or the trainer's name
     repository: str
     digest: str
+    weights: tuple[str, ...] | None = None  # what the image baked (`trainkit weights download` names); None: not said
 
     @property
     def reference(self) -> str:
@@ -82,7 +83,10 @@ def load_image_manifest(path: str | Path) -> ImageManifest:
             raise UserError(f"{where}.repository is {repository!r}: expected a repository such as myacr.azurecr.io/x")
         if not isinstance(digest, str) or not _DIGEST.match(digest):
             raise UserError(f"{where}.digest is {digest!r}: expected sha256: and 64 hex digits")
-        published[key] = PublishedImage(key, repository, digest)
+        baked = entry.get("weights")
+        if baked is not None and not (isinstance(baked, list) and all(isinstance(w, str) for w in baked)):
+            raise UserError(f"{where}.weights is {baked!r}: expected a list of weights names")
+        published[key] = PublishedImage(key, repository, digest, None if baked is None else tuple(baked))
     source = document.get("source") if isinstance(document.get("source"), dict) else {}
     return ImageManifest(
         path=path,

@@ -9,6 +9,12 @@ An image set is always a folder (`uri_folder`, mounted read-only). A label set i
 (`uri_file`: .csv, .tsv, .parquet), an MLTable folder (`mltable`, what a v1 Tabular dataset becomes
 in v2) or a folder of files (`uri_folder`); a registered asset's type cannot be known offline, so it
 is `mltable` unless `--labelset-type` says otherwise.
+
+Starting weights (`--weights`) are an input as well, mounted read-only: a registered model
+(`azureml:NAME:VERSION`, an `mlflow_model` such as trainkit registers, unless `--weights-type` says
+`custom_model`), a weights file (`uri_file`) or a folder (`uri_folder`: a run's outputs, an MLflow
+model), local (uploaded at submission) or by URI. torchvision's named weights are no input: they are
+baked into the image, and the job names them as a hyperparameter.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from trainkit.data.formats import LABEL_FILE_TYPES, is_label_file
 from trainkit.errors import UserError
 
 INPUT_TYPES = ("uri_file", "uri_folder", "mltable")
+WEIGHTS_INPUT_TYPES = ("mlflow_model", "custom_model", "uri_file", "uri_folder")
+WEIGHTS_FILE_SUFFIXES = (".pt", ".pth", ".bin")
 _ASSET = re.compile(r"^azureml:(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]{0,254})(?::(?P<version>[A-Za-z0-9_.-]+)|@latest)$")
 _CLOUD = ("https://", "http://", "wasbs://", "wasb://", "abfss://", "abfs://", "adl://", "azureml://")
 
@@ -73,14 +81,31 @@ def labelset_input(ref: str, labelset_type: str = "auto", base: Path | None = No
     return JobInput("uri_file" if is_label_file(ref) else "uri_folder", ref)
 
 
+def weights_input(ref: str, weights_type: str = "auto", base: Path | None = None) -> JobInput:
+    """The job input for a `--weights` reference that is not torchvision's name (see the module doc)."""
+    if weights_type not in ("auto", *WEIGHTS_INPUT_TYPES):
+        raise UserError(f"--weights-type {weights_type}: expected auto or one of {', '.join(WEIGHTS_INPUT_TYPES)}")
+    kind = _kind(ref, "--weights")
+    if kind == "local":
+        path = _local(ref, base, "--weights")
+        found = "uri_folder" if path.is_dir() else "uri_file"
+        if weights_type not in ("auto", found):
+            raise UserError(f"--weights {ref}: is a {'folder' if path.is_dir() else 'file'}, so a {found}, "
+                            f"not {weights_type}; drop --weights-type or fix the path")  # fmt: skip
+        return JobInput(found, str(path))
+    if weights_type != "auto":
+        return JobInput(weights_type, ref)
+    if kind == "asset":
+        return JobInput("mlflow_model", ref)
+    return JobInput("uri_file" if ref.lower().endswith(WEIGHTS_FILE_SUFFIXES) else "uri_folder", ref)
+
+
 def _kind(ref: str, flag: str) -> str:
     if not ref.strip():
         raise UserError(f"{flag}: empty reference; give an azureml:NAME:VERSION asset, a URI or a local path")
     if ref.startswith("azureml:") and not ref.startswith("azureml://"):
         if not _ASSET.match(ref):
-            raise UserError(
-                f"{flag} {ref}: not a data asset reference; write azureml:NAME:VERSION or azureml:NAME@latest"
-            )
+            raise UserError(f"{flag} {ref}: not an asset reference; write azureml:NAME:VERSION or azureml:NAME@latest")
         return "asset"
     if ref.startswith(_CLOUD):
         if ref.startswith("azureml://") and "/paths/" not in ref and "/data/" not in ref:

@@ -25,11 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainkit.errors import UserError
-from trainkit.submit.refs import JobInput, imageset_input, labelset_input
+from trainkit.submit.refs import JobInput, imageset_input, labelset_input, weights_input
 
 SCHEMA_URL = "https://azuremlschemas.azureedge.net/latest/commandJob.schema.json"
 _DIGEST_REF = re.compile(r"^[a-z0-9.-]+(?::\d+)?(?:/[a-z0-9._-]+)+@sha256:[0-9a-f]{64}$")
 _SHM = re.compile(r"^\d+[kmg]?$")
+# An argument holding AzureML's ${{inputs.x}} placeholders, e.g. weights=${{inputs.weights}}.
+_PLACEHOLDER = re.compile(r"(?:[\w.=:-]*\$\{\{(?:inputs|outputs)\.\w+\}\})+")
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,10 @@ class SubmitConfig:
     train_args: Sequence[str] = ()  # more `trainkit train` options, e.g. --min-confidence 0.5
     train_pairs: tuple[DatasetPairRef, ...] = ()  # all in one job, with test_pairs as its validation
     test_pairs: tuple[DatasetPairRef, ...] = ()
+    # Starting weights handed to the job as an input (see trainkit.submit.refs); torchvision's named
+    # weights are baked into the image and go in `hyperparameters` instead.
+    weights: str = ""
+    weights_type: str = "auto"
 
     def check(self) -> None:
         """Reject what can be known to fail before anything is sent."""
@@ -89,6 +95,9 @@ class SubmitConfig:
             )
         if not self.compute and not self.instance_type:
             raise UserError("no compute: pass --compute CLUSTER, or --instance-type VM_SIZE for serverless compute")
+        varied = {key for key, _ in self.grid}
+        if self.weights and ("weights" in self.hyperparameters or "weights" in varied):
+            raise UserError("weights given twice: pass --weights, or --set/--grid weights=..., not both")
 
 
 def grid_points(fixed: Mapping[str, object], grid: Sequence[tuple[str, Sequence[object]]]) -> list[dict[str, object]]:
@@ -114,7 +123,20 @@ class _Data:
 
 
 def _data_units(config: SubmitConfig, base: Path | None) -> list[_Data]:
-    """One unit per --pair (a job each), or one unit holding every train and test pair (one job)."""
+    """One unit per --pair (a job each), or one unit holding every train and test pair (one job); each
+    with the weights input when there is one."""
+    units = _dataset_units(config, base)
+    if not config.weights:
+        return units
+    found = weights_input(config.weights, config.weights_type, base)
+    return [
+        _Data({**unit.inputs, "weights": found}, [*unit.args, "--set", "weights=${{inputs.weights}}"],
+              {**unit.tags, "trainkit.weights": config.weights}, unit.name)
+        for unit in units
+    ]  # fmt: skip
+
+
+def _dataset_units(config: SubmitConfig, base: Path | None) -> list[_Data]:
     if not config.train_pairs:
         units = []
         for pair in config.pairs:
@@ -168,7 +190,7 @@ def _command_job(config: SubmitConfig, data: _Data, params: Mapping[str, object]
         "display_name": " ".join(filter(None, [config.trainer, data.name, point]))[:255],
         "experiment_name": config.experiment,
         # Placeholders stay unquoted (AzureML substitutes them before the shell runs); the rest is quoted.
-        "command": " ".join(a if a.startswith("${{") else shlex.quote(a) for a in command),
+        "command": " ".join(a if _PLACEHOLDER.fullmatch(a) else shlex.quote(a) for a in command),
         "environment": {"image": config.image},
         "inputs": {name: job_input.as_yaml() for name, job_input in data.inputs.items()},
         "outputs": {"checkpoints": {"type": "uri_folder", "mode": "rw_mount"}},
