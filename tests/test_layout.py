@@ -13,7 +13,7 @@ TOP_MODULES = {
     *("cli", "config", "contract", "errors", "atomic"),
     *("trainer", "params", "classmap", "batch", "evaluation", "weights"),
 }
-SUBPACKAGES = {"data", "loading", "training", "submit"}
+SUBPACKAGES = {"data", "loading", "training", "inference", "submit"}
 
 
 def test_the_author_api_does_not_import_the_loader_or_dali() -> None:

@@ -149,6 +149,37 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     fetch.set_defaults(func=_cmd_weights_download)
 
+    predict = commands.add_parser(
+        "predict",
+        parents=[common],
+        help="run a trained model over an image set",
+        description="Run a trained model over an image set: predictions.csv (label rows that validate and train "
+        "read), predictions.jsonl (AutoML's JSON Lines), drawn/ and predict.json in --output-dir.",
+    )
+    predict.add_argument(
+        "--model",
+        required=True,
+        help="a run's output folder, its model/ folder, models:/NAME/VERSION or runs:/ID/model",
+    )
+    predict.add_argument("--imageset", type=Path, required=True, metavar="DIR", help="the image set folder")
+    predict.add_argument(
+        "--labelset", type=Path, metavar="PATH", help="predict the images of these rows (default: every image file)"
+    )
+    predict.add_argument("--output-dir", type=Path, required=True, metavar="DIR", help="where predictions go")
+    predict.add_argument(
+        "--datastore-name",
+        default=os.environ.get(ENV_DATASTORE_NAME.name),
+        metavar="NAME",
+        help=f"folder between the image set and image_url (env {ENV_DATASTORE_NAME.name}); image_url is relative to it",
+    )
+    predict.add_argument(
+        "--min-score", type=float, metavar="X", help="leave out detections below X (default: the model's)"
+    )
+    predict.add_argument("--draw", type=int, default=10, metavar="N", help="draw the predictions on the first N images")
+    predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model runs")
+    predict.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per batch")
+    predict.set_defaults(func=_cmd_predict)
+
     contract = commands.add_parser(
         "contract", parents=[common], help="print the contract (arguments, environment, exit codes) as Markdown"
     )
@@ -252,6 +283,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )  # fmt: skip
     log.info("%d classes; %s", len(dataset.class_map), dataset.split)
     return run_training(config, dataset, loaded)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from trainkit.inference.predict import PredictConfig, run_predict
+
+    config = PredictConfig(
+        model=args.model, imageset=args.imageset, output_dir=args.output_dir, labelset=args.labelset,
+        datastore_name=args.datastore_name, min_score=args.min_score, draw=args.draw, device=args.device,
+        batch_size=args.batch_size,
+    )  # fmt: skip
+    summary = run_predict(config)
+    print(f"{summary.images} images predicted, {summary.objects} objects, {len(summary.skipped)} skipped: "
+          f"{config.output_dir / 'predictions.csv'}")  # fmt: skip
+    return ExitCode.OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

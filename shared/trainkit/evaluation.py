@@ -138,8 +138,10 @@ def evaluate_detection(
     return Evaluation(metrics, drawn)
 
 
-def draw_detections(evaluation: Evaluation, classes: ClassMap, folder: Path) -> list[Path]:
-    """PNGs of validation images with true boxes (green) and predictions (red, score >= 0.3)."""
+def draw_detections(
+    evaluation: Evaluation, classes: ClassMap, folder: Path, prefix: str = "val", min_score: float = DRAW_MIN_SCORE
+) -> list[Path]:
+    """PNGs of images with their true boxes (green) and predictions (red, score >= `min_score`)."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for n, (path, pred, target) in enumerate(evaluation.drawn):
@@ -152,10 +154,10 @@ def draw_detections(evaluation: Evaluation, classes: ClassMap, folder: Path) -> 
         for box, label, score in zip(
             pred["boxes"].tolist(), pred["labels"].tolist(), pred["scores"].tolist(), strict=True
         ):
-            if score >= DRAW_MIN_SCORE and 0 <= label < len(classes):
+            if score >= min_score and 0 <= label < len(classes):
                 draw.rectangle(box, outline=(230, 30, 30), width=2)
                 draw.text((box[0] + 2, box[3] - 12), f"{classes.names[label]} {score:.2f}", fill=(230, 30, 30))
-        out = folder / f"val_{n:02d}.png"
+        out = folder / f"{prefix}_{n:02d}.png"
         image.save(out)
         written.append(out)
     return written

@@ -21,7 +21,6 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from trainkit.batch import ClassificationBatch, DetectionBatch, LoaderConfig
@@ -37,6 +36,7 @@ from trainkit.loading.augment import (
 )
 from trainkit.loading.dali_pipeline import BadFile, BatchSource, Sample, loader_pipeline
 from trainkit.loading.distributed import Shard, local_processes, usable_cores
+from trainkit.loading.resize import resize_into
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ class DaliLoader:
         flips_tl = outputs[1]
         with _one_cpu_thread(self.device):
             for i in range(len(positions)):
-                _resize_into(_to_torch(images_tl[i], self.device), images[i : i + 1])
+                resize_into(_to_torch(images_tl[i], self.device), images[i : i + 1])
                 if int(np.asarray(flips_tl[i])):
                     images[i : i + 1] = images[i : i + 1].flip(-1)
         indices = torch.from_numpy(positions)
@@ -284,24 +284,3 @@ def _to_torch(tensor, device: torch.device) -> torch.Tensor:
         hwc = torch.empty(tuple(tensor.shape()), dtype=torch.uint8, device=device)
         feed_ndarray(tensor, hwc, cuda_stream=torch.cuda.current_stream(device))
     return hwc.permute(2, 0, 1).unsqueeze(0)
-
-
-def _resize_into(chw: torch.Tensor, out: torch.Tensor) -> None:
-    """Bilinear, antialiased resize of (1, 3, H, W) uint8 into `out`, as torchvision's v2 Resize does."""
-    if chw.device.type == "cpu":
-        resize_uint8(chw, out)
-    else:  # torch's uint8 kernel exists on the CPU only
-        resize_via_float(chw, out)
-
-
-def resize_uint8(chw: torch.Tensor, out: torch.Tensor) -> None:
-    """The CPU resize: torch's uint8 kernel (SIMD, no float copy), channels-last in and out."""
-    torch.ops.aten._upsample_bilinear2d_aa.out(chw, list(out.shape[-2:]), False, None, None, out=out)
-
-
-def resize_via_float(chw: torch.Tensor, out: torch.Tensor) -> None:
-    """The GPU resize: the same filter in float32, rounded back to uint8 (tested on the CPU against resize_uint8)."""
-    resized = F.interpolate(
-        chw.float(), size=list(out.shape[-2:]), mode="bilinear", antialias=True, align_corners=False
-    )
-    out.copy_(resized.round_().clamp_(0, 255))

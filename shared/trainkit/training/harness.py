@@ -31,6 +31,8 @@ from trainkit.contract import ExitCode
 from trainkit.data.dataset import Dataset
 from trainkit.errors import UserError
 from trainkit.evaluation import Evaluation, plot_curves
+from trainkit.inference.package import build_model_dir
+from trainkit.inference.settings import ModelSettings
 from trainkit.loading.distributed import Shard, local_processes, local_rank
 from trainkit.loading.loader import DaliLoader, create_loader
 from trainkit.params import CommonParams, params_to_dict, parse_params
@@ -47,7 +49,7 @@ from trainkit.training.devices import resolve_device
 from trainkit.training.discovery import LoadedTrainer
 from trainkit.training.parameters import count_parameters
 from trainkit.training.shm import shm_bytes, shm_warning
-from trainkit.training.tracking import NullTracker, Tracker, save_model_dir
+from trainkit.training.tracking import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -395,9 +397,9 @@ def _finish(
     }
     write_json_atomic(output_dir / "metrics.json", metrics)
     exported = trainer.export(state.model, params, dataset.class_map)
-    code_paths = [str(loaded.source)] if loaded.source else []
-    save_model_dir(exported, output_dir / "model", code_paths)
-    model_uri = tracker.log_model(exported, code_paths, config.register_as)
+    settings = ModelSettings.of(trainer, loaded.module.__name__, params)
+    build_model_dir(output_dir / "model", exported, settings, dataset.class_map, loaded.source)
+    model_uri = tracker.log_model(output_dir / "model", config.register_as)
     tracker.log_artifacts(plots, "plots")
     tracker.log_dict(metrics, "metrics.json")
     log.info("model: %s (MLflow %s, tracking %s)", output_dir / "model", model_uri, tracker.tracking_uri)

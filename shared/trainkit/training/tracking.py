@@ -3,27 +3,14 @@ under the output dir. Only this module talks to MLflow."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
-
-def model_requirements() -> list[str]:
-    """What loading the model needs, stated rather than inferred (inference re-imports the model: slow)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = []
-    for name in ("torch", "torchvision", "cloudpickle"):
-        with contextlib.suppress(PackageNotFoundError):
-            out.append(f"{name}=={version(name)}")
-    return out
 
 
 class Tracker:
@@ -81,16 +68,16 @@ class Tracker:
         """Every file under `folder`."""
         self._mlflow.log_artifacts(str(folder), artifact_path=path)
 
-    def log_model(self, model: Any, code_paths: list[str], register_as: str | None) -> str:
-        """The model as an MLflow PyTorch model (pickled: detectors cannot be exported as pt2)."""
-        info = self._mlflow.pytorch.log_model(
-            model,
-            name="model",
-            serialization_format="pickle",
-            code_paths=code_paths or None,
+    def log_model(self, folder: Path, register_as: str | None) -> str:
+        """The model folder trainkit.inference.package built, logged (and registered) as it is."""
+        from mlflow.models import Model
+
+        from trainkit.inference import package
+
+        info = Model.log(
+            artifact_path=None, name="model", flavor=package, prebuilt=str(folder),
             registered_model_name=register_as or None,
-            pip_requirements=model_requirements(),
-        )
+        )  # fmt: skip
         return info.model_uri
 
     def end(self, status: str) -> None:
@@ -118,22 +105,3 @@ class NullTracker:
 
     def end(self, status: str) -> None:
         """Nothing to end."""
-
-
-def save_model_dir(model: Any, folder: Path, code_paths: list[str]) -> None:
-    """The same MLflow model, saved under the output dir; replaces an older one only when complete."""
-    import shutil
-
-    import mlflow
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".model.", dir=folder.parent))
-    try:
-        mlflow.pytorch.save_model(
-            model, str(staging / "model"), serialization_format="pickle", code_paths=code_paths or None
-        )
-        if folder.exists():
-            shutil.rmtree(folder)
-        (staging / "model").rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,159 @@
+"""The MLflow model every `train` writes and logs: one folder, two flavours.
+
+    model/MLmodel                   flavours `pytorch` (mlflow.pytorch.load_model: the nn.Module) and
+                                    `python_function` (trainkit.inference.pyfunc: what endpoints serve)
+    model/data/model.pth            the trained module (pickled; detectors do not export as pt2)
+    model/artifacts/settings.json   task, input size, normalisation, score threshold, hyperparameters
+    model/artifacts/class_map.json  class names by id
+    model/code/                     the trainer's module and trainkit itself, so that an endpoint
+                                    built from the model's requirements alone can load it
+
+It has a signature (its answer's columns and the `min_score` parameter) and an input example (a
+DataFrame with an `image` column of base64 text, as online endpoints send). `save_model` is also
+an MLflow flavour module's entry point: `Model.log` calls it to log the folder that
+`build_model_dir` made, so the logged model is the saved one.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+import trainkit
+from trainkit.classmap import ClassMap
+from trainkit.inference import served_model
+from trainkit.inference.predictor import CLASS_MAP_FILE, SETTINGS_FILE
+from trainkit.inference.settings import ModelSettings
+
+# What loading and running the model imports; stated, not inferred (inferring re-imports the model).
+REQUIREMENTS = ("torch", "torchvision", "pillow", "numpy", "pandas", "cloudpickle")
+
+
+def build_model_dir(folder: Path, model: nn.Module, settings: ModelSettings, classes: ClassMap,
+                    trainer_source: Path | None) -> Path:  # fmt: skip
+    """Write the model folder (see the module doc); an older one is replaced only once this one is complete."""
+    import mlflow.pytorch
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".model.", dir=folder.parent))
+    try:
+        files = staging / "files"
+        files.mkdir()
+        classes.save(files / CLASS_MAP_FILE)
+        (files / SETTINGS_FILE).write_text(_json(settings.to_json()), encoding="utf-8")
+        code = [str(Path(trainkit.__file__).parent)] + ([str(trainer_source)] if trainer_source else [])
+        mlflow.pyfunc.save_model(
+            str(staging / "model"),
+            python_model=str(Path(served_model.__file__)),
+            artifacts={"settings": str(files / SETTINGS_FILE), "class_map": str(files / CLASS_MAP_FILE)},
+            code_paths=code,
+            signature=signature(settings),
+            input_example=(input_example(), {"min_score": settings.min_score}),
+            pip_requirements=requirements(),
+        )
+        for cache in (staging / "model" / "code").rglob("__pycache__"):
+            shutil.rmtree(cache)
+        # Pickled, which MLflow warns about on every save: torchvision's detectors do not export as pt2.
+        with _quiet("mlflow.pytorch"):
+            mlflow.pytorch.save_model(
+                model, str(staging / "torch"), serialization_format="pickle", pip_requirements=requirements()
+            )
+        _add_pytorch_flavour(staging / "model", staging / "torch")
+        if folder.exists():
+            shutil.rmtree(folder)
+        (staging / "model").rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def _add_pytorch_flavour(target: Path, saved: Path) -> None:
+    """Move mlflow.pytorch's saved module into `target` and declare its flavour there (sharing code/)."""
+    from mlflow.models import Model
+
+    (saved / "data").rename(target / "data")
+    pytorch = Model.load(str(saved / "MLmodel")).flavors["pytorch"]
+    model = Model.load(str(target / "MLmodel"))
+    model.flavors["pytorch"] = {**pytorch, "code": "code"}  # its trainer module is in code/
+    model.save(str(target / "MLmodel"))
+
+
+def save_model(path: str, mlflow_model: Any, prebuilt: str, **_: Any) -> None:
+    """MLflow's flavour entry point (`Model.log(..., flavor=this module, prebuilt=FOLDER)`): the
+    folder `build_model_dir` wrote, copied to `path`, its MLmodel carried over."""
+    from mlflow.models import Model
+
+    shutil.copytree(prebuilt, path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("MLmodel"))
+    built = Model.load(str(Path(prebuilt) / "MLmodel"))
+    for key in ("flavors", "signature", "saved_input_example_info", "metadata"):
+        setattr(mlflow_model, key, getattr(built, key))
+    mlflow_model.save(str(Path(path) / "MLmodel"))
+
+
+def signature(settings: ModelSettings) -> Any:
+    """Output: AutoML's answer; parameter `min_score`. No input schema: MLflow would enforce it on every
+    call, turning away the raw bytes, paths and arrays that batch endpoints and Python callers pass
+    (the pyfunc checks its input itself); the input example shows the online endpoints' form."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    if settings.task == "detection":
+        outputs = Schema([ColSpec("string", "filename"), ColSpec("string", "boxes")])
+    else:
+        outputs = Schema([ColSpec("string", "filename"), ColSpec("string", "probs"), ColSpec("string", "labels")])
+    return ModelSignature(
+        inputs=None,
+        outputs=outputs,
+        params=ParamSchema([ParamSpec("min_score", "double", settings.min_score)]),
+    )
+
+
+def input_example() -> Any:
+    """A one-row DataFrame with a small base64-encoded PNG, as an online endpoint's request carries it."""
+    import pandas as pd
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (96, 64), (120, 140, 160))
+    ImageDraw.Draw(image).rectangle((20, 16, 60, 48), fill=(200, 40, 40))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return pd.DataFrame({"image": [base64.b64encode(buffer.getvalue()).decode("ascii")]})
+
+
+def requirements() -> list[str]:
+    """The packages the model imports, pinned to this environment's versions."""
+    out = []
+    for name in REQUIREMENTS:
+        try:
+            # A local version such as torch's +cu130 exists on PyTorch's own index only.
+            out.append(f"{name}=={version(name).split('+')[0]}")
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+@contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _json(value: dict) -> str:
+    import json
+
+    return json.dumps(value, indent=2) + "\n"

@@ -1,0 +1,203 @@
+"""`trainkit predict`: a trained model over an image set, written as label rows, AutoML JSON Lines and pictures.
+
+The rows of `predictions.csv` are in the labelling API's own form, with each `image_url` pointing
+back at its file under the image set (the same datastore-folder rules as training), so `trainkit
+validate` and `train` read the file unchanged: a model pre-labels new images, people correct the
+labels, the corrected set trains the next model. Batches come from trainkit's loader (DALI, on a
+GPU when there is one); an image it cannot read is named and skipped.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from trainkit.atomic import write_bytes_atomic, write_json_atomic
+from trainkit.classmap import ClassMap
+from trainkit.errors import UserError
+from trainkit.inference.predictor import Prediction, Predictor, load_predictor
+from trainkit.inference.responses import jsonl_line, labelling_row
+from trainkit.inference.sources import resolve_model
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+LOG_EVERY = 20  # batches between progress lines when stderr is not a terminal
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """What `trainkit predict` runs (built from its command line)."""
+
+    model: str  # a run's output folder, its model/ folder, or models:/... runs:/... URI
+    imageset: Path
+    output_dir: Path
+    labelset: Path | None = None  # predict its rows' images; else every image file under the image set
+    datastore_name: str | None = None  # None: found from the label set, or the image set itself without one
+    min_score: float | None = None  # None: the model's own setting
+    draw: int = 10
+    device: str = "auto"
+    batch_size: int = 8
+
+    def check(self) -> None:
+        """Reject settings that cannot work, before the model is loaded."""
+        if not self.imageset.is_dir():
+            raise UserError(f"--imageset {self.imageset}: not a folder; pass the folder the images are in")
+        if self.min_score is not None and not 0 <= self.min_score <= 1:
+            raise UserError(f"--min-score {self.min_score}: must be between 0 and 1")
+        if self.batch_size < 1 or self.draw < 0:
+            raise UserError("--batch-size must be at least 1 and --draw at least 0")
+
+
+@dataclass(frozen=True)
+class PredictSummary:
+    """What a prediction run wrote and left out."""
+
+    images: int
+    objects: int
+    skipped: dict[str, str]
+    seconds: float
+    files: list[Path]
+
+
+def run_predict(config: PredictConfig) -> PredictSummary:
+    """Predict every image, then write predictions.csv, predictions.jsonl, drawn/ and predict.json."""
+    from trainkit.training.devices import resolve_device
+
+    config.check()
+    device = resolve_device(config.device)
+    with tempfile.TemporaryDirectory(prefix="trainkit-model-") as scratch:
+        predictor = load_predictor(resolve_model(config.model, Path(scratch)), device)
+    records, skipped = image_records(config, predictor.classes)
+    start = time.perf_counter()
+    answers, loader_skipped = _predict_all(predictor, records, config)
+    seconds = time.perf_counter() - start
+    skipped.update(loader_skipped)
+    for path, reason in skipped.items():
+        log.warning("skipped %s: %s", path, reason)
+    files = _write(config, predictor, records, answers, skipped, seconds)
+    objects = sum(len(a.labels) for _, a in answers)
+    log.info("%d images predicted (%d skipped), %d objects, %.1f images/s", len(answers), len(skipped), objects,
+             len(answers) / seconds if seconds else 0.0)  # fmt: skip
+    return PredictSummary(len(answers), objects, skipped, seconds, files)
+
+
+def image_records(config: PredictConfig, classes: ClassMap):
+    """The images to predict as loader records, and {path: reason} for those that cannot be read."""
+    from trainkit.data.records import Records
+
+    if config.labelset is not None:
+        return _labelled_records(config)
+    from trainkit.data.images import ImageInfo, image_root, probe_images
+
+    root = image_root(config.imageset, config.datastore_name or "")
+    if not root.is_dir():
+        raise UserError(f"--imageset {config.imageset} has no folder {config.datastore_name!r}; "
+                        "set --datastore-name (DATASTORE_NAME) to the datastore folder, or to empty")  # fmt: skip
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))  # fmt: skip
+    if not paths:
+        raise UserError(f"--imageset {root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under it")
+    found, sizes, skipped = [], [], {}
+    for path, info in zip(paths, probe_images(paths), strict=True):
+        if isinstance(info, ImageInfo):
+            found.append(path)
+            sizes.append((info.width, info.height))
+        else:
+            skipped[str(path)] = info.detail
+    n = len(found)
+    records = Records(
+        paths=np.array([str(p) for p in found], dtype=object),
+        image_urls=np.array([p.relative_to(root).as_posix() for p in found], dtype=object),
+        sizes=np.array(sizes, np.int32).reshape(n, 2),
+        offsets=np.zeros(n + 1, np.int64),
+        boxes=np.zeros((0, 4), np.float32),
+        class_ids=np.zeros(0, np.int64),
+        confidences=np.zeros(0, np.float32),
+        classes=classes.names,
+    )
+    return records, skipped
+
+
+def _labelled_records(config: PredictConfig):
+    from trainkit.data.dataset import DatasetOptions, DatasetPair, load_pair
+
+    options = DatasetOptions(datastore_name=config.datastore_name, on_bad_row="skip")
+    records, report = load_pair(DatasetPair(config.imageset, config.labelset), options)
+    log.info("label set %s: %d images under %s (%s)", config.labelset, len(records), report.image_root,
+             report.datastore_reason)  # fmt: skip
+    if report.problems:
+        log.warning("%d rows of %s left out: %s", sum(report.problems.values()), config.labelset,
+                    ", ".join(f"{k} {v}" for k, v in sorted(report.problems.items())))  # fmt: skip
+    if not len(records):
+        raise UserError(f"--labelset {config.labelset}: none of its rows names a readable image under "
+                        f"{report.image_root}; check --imageset and --datastore-name")  # fmt: skip
+    return records, {}
+
+
+def _predict_all(predictor: Predictor, records, config: PredictConfig):
+    from tqdm import tqdm
+
+    from trainkit.batch import LoaderConfig
+    from trainkit.loading.loader import create_loader
+
+    settings = predictor.settings
+    loader = create_loader(
+        records,
+        LoaderConfig(batch_size=config.batch_size, image_size=settings.image_size, train=False, on_bad_row="skip"),
+        predictor.device,
+    )
+    terminal = sys.stderr.isatty()
+    bar = tqdm(total=len(records), unit="img", disable=not terminal, file=sys.stderr)
+    answers: list[tuple[int, Prediction]] = []
+    for n, batch in enumerate(loader, 1):
+        indices = batch.indices.numpy()
+        predicted = predictor.predict_batch(batch.images, records.sizes[indices], config.min_score)
+        answers += list(zip(indices.tolist(), predicted, strict=True))
+        bar.update(len(indices))
+        if not terminal and n % LOG_EVERY == 0:
+            log.info("predicted %d of %d images", len(answers), len(records))
+    bar.close()
+    return answers, loader.skipped
+
+
+def _write(config: PredictConfig, predictor: Predictor, records, answers, skipped, seconds: float) -> list[Path]:
+    import pandas as pd
+
+    from trainkit.evaluation import Evaluation, draw_detections
+
+    out = config.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    classes = predictor.classes
+    rows = [labelling_row(a, classes, str(records.image_urls[i])) for i, a in answers]
+    buffer = io.StringIO()
+    pd.DataFrame(rows, columns=["image_url", "label", "label_confidence"]).to_csv(buffer, index=False)
+    files = [write_bytes_atomic(out / "predictions.csv", buffer.getvalue().encode("utf-8"))]
+    lines = "".join(json.dumps(jsonl_line(a, classes, str(records.image_urls[i]))) + "\n" for i, a in answers)
+    files.append(write_bytes_atomic(out / "predictions.jsonl", lines.encode("utf-8")))
+    if config.draw and predictor.detects:
+        import torch
+
+        drawn = [(str(records.paths[i]), {"boxes": torch.from_numpy(a.boxes), "labels": torch.from_numpy(a.labels),
+                                          "scores": torch.from_numpy(a.scores)},
+                  {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64)})
+                 for i, a in answers[: config.draw]]  # fmt: skip
+        files += draw_detections(Evaluation({}, drawn), classes, out / "drawn", prefix="pred", min_score=0.0)
+    summary = {
+        "model": config.model,
+        "images": len(answers),
+        "objects": int(sum(len(a.labels) for _, a in answers)),
+        "min_score": predictor.settings.min_score if config.min_score is None else config.min_score,
+        "seconds": round(seconds, 2),
+        "skipped": skipped,
+    }
+    files.append(write_json_atomic(out / "predict.json", summary))
+    return files

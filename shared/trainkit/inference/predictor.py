@@ -1,0 +1,125 @@
+"""A trained model on decoded images: the training resize and normalisation, the trainer's own `predict`,
+and boxes back in each image's own pixels."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainkit.batch import ClassificationBatch, DetectionBatch, to_float
+from trainkit.classmap import ClassMap
+from trainkit.errors import UserError
+from trainkit.inference.settings import ModelSettings
+from trainkit.loading.resize import resize_into
+from trainkit.trainer import Trainer
+
+SETTINGS_FILE = "settings.json"
+CLASS_MAP_FILE = "class_map.json"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's answer. Detection: boxes (k, 4) xyxy in the image's pixels, class ids, scores.
+    Classification: the class id and score of the best class, and every class's probability."""
+
+    width: int
+    height: int
+    boxes: np.ndarray  # (k, 4) float32; (0, 4) for classifiers
+    labels: np.ndarray  # (k,) int64 class ids
+    scores: np.ndarray  # (k,) float32
+    probabilities: np.ndarray | None = None  # (classes,) for classifiers
+
+
+class Predictor:
+    """A model with what it needs to run: its trainer, class map and settings, on one device."""
+
+    def __init__(
+        self, trainer: Trainer, model: nn.Module, classes: ClassMap, settings: ModelSettings, device: torch.device
+    ) -> None:
+        self.trainer = trainer
+        self.model = model.to(device).eval()
+        self.classes = classes
+        self.settings = settings
+        self.device = device
+
+    @property
+    def detects(self) -> bool:
+        return self.settings.task == "detection"
+
+    def predict(self, images: list[np.ndarray], min_score: float | None = None) -> list[Prediction]:
+        """Answers for (H, W, 3) uint8 RGB images, resized as in training."""
+        size = self.settings.image_size
+        batch = torch.empty((len(images), 3, size, size), dtype=torch.uint8, device=self.device)
+        batch = batch.contiguous(memory_format=torch.channels_last)
+        for i, image in enumerate(images):
+            chw = torch.tensor(np.ascontiguousarray(image), device=self.device).permute(2, 0, 1).unsqueeze(0)
+            resize_into(chw, batch[i : i + 1])
+        sizes = np.array([(image.shape[1], image.shape[0]) for image in images], np.float32).reshape(-1, 2)
+        return self.predict_batch(batch, sizes, min_score)
+
+    def predict_batch(
+        self, images: torch.Tensor, sizes: np.ndarray, min_score: float | None = None
+    ) -> list[Prediction]:
+        """Answers for a batch already resized to the model's input, (N, 3, S, S) uint8 on the model's
+        device (what trainkit's loader yields), given each image's original (width, height)."""
+        threshold = self.settings.min_score if min_score is None else min_score
+        n = len(images)
+        scales = torch.from_numpy(self.settings.image_size / np.asarray(sizes, np.float32).reshape(n, 2))
+        if self.detects:
+            targets = [{"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64)}] * n
+            batch = DetectionBatch(images, targets, torch.arange(n), scales)
+        else:
+            batch = ClassificationBatch(images, torch.zeros(n, dtype=torch.int64), torch.arange(n))
+        with torch.no_grad():
+            outputs = self.trainer.predict(self.model, to_float(images, self.settings.mean, self.settings.std), batch)
+        answers = []
+        for i, out in enumerate(outputs):
+            width, height = (round(v) for v in np.asarray(sizes[i]).tolist())
+            if not self.detects:
+                probabilities = out["scores"].float().cpu().numpy()
+                label = int(out["labels"])
+                answers.append(
+                    Prediction(
+                        width,
+                        height,
+                        np.zeros((0, 4), np.float32),
+                        np.array([label]),
+                        probabilities[[label]],
+                        probabilities,
+                    )
+                )
+                continue
+            scores = out["scores"].float().cpu().numpy()
+            keep = scores >= threshold
+            boxes = out["boxes"].float().cpu().numpy()[keep] / np.tile(scales[i].numpy(), 2)
+            boxes = np.clip(boxes, 0, [width, height, width, height]).astype(np.float32)
+            answers.append(Prediction(width, height, boxes, out["labels"].cpu().numpy()[keep], scores[keep]))
+        return answers
+
+
+def load_predictor(folder: Path, device: torch.device | str = "cpu") -> Predictor:
+    """The trainkit MLflow model in `folder` (its settings, class map, trainer code and PyTorch flavour)."""
+    import mlflow.pytorch
+
+    artifacts = folder / "artifacts"
+    if not (artifacts / SETTINGS_FILE).is_file():
+        raise UserError(f"{folder}: no artifacts/{SETTINGS_FILE}: not a trainkit model folder (a run's outputs/model)")
+    settings = ModelSettings.load(artifacts / SETTINGS_FILE)
+    classes = ClassMap.load(artifacts / CLASS_MAP_FILE)
+    code = folder / "code"
+    if code.is_dir() and str(code) not in sys.path:
+        # The trainer's module (and a copy of trainkit) travel with the model: where trainkit is not
+        # installed, as in an AzureML endpoint built from the model's requirements, they come from here.
+        sys.path.insert(0, str(code))
+    trainer = getattr(importlib.import_module(settings.trainer_module), "TRAINER", None)
+    if not isinstance(trainer, Trainer):
+        raise UserError(f"{folder}: module {settings.trainer_module} defines no TRAINER (a trainkit trainer)")
+    device = torch.device(device)
+    model = mlflow.pytorch.load_model(str(folder), map_location=device)
+    return Predictor(trainer, model, classes, settings, device)

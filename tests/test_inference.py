@@ -1,0 +1,199 @@
+"""A trained model, used: the MLflow model's two flavours, the pyfunc endpoints serve, `trainkit predict`.
+
+Most tests use the BrightBox trainer (tests/trainers), whose model boxes the bright pixels exactly,
+so where a predicted box lands in the original image can be checked to the pixel.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import vm
+from PIL import Image
+
+from trainkit.classmap import ClassMap
+from trainkit.inference.package import build_model_dir
+from trainkit.inference.settings import ModelSettings
+from trainkit.params import parse_params
+from trainkit.training.discovery import load_trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+BRIGHTBOX = Path(__file__).resolve().parent / "trainers" / "brightbox_trainer.py"
+CLASSES = ClassMap(("lamp", "window"))
+RECT = (40, 30, 120, 90)  # x0, y0, x1, y1 of the bright rectangle in a 200 x 150 image
+
+
+def picture(rect: tuple[int, int, int, int] | None = RECT, size: tuple[int, int] = (200, 150)) -> Image.Image:
+    image = Image.new("RGB", size, (20, 30, 40))
+    if rect is not None:
+        image.paste((250, 250, 250), rect)
+    return image
+
+
+def encoded(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    loaded = load_trainer(str(BRIGHTBOX))
+    params = parse_params(loaded.trainer.Params, {})
+    settings = ModelSettings.of(loaded.trainer, loaded.module.__name__, params)
+    model = loaded.trainer.build_model(params, CLASSES)
+    return build_model_dir(tmp_path_factory.mktemp("model") / "model", model, settings, CLASSES, loaded.source)
+
+
+def expected_box(rect: tuple[int, int, int, int] = RECT, size: tuple[int, int] = (200, 150)) -> np.ndarray:
+    return np.array(rect, np.float32)
+
+
+def test_the_model_folder_has_both_flavours_and_what_endpoints_need(model_dir: Path) -> None:
+    from mlflow.models import Model
+
+    model = Model.load(str(model_dir / "MLmodel"))
+    assert set(model.flavors) == {"python_function", "pytorch"}
+    assert json.loads(model.signature.to_dict()["params"])[0]["name"] == "min_score"
+    assert (model_dir / "input_example.json").is_file() and (model_dir / "serving_input_example.json").is_file()
+    assert (model_dir / "code" / "trainkit" / "inference" / "pyfunc.py").is_file()
+    assert (model_dir / "code" / "brightbox_trainer.py").is_file()
+    assert not list(model_dir.rglob("__pycache__"))
+    settings = json.loads((model_dir / "artifacts" / "settings.json").read_text())
+    assert settings["schema"] == "trainkit.model/v1" and settings["image_size"] == 64
+    requirements = (model_dir / "requirements.txt").read_text()
+    assert "torch==" in requirements and "+cu" not in requirements
+
+
+def test_a_fresh_process_loads_the_pyfunc_and_answers_as_automl(model_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "photo.png").write_bytes(encoded(picture()))
+    code = f"""
+import base64, json, mlflow.pyfunc, pandas as pd, torch, mlflow.pytorch
+model = mlflow.pyfunc.load_model({str(model_dir)!r})
+data = open({str(tmp_path / "photo.png")!r}, 'rb').read()
+frame = pd.DataFrame({{"image": [base64.b64encode(data).decode()]}})
+answer = model.predict(frame).to_dict("records")
+module = mlflow.pytorch.load_model({str(model_dir)!r})
+print(json.dumps({{"answer": answer, "module": type(module).__name__}}))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["module"] == "BrightBox"
+    [row] = out["answer"]
+    [box] = row["boxes"]
+    assert box["label"] == "lamp" and box["score"] == 0.9 and row["filename"] == "0"
+    corners = [box["box"][k] for k in ("topX", "topY", "bottomX", "bottomY")]
+    # Resized to 64 px and back: within a resized pixel of the rectangle (200/64 = 3.1 px across).
+    assert np.allclose(corners, [40 / 200, 30 / 150, 120 / 200, 90 / 150], atol=3.2 / 150)
+
+
+def test_the_pyfunc_takes_bytes_paths_arrays_and_min_score(model_dir: Path, tmp_path: Path) -> None:
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    model = mlflow.pyfunc.load_model(str(model_dir))
+    path = tmp_path / "photo.jpg"
+    picture().save(path, quality=95)
+    array = np.asarray(picture())
+    for given in ([encoded(picture())], [str(path)], pd.DataFrame({"image": [str(path)]}), array, array[None]):
+        [row] = model.predict(given).to_dict("records")
+        assert len(row["boxes"]) == 1, type(given)
+    assert model.predict([str(path)]).iloc[0]["filename"] == str(path)
+    assert model.predict([str(path)], params={"min_score": 0.95}).iloc[0]["boxes"] == []
+    assert model.predict([encoded(picture(rect=None))]).iloc[0]["boxes"] == []
+    with pytest.raises(MlflowException, match=r"image 1 \(1\): neither an existing file path nor base64"):
+        model.predict(pd.DataFrame({"image": [base64.b64encode(encoded(picture())).decode(), "not an image"]}))
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_a_real_request(model_dir: Path, tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    port = vm.free_port()
+    log = tmp_path / "serve.log"
+    with log.open("w") as sink:
+        server = subprocess.Popen(
+            [str(BIN / "mlflow"), "models", "serve", "-m", str(model_dir), "--env-manager", "local",
+             "--host", "127.0.0.1", "--port", str(port)],
+            stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"},
+        )  # fmt: skip
+    try:
+        vm.wait_for_port(port, server, 180, log)
+
+        def post(body: dict) -> tuple[int, dict]:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", json.dumps(body).encode(),
+                                             {"Content-Type": "application/json"})  # fmt: skip
+            try:
+                with urllib.request.urlopen(request, timeout=120) as response:
+                    return response.status, json.loads(response.read())
+            except urllib.error.HTTPError as error:
+                return error.code, json.loads(error.read())
+
+        image = base64.b64encode(encoded(picture())).decode()
+        status, answer = post({"dataframe_split": {"columns": ["image"], "data": [[image]]}})
+        assert status == 200, answer
+        [row] = answer["predictions"]
+        assert row["boxes"][0]["label"] == "lamp" and row["boxes"][0]["box"]["topX"] == pytest.approx(0.2, abs=0.02)
+        status, answer = post({"dataframe_split": {"columns": ["image"], "data": [["bm90IGFuIGltYWdl"]]}})
+        assert status == 400 and "image 0 (0): not a decodable image" in answer["message"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_predict_writes_label_rows_that_validate_jsonl_and_pictures(model_dir: Path, run_cli, tmp_path: Path) -> None:
+    images = tmp_path / "imageset" / "main_datastore"
+    (images / "day").mkdir(parents=True)
+    picture().save(images / "day" / "a.png")
+    picture((10, 10, 60, 40), (120, 80)).save(images / "day" / "b.jpg", quality=95)
+    picture(None).save(images / "night.png")
+    (images / "broken.jpg").write_bytes(b"")
+    out = tmp_path / "out"
+    result = run_cli("predict", "--model", model_dir.parent, "--imageset", tmp_path / "imageset",
+                     "--datastore-name", "main_datastore", "--output-dir", out, "--draw", "2")  # fmt: skip
+    assert result.code == 0, result.err
+    assert "3 images predicted, 2 objects, 1 skipped" in result.out
+    rows = pd.read_csv(out / "predictions.csv")
+    assert rows.image_url.tolist() == ["day/a.png", "day/b.jpg", "night.png"]
+    first = eval(rows.label[0])[0]  # the labelling API's Python literal
+    assert first["type"] == "lamp" and abs(first["bottomX"] - 40) <= 3.2 and abs(first["topY"] - 90) <= 3.2
+    assert rows.label[2] == "[]"
+    summary = json.loads((out / "predict.json").read_text())
+    assert list(summary["skipped"]) == [str(images / "broken.jpg")]
+    lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert lines[1]["image_details"] == {"width": 120, "height": 80} and lines[1]["label"][0]["topX"] > 0.05
+    assert sorted(p.name for p in (out / "drawn").iterdir()) == ["pred_00.png", "pred_01.png"]
+    # The predictions are a label set: validate reads them unchanged, with the same image set.
+    checked = run_cli("validate", "--imageset", tmp_path / "imageset", "--labelset", out / "predictions.csv",
+                      "--datastore-name", "main_datastore", "--val-fraction", "0")  # fmt: skip
+    assert checked.code == 0, checked.err + checked.out
+    again = run_cli("predict", "--model", model_dir, "--imageset", tmp_path / "imageset", "--labelset",
+                    out / "predictions.csv", "--output-dir", tmp_path / "again", "--draw", "0")  # fmt: skip
+    assert again.code == 0, again.err
+    assert pd.read_csv(tmp_path / "again" / "predictions.csv").image_url.tolist() == rows.image_url.tolist()
+
+
+def test_predict_names_what_is_wrong_in_one_line(model_dir: Path, run_cli, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (["--model", tmp_path, "--imageset", tmp_path / "empty"], "holds no MLflow model"),
+        (["--model", tmp_path / "nowhere", "--imageset", tmp_path / "empty"], "no such folder"),
+        (["--model", model_dir, "--imageset", tmp_path / "empty"], "no image files"),
+        (["--model", model_dir, "--imageset", tmp_path / "empty", "--min-score", "2"], "between 0 and 1"),
+    ]
+    for args, message in cases:
+        result = run_cli("predict", *args, "--output-dir", tmp_path / "out")
+        lines = result.err.strip().splitlines()
+        assert result.code == 2 and message in lines[-1] and lines[-1].startswith("trainkit: error:"), result.err
