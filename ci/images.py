@@ -193,6 +193,14 @@ def wheelhouse() -> None:
           "--require-hashes", "-r", str(LOCK), "-d", str(WHEELHOUSE)])  # fmt: skip
 
 
+def missing_wheels() -> list[str]:
+    """`name==version` pins of the lock that wheelhouse/ has no wheel for (a changed lock needs new ones)."""
+    have = {p.name.lower() for p in WHEELHOUSE.glob("*.whl")}
+    pins = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", LOCK.read_text(), re.M)
+    return [f"{name}=={v}" for name, v in pins
+            if not any(w.startswith(f"{re.sub(r'[-_.]+', '_', name).lower()}-{v.lower()}-") for w in have)]  # fmt: skip
+
+
 def build(engine: str) -> list[str]:
     """Build every image in order; returns their references."""
     built = []
@@ -208,7 +216,7 @@ def build_image(engine: str, image: Image, env: dict[str, str] | None = None, ex
     $TRAINKIT_BUILD_FLAGS and `extra_flags` are added; `env` (default: this process's) carries a
     registry login to the engine when the build pulls its FROM image.
     """
-    if image.depends_on is None and not any(WHEELHOUSE.glob("*.whl")):
+    if image.depends_on is None and missing_wheels():
         wheelhouse()
     flags = [*shlex.split(os.environ.get("TRAINKIT_BUILD_FLAGS", "")), *extra_flags]
     command = [*engine_command(engine), "build", *flags, "-f", image.dockerfile, "-t", image.ref]

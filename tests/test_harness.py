@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -78,6 +79,15 @@ def test_detector_trains_logs_to_mlflow_and_reloads(demo: DemoDataset, tmp_path:
     assert set(prediction) == {"boxes", "labels", "scores"}
     local = mlflow.pytorch.load_model(str(out / "model"))
     assert type(local).__name__ == "FasterRCNN"
+    # The registered model is the deployable one too: its pyfunc answers as AutoML does.
+    served = mlflow.pyfunc.load_model(f"models:/demo-detector/{version.version}")
+    [row] = served.predict(pd.DataFrame({"image": [str(sorted(demo.imageset_studio.rglob("*.jpg"))[0])]}),
+                           params={"min_score": 0.0}).to_dict("records")  # fmt: skip
+    assert set(row) == {"filename", "boxes"} and all(0 <= b["box"]["topX"] <= 1 for b in row["boxes"])
+    assert "model.onnx" in [a.path for a in mlflow.MlflowClient().list_artifacts(runs[0].info.run_id)]
+    import onnx
+
+    onnx.checker.check_model(str(out / "model.onnx"))
 
 
 def test_classifier_trains_on_object_crops_with_its_own_metrics(demo: DemoDataset, tmp_path: Path) -> None:

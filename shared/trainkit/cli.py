@@ -31,6 +31,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(ExitCode.BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+MODEL_HELP = "a run's output folder, its model/ folder, models:/NAME/VERSION or runs:/RUN_ID/model"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full command-line interface; environment fallbacks are read here, at call time."""
     common = argparse.ArgumentParser(add_help=False)
@@ -156,11 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a trained model over an image set: predictions.csv (label rows that validate and train "
         "read), predictions.jsonl (AutoML's JSON Lines), drawn/ and predict.json in --output-dir.",
     )
-    predict.add_argument(
-        "--model",
-        required=True,
-        help="a run's output folder, its model/ folder, models:/NAME/VERSION or runs:/ID/model",
-    )
+    predict.add_argument("--model", required=True, help=MODEL_HELP + ", or an exported .onnx file")
     predict.add_argument("--imageset", type=Path, required=True, metavar="DIR", help="the image set folder")
     predict.add_argument(
         "--labelset", type=Path, metavar="PATH", help="predict the images of these rows (default: every image file)"
@@ -179,6 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model runs")
     predict.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per batch")
     predict.set_defaults(func=_cmd_predict)
+
+    export = commands.add_parser(
+        "export",
+        parents=[common],
+        help="export a trained model for use outside Python (ONNX)",
+        description="Export a trained model as ONNX with its post-processing (boxes, labels, scores; dynamic batch; "
+        "opset 17), the class map and settings in its metadata; checked by onnx.checker.",
+    )
+    export.add_argument("--model", required=True, help=MODEL_HELP)
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="the export format")
+    export.add_argument("--output", type=Path, required=True, metavar="FILE", help="the file to write, e.g. model.onnx")
+    export.set_defaults(func=_cmd_export)
 
     contract = commands.add_parser(
         "contract", parents=[common], help="print the contract (arguments, environment, exit codes) as Markdown"
@@ -296,6 +307,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     summary = run_predict(config)
     print(f"{summary.images} images predicted, {summary.objects} objects, {len(summary.skipped)} skipped: "
           f"{config.output_dir / 'predictions.csv'}")  # fmt: skip
+    return ExitCode.OK
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from trainkit.inference.onnx_export import export_onnx
+    from trainkit.inference.predictor import load_predictor
+    from trainkit.inference.sources import resolve_model
+
+    with tempfile.TemporaryDirectory(prefix="trainkit-model-") as scratch:
+        predictor = load_predictor(resolve_model(args.model, Path(scratch)), "cpu")
+    print(export_onnx(predictor, args.output))
     return ExitCode.OK
 
 

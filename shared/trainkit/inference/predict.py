@@ -23,7 +23,7 @@ import numpy as np
 from trainkit.atomic import write_bytes_atomic, write_json_atomic
 from trainkit.classmap import ClassMap
 from trainkit.errors import UserError
-from trainkit.inference.predictor import Prediction, Predictor, load_predictor
+from trainkit.inference.predictor import BasePredictor, Prediction, load_predictor
 from trainkit.inference.responses import jsonl_line, labelling_row
 from trainkit.inference.sources import resolve_model
 
@@ -37,7 +37,7 @@ LOG_EVERY = 20  # batches between progress lines when stderr is not a terminal
 class PredictConfig:
     """What `trainkit predict` runs (built from its command line)."""
 
-    model: str  # a run's output folder, its model/ folder, or models:/... runs:/... URI
+    model: str  # a run's output folder, its model/ folder, models:/... runs:/... URI, or an exported .onnx file
     imageset: Path
     output_dir: Path
     labelset: Path | None = None  # predict its rows' images; else every image file under the image set
@@ -74,8 +74,7 @@ def run_predict(config: PredictConfig) -> PredictSummary:
 
     config.check()
     device = resolve_device(config.device)
-    with tempfile.TemporaryDirectory(prefix="trainkit-model-") as scratch:
-        predictor = load_predictor(resolve_model(config.model, Path(scratch)), device)
+    predictor = open_model(config.model, device)
     records, skipped = image_records(config, predictor.classes)
     start = time.perf_counter()
     answers, loader_skipped = _predict_all(predictor, records, config)
@@ -88,6 +87,16 @@ def run_predict(config: PredictConfig) -> PredictSummary:
     log.info("%d images predicted (%d skipped), %d objects, %.1f images/s", len(answers), len(skipped), objects,
              len(answers) / seconds if seconds else 0.0)  # fmt: skip
     return PredictSummary(len(answers), objects, skipped, seconds, files)
+
+
+def open_model(spec: str, device) -> BasePredictor:
+    """A predictor for `spec`: an exported .onnx file (onnxruntime, CPU), or a trainkit MLflow model."""
+    if spec.endswith(".onnx") and Path(spec).is_file():
+        from trainkit.inference.onnx_predictor import OnnxPredictor
+
+        return OnnxPredictor(Path(spec))
+    with tempfile.TemporaryDirectory(prefix="trainkit-model-") as scratch:
+        return load_predictor(resolve_model(spec, Path(scratch)), device)
 
 
 def image_records(config: PredictConfig, classes: ClassMap):
@@ -143,7 +152,7 @@ def _labelled_records(config: PredictConfig):
     return records, {}
 
 
-def _predict_all(predictor: Predictor, records, config: PredictConfig):
+def _predict_all(predictor: BasePredictor, records, config: PredictConfig):
     from tqdm import tqdm
 
     from trainkit.batch import LoaderConfig
@@ -169,7 +178,7 @@ def _predict_all(predictor: Predictor, records, config: PredictConfig):
     return answers, loader.skipped
 
 
-def _write(config: PredictConfig, predictor: Predictor, records, answers, skipped, seconds: float) -> list[Path]:
+def _write(config: PredictConfig, predictor: BasePredictor, records, answers, skipped, seconds: float) -> list[Path]:
     import pandas as pd
 
     from trainkit.evaluation import Evaluation, draw_detections

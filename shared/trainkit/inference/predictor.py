@@ -36,17 +36,12 @@ class Prediction:
     probabilities: np.ndarray | None = None  # (classes,) for classifiers
 
 
-class Predictor:
-    """A model with what it needs to run: its trainer, class map and settings, on one device."""
+class BasePredictor:
+    """What every predictor shares: the training resize before the model, answers in image pixels after."""
 
-    def __init__(
-        self, trainer: Trainer, model: nn.Module, classes: ClassMap, settings: ModelSettings, device: torch.device
-    ) -> None:
-        self.trainer = trainer
-        self.model = model.to(device).eval()
-        self.classes = classes
-        self.settings = settings
-        self.device = device
+    classes: ClassMap
+    settings: ModelSettings
+    device: torch.device
 
     @property
     def detects(self) -> bool:
@@ -69,8 +64,43 @@ class Predictor:
         """Answers for a batch already resized to the model's input, (N, 3, S, S) uint8 on the model's
         device (what trainkit's loader yields), given each image's original (width, height)."""
         threshold = self.settings.min_score if min_score is None else min_score
+        sizes = np.asarray(sizes, np.float32).reshape(len(images), 2)
+        outputs = self.run(images, sizes)
+        return [self._answer(out, size, threshold) for out, size in zip(outputs, sizes, strict=True)]
+
+    def run(self, images: torch.Tensor, sizes: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """The model's raw outputs per image (see `Trainer.predict`), as numpy arrays."""
+        raise NotImplementedError
+
+    def _answer(self, out: dict[str, np.ndarray], size: np.ndarray, threshold: float) -> Prediction:
+        width, height = (round(v) for v in size.tolist())
+        if not self.detects:
+            probabilities = out["scores"].astype(np.float32)
+            label = int(out["labels"])
+            return Prediction(width, height, np.zeros((0, 4), np.float32), np.array([label]),
+                              probabilities[[label]], probabilities)  # fmt: skip
+        keep = out["scores"] >= threshold
+        scale = np.tile(self.settings.image_size / size, 2)  # model pixels per image pixel: x, y, x, y
+        boxes = np.clip(out["boxes"][keep] / scale, 0, [width, height, width, height]).astype(np.float32)
+        return Prediction(width, height, boxes, out["labels"][keep].astype(np.int64), out["scores"][keep])
+
+
+class Predictor(BasePredictor):
+    """A PyTorch model with what it needs to run: its trainer, class map and settings, on one device."""
+
+    def __init__(
+        self, trainer: Trainer, model: nn.Module, classes: ClassMap, settings: ModelSettings, device: torch.device
+    ) -> None:
+        self.trainer = trainer
+        self.model = model.to(device).eval()
+        self.classes = classes
+        self.settings = settings
+        self.device = device
+
+    def run(self, images: torch.Tensor, sizes: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """The trainer's own `predict` on the images, normalised as the harness fed them in training."""
         n = len(images)
-        scales = torch.from_numpy(self.settings.image_size / np.asarray(sizes, np.float32).reshape(n, 2))
+        scales = torch.from_numpy(self.settings.image_size / sizes)
         if self.detects:
             targets = [{"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64)}] * n
             batch = DetectionBatch(images, targets, torch.arange(n), scales)
@@ -78,29 +108,8 @@ class Predictor:
             batch = ClassificationBatch(images, torch.zeros(n, dtype=torch.int64), torch.arange(n))
         with torch.no_grad():
             outputs = self.trainer.predict(self.model, to_float(images, self.settings.mean, self.settings.std), batch)
-        answers = []
-        for i, out in enumerate(outputs):
-            width, height = (round(v) for v in np.asarray(sizes[i]).tolist())
-            if not self.detects:
-                probabilities = out["scores"].float().cpu().numpy()
-                label = int(out["labels"])
-                answers.append(
-                    Prediction(
-                        width,
-                        height,
-                        np.zeros((0, 4), np.float32),
-                        np.array([label]),
-                        probabilities[[label]],
-                        probabilities,
-                    )
-                )
-                continue
-            scores = out["scores"].float().cpu().numpy()
-            keep = scores >= threshold
-            boxes = out["boxes"].float().cpu().numpy()[keep] / np.tile(scales[i].numpy(), 2)
-            boxes = np.clip(boxes, 0, [width, height, width, height]).astype(np.float32)
-            answers.append(Prediction(width, height, boxes, out["labels"].cpu().numpy()[keep], scores[keep]))
-        return answers
+        return [{key: value.float().cpu().numpy() if value.is_floating_point() else value.cpu().numpy()
+                 for key, value in out.items()} for out in outputs]  # fmt: skip
 
 
 def load_predictor(folder: Path, device: torch.device | str = "cpu") -> Predictor:

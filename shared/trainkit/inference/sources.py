@@ -25,7 +25,7 @@ def resolve_model(spec: str, scratch: Path) -> Path:
     path = Path(spec)
     if not path.exists():
         raise UserError(f"--model {spec}: no such folder (give a run's output folder, its model/ folder, "
-                        "models:/NAME/VERSION or runs:/RUN_ID/model)")  # fmt: skip
+                        "models:/NAME/VERSION, runs:/RUN_ID/model or an exported .onnx file)")  # fmt: skip
     return _model_folder(path, spec)
 
 

@@ -32,6 +32,7 @@ from trainkit.data.dataset import Dataset
 from trainkit.errors import UserError
 from trainkit.evaluation import Evaluation, plot_curves
 from trainkit.inference.package import build_model_dir
+from trainkit.inference.predictor import Predictor
 from trainkit.inference.settings import ModelSettings
 from trainkit.loading.distributed import Shard, local_processes, local_rank
 from trainkit.loading.loader import DaliLoader, create_loader
@@ -400,11 +401,33 @@ def _finish(
     settings = ModelSettings.of(trainer, loaded.module.__name__, params)
     build_model_dir(output_dir / "model", exported, settings, dataset.class_map, loaded.source)
     model_uri = tracker.log_model(output_dir / "model", config.register_as)
+    if trainer.exports_onnx:
+        onnx_file = _export_onnx(Predictor(trainer, exported, dataset.class_map, settings, torch.device("cpu")),
+                                 output_dir / "model.onnx")  # fmt: skip
+        if onnx_file is not None:
+            tracker.log_artifact(onnx_file)
     tracker.log_artifacts(plots, "plots")
     tracker.log_dict(metrics, "metrics.json")
     log.info("model: %s (MLflow %s, tracking %s)", output_dir / "model", model_uri, tracker.tracking_uri)
     if config.register_as:
         log.info("registered as %r", config.register_as)
+
+
+def _export_onnx(predictor: Predictor, path: Path) -> Path | None:
+    """model.onnx beside the MLflow model. A failure here costs the run nothing: the MLflow model is
+    complete, so it is a warning saying how to retry, not a failed run."""
+    from trainkit.inference.onnx_export import export_onnx
+
+    try:
+        written = export_onnx(predictor, path)
+    except Exception as exc:  # any exporter failure: the trained model itself is safe
+        log.warning(
+            "ONNX export failed (%s: %s); the MLflow model is complete; retry with `trainkit export`, or set "
+            "exports_onnx = False on the trainer", type(exc).__name__, " ".join(str(exc).split())[:300],
+        )  # fmt: skip
+        return None
+    log.info("ONNX model: %s", written)
+    return written
 
 
 def _run_info(config: TrainConfig, loaded: LoadedTrainer, params, dataset: Dataset, tracker: Tracker, device) -> dict:

@@ -64,6 +64,10 @@ class Tracker:
         """A JSON artifact."""
         self._mlflow.log_dict(value, name)
 
+    def log_artifact(self, file: Path) -> None:
+        """One file, at the run's artifact root."""
+        self._mlflow.log_artifact(str(file))
+
     def log_artifacts(self, folder: Path, path: str | None = None) -> None:
         """Every file under `folder`."""
         self._mlflow.log_artifacts(str(folder), artifact_path=path)
