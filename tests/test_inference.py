@@ -281,3 +281,58 @@ def test_export_and_predict_with_the_onnx_file(demo, run_cli, tmp_path: Path) ->
     broken.write_bytes(b"not onnx")
     refused = run_cli("predict", "--model", broken, "--output-dir", tmp_path / "x", *common)
     assert refused.code == 2 and "not a loadable ONNX model" in refused.err
+
+
+def test_evaluate_counts_hits_misses_false_detections_and_wrong_classes(model_dir: Path, run_cli, tmp_path) -> None:
+    import mlflow
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rows = []
+    for name, rect, labels in [
+        ("hit.png", RECT, [("lamp", RECT)]),
+        ("wrong_class.png", (10, 10, 60, 40), [("window", (10, 10, 60, 40))]),
+        ("missed.png", None, [("lamp", (50, 50, 100, 100))]),
+        ("false.png", RECT, []),
+        ("unknown.png", None, [("door", (5, 5, 50, 50))]),
+    ]:
+        picture(rect).save(images / name)
+        objects = [{"type": t, "bottomX": x0, "topX": x1, "bottomY": y0, "topY": y1} for t, (x0, y0, x1, y1) in labels]
+        rows.append({"image_url": name, "label": objects, "label_confidence": [1.0] * len(objects)})
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    out = tmp_path / "out"
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with mlflow.start_run() as run:
+        result = run_cli("evaluate", "--model", model_dir, "--imageset", images, "--labelset", tmp_path / "labels.csv",
+                         "--datastore-name", "", "--output-dir", out)  # fmt: skip
+    mlflow.set_tracking_uri("")
+    assert result.code == 0, result.err
+    assert "classes the model does not know: door" in result.err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["confusion_matrix"] == {
+        "labels": ["lamp", "window", "background"],
+        "rows_truth_columns_predicted": [[1, 0, 1], [1, 0, 0], [1, 0, 0]],
+    }
+    assert metrics["precision_class/lamp"] == pytest.approx(1 / 3) and metrics["recall_class/lamp"] == 0.5
+    assert metrics["recall_class/window"] == 0.0
+    assert (metrics["missed_objects"], metrics["false_detections"]) == (2, 2)
+    assert 0 < metrics["map_50"] < 1 and metrics["unknown_classes"] == ["door"]
+    assert {p.name for p in out.iterdir()} == {"metrics.json", "pr_curves.png", "confusion_matrix.png", "worst"}
+    assert len(list((out / "worst").iterdir())) == 3
+    logged = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(run.info.run_id)
+    assert logged.data.metrics["eval/map_50"] == pytest.approx(metrics["map_50"])
+
+
+def test_evaluate_a_crop_classifier(demo, run_cli, tmp_path: Path) -> None:
+    settings = {"image_size": 32, "arch": "mobilenet_v3_small"}
+    folder = _built(
+        ROOT / "trainers" / "classifier", tmp_path / "model", settings, ClassMap(("circle", "square", "triangle"))
+    )
+    result = run_cli("evaluate", "--model", folder, "--imageset", demo.imageset_studio, "--labelset", demo.labels_csv,
+                     "--datastore-name", "", "--output-dir", tmp_path / "out")  # fmt: skip
+    assert result.code == 0, result.err
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    matrix = np.array(metrics["confusion_matrix"]["rows_truth_columns_predicted"])
+    assert matrix.shape == (3, 3) and matrix.sum() > 0
+    assert metrics["accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum())
+    assert (tmp_path / "out" / "pr_curves.png").is_file() and (tmp_path / "out" / "confusion_matrix.png").is_file()

@@ -179,6 +179,40 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per batch")
     predict.set_defaults(func=_cmd_predict)
 
+    evaluate = commands.add_parser(
+        "evaluate",
+        parents=[common],
+        help="measure a trained model on a labelled set",
+        description="Measure a trained model on a labelled set: mAP and per-class AP, precision-recall curves, "
+        "precision and recall at the score threshold, a confusion matrix with background, the worst images "
+        "drawn; metrics.json and PNGs in --output-dir, and the active MLflow run.",
+    )
+    evaluate.add_argument("--model", required=True, help=MODEL_HELP + ", or an exported .onnx file")
+    evaluate.add_argument("--imageset", type=Path, required=True, metavar="DIR", help="the image set folder")
+    evaluate.add_argument("--labelset", type=Path, required=True, metavar="PATH", help="the label set")
+    evaluate.add_argument("--output-dir", type=Path, required=True, metavar="DIR", help="where results go")
+    evaluate.add_argument(
+        "--datastore-name", default=os.environ.get(ENV_DATASTORE_NAME.name), metavar="NAME",
+        help=f"folder between the image set and image_url (env {ENV_DATASTORE_NAME.name}; unset: found)",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--min-score",
+        type=float,
+        metavar="X",
+        help="score threshold for precision, recall, confusion (default: the model's)",
+    )
+    evaluate.add_argument(
+        "--min-confidence",
+        type=float,
+        default=0.0,
+        metavar="X",
+        help="leave out objects labelled with confidence below X",
+    )
+    evaluate.add_argument("--draw", type=int, default=10, metavar="N", help="draw the N images with the most errors")
+    evaluate.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model runs")
+    evaluate.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per batch")
+    evaluate.set_defaults(func=_cmd_evaluate)
+
     export = commands.add_parser(
         "export",
         parents=[common],
@@ -307,6 +341,20 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     summary = run_predict(config)
     print(f"{summary.images} images predicted, {summary.objects} objects, {len(summary.skipped)} skipped: "
           f"{config.output_dir / 'predictions.csv'}")  # fmt: skip
+    return ExitCode.OK
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from trainkit.inference.evaluate import EvaluateConfig, run_evaluate
+
+    config = EvaluateConfig(
+        model=args.model, imageset=args.imageset, labelset=args.labelset, output_dir=args.output_dir,
+        datastore_name=args.datastore_name, min_score=args.min_score, min_confidence=args.min_confidence,
+        draw=args.draw, device=args.device, batch_size=args.batch_size,
+    )  # fmt: skip
+    metrics = run_evaluate(config)
+    headline = ("map", "map_50", "map_75") if "map" in metrics else ("accuracy",)
+    print(", ".join(f"{name} {metrics[name]:.3f}" for name in headline) + f": {config.output_dir / 'metrics.json'}")
     return ExitCode.OK
 
 

@@ -1,0 +1,323 @@
+"""`trainkit evaluate`: a trained model on a labelled set, with the numbers and pictures that say where it fails.
+
+Detection: COCO mAP (0.5:0.95, 0.5, 0.75) and per-class AP from torchmetrics (pycocotools' method),
+a precision-recall curve per class at IoU 0.5, and at the model's score threshold per-class
+precision and recall and a confusion matrix with a background row and column (missed objects,
+false detections); the images with the most errors are drawn. Classifiers (object crops): accuracy,
+per-class precision, recall and F1, the confusion matrix. Everything goes to metrics.json and PNGs
+in the output folder, and to the active MLflow run when there is one (as in an AzureML job).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainkit.atomic import write_json_atomic
+from trainkit.classmap import ClassMap
+from trainkit.errors import UserError
+from trainkit.inference.predictor import BasePredictor, Prediction
+
+log = logging.getLogger(__name__)
+
+IOU = 0.5  # a detection matches an object when their boxes overlap this much
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """What `trainkit evaluate` runs (built from its command line)."""
+
+    model: str
+    imageset: Path
+    labelset: Path
+    output_dir: Path
+    datastore_name: str | None = None
+    min_score: float | None = None  # the operating threshold for precision, recall and the confusion matrix
+    min_confidence: float = 0.0  # objects labelled with less confidence are left out, as in training
+    draw: int = 10  # images with the most errors to draw
+    device: str = "auto"
+    batch_size: int = 8
+
+
+@dataclass
+class _Image:
+    path: str
+    truth_boxes: np.ndarray
+    truth_labels: np.ndarray
+    prediction: Prediction
+    errors: int = 0
+
+
+@dataclass
+class _Counts:
+    """Per class at the operating threshold: true positives, false positives, missed objects."""
+
+    tp: np.ndarray
+    fp: np.ndarray
+    fn: np.ndarray
+    confusion: np.ndarray  # (K + 1, K + 1): rows truth, columns prediction; index K is background
+
+    @classmethod
+    def empty(cls, k: int) -> _Counts:
+        return cls(
+            np.zeros(k, np.int64), np.zeros(k, np.int64), np.zeros(k, np.int64), np.zeros((k + 1, k + 1), np.int64)
+        )
+
+
+def run_evaluate(config: EvaluateConfig) -> dict:
+    """Evaluate, write metrics.json and the pictures, log to an active MLflow run; returns the metrics."""
+    from trainkit.inference.predict import open_model
+    from trainkit.training.devices import resolve_device
+
+    if config.min_score is not None and not 0 <= config.min_score <= 1:
+        raise UserError(f"--min-score {config.min_score}: must be between 0 and 1")
+    predictor = open_model(config.model, resolve_device(config.device))
+    threshold = predictor.settings.min_score if config.min_score is None else config.min_score
+    records, report = _records(config)
+    remap, unknown = _class_ids(records.classes, predictor.classes)
+    if unknown:
+        log.warning("classes the model does not know: %s; their objects count as missed", ", ".join(unknown))
+    out = config.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    if predictor.detects:
+        metrics, files = _evaluate_detection(predictor, records, remap, threshold, config)
+    else:
+        metrics, files = _evaluate_crops(predictor, records, remap, config)
+    document = {
+        "model": config.model, "labelset": str(config.labelset), "images": len(records),
+        "rows_left_out": dict(report.problems), "unknown_classes": unknown, "min_score": threshold, **metrics,
+    }  # fmt: skip
+    files.append(write_json_atomic(out / "metrics.json", document))
+    _log_to_mlflow(metrics, files)
+    return document
+
+
+def _records(config: EvaluateConfig):
+    from trainkit.data.dataset import DatasetOptions, DatasetPair, load_pair
+
+    options = DatasetOptions(
+        datastore_name=config.datastore_name, on_bad_row="skip", min_confidence=config.min_confidence
+    )
+    records, report = load_pair(DatasetPair(config.imageset, config.labelset, name="evaluation"), options)
+    if report.problems:
+        log.warning("%d rows of %s left out: %s", sum(report.problems.values()), config.labelset,
+                    ", ".join(f"{k} {v}" for k, v in sorted(report.problems.items())))  # fmt: skip
+    if not len(records):
+        raise UserError(f"--labelset {config.labelset}: no usable row (see `trainkit validate`)")
+    return records, report
+
+
+def _class_ids(names: tuple[str, ...], classes: ClassMap) -> tuple[np.ndarray, list[str]]:
+    """The model's id for each label-set class id (-1: unknown to the model), and the unknown names."""
+    ids = classes.id_of()
+    remap = np.array([ids.get(name, -1) for name in names], np.int64)
+    return remap, [name for name in names if name not in ids]
+
+
+def _evaluate_detection(predictor: BasePredictor, records, remap: np.ndarray, threshold: float, config):
+    from torchmetrics.detection import MeanAveragePrecision
+
+    from trainkit.batch import LoaderConfig
+    from trainkit.loading.loader import create_loader
+
+    classes = predictor.classes
+    loader = create_loader(
+        records,
+        LoaderConfig(batch_size=config.batch_size, image_size=predictor.settings.image_size, train=False,
+                     on_bad_row="skip"),
+        predictor.device,
+    )  # fmt: skip
+    metric = MeanAveragePrecision(iou_type="bbox", box_format="xyxy", class_metrics=True, extended_summary=True)
+    k = len(classes)
+    counts = _Counts.empty(k)
+    images: list[_Image] = []
+    for batch in loader:
+        indices = batch.indices.numpy()
+        answers = predictor.predict_batch(batch.images, records.sizes[indices], 0.0)
+        for index, answer in zip(indices.tolist(), answers, strict=True):
+            item = records[index]
+            labels = remap[item.class_ids] if len(item.class_ids) else np.zeros(0, np.int64)
+            known = labels >= 0
+            truth = _Image(item.path, item.boxes[known], labels[known], answer)
+            metric.update(
+                [{"boxes": torch.from_numpy(answer.boxes), "scores": torch.from_numpy(answer.scores),
+                  "labels": torch.from_numpy(answer.labels)}],
+                [{"boxes": torch.from_numpy(truth.truth_boxes), "labels": torch.from_numpy(truth.truth_labels)}],
+            )  # fmt: skip
+            truth.errors = _count(truth, threshold, counts)
+            images.append(truth)
+    for path, reason in loader.skipped.items():
+        log.warning("skipped %s: %s", path, reason)
+    result = metric.compute()
+    metrics = {name: float(result[name]) for name in ("map", "map_50", "map_75")}
+    present = result["classes"].reshape(-1).tolist()
+    for class_id, ap in zip(present, result["map_per_class"].reshape(-1).tolist(), strict=True):
+        if 0 <= class_id < k and ap >= 0:
+            metrics[f"map_class/{classes.names[class_id]}"] = ap
+    for i, name in enumerate(classes.names):
+        found = counts.tp[i] + counts.fn[i]
+        said = counts.tp[i] + counts.fp[i]
+        if found or said:
+            metrics[f"precision_class/{name}"] = float(counts.tp[i] / said) if said else 0.0
+            metrics[f"recall_class/{name}"] = float(counts.tp[i] / found) if found else 0.0
+    metrics["missed_objects"] = int(counts.fn.sum())
+    metrics["false_detections"] = int(counts.fp.sum())
+    out = config.output_dir
+    files = [_draw_pr_curves(result, present, classes, out / "pr_curves.png")]
+    labels = [*classes.names, "background"]
+    files.append(_draw_matrix(counts.confusion, labels, out / "confusion_matrix.png"))
+    metrics["confusion_matrix"] = {"labels": labels, "rows_truth_columns_predicted": counts.confusion.tolist()}
+    files += _draw_worst(images, classes, threshold, config.draw, out / "worst")
+    return metrics, files
+
+
+def _count(image: _Image, threshold: float, counts: _Counts) -> int:
+    """Match the image's detections above `threshold` to its objects (IoU >= 0.5, best score first);
+    add to the per-class counts and the confusion matrix; return the image's errors."""
+    from torchvision.ops import box_iou
+
+    keep = image.prediction.scores >= threshold
+    boxes, labels = image.prediction.boxes[keep], image.prediction.labels[keep]
+    order = np.argsort(-image.prediction.scores[keep], kind="stable")
+    background = counts.confusion.shape[0] - 1
+    iou = box_iou(torch.from_numpy(boxes), torch.from_numpy(image.truth_boxes)).numpy() if len(boxes) else None
+    taken = np.zeros(len(image.truth_labels), bool)
+    errors = 0
+    for d in order:
+        candidates = np.where(~taken & (iou[d] >= IOU))[0] if iou is not None and iou.shape[1] else np.array([], int)
+        same = [c for c in candidates if image.truth_labels[c] == labels[d]]
+        best = max(same or candidates.tolist(), key=lambda c: iou[d, c], default=None)
+        if best is None:
+            counts.fp[labels[d]] += 1
+            counts.confusion[background, labels[d]] += 1
+            errors += 1
+            continue
+        taken[best] = True
+        truth = image.truth_labels[best]
+        counts.confusion[truth, labels[d]] += 1
+        if truth == labels[d]:
+            counts.tp[truth] += 1
+        else:  # the right place, the wrong class: a miss of one class and a false detection of another
+            counts.fn[truth] += 1
+            counts.fp[labels[d]] += 1
+            errors += 1
+    for missed in np.where(~taken)[0]:
+        counts.fn[image.truth_labels[missed]] += 1
+        counts.confusion[image.truth_labels[missed], background] += 1
+        errors += 1
+    return errors
+
+
+def _evaluate_crops(predictor: BasePredictor, records, remap: np.ndarray, config):
+    from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassPrecisionRecallCurve
+
+    from trainkit.batch import LoaderConfig
+    from trainkit.loading.loader import create_loader
+
+    classes = predictor.classes
+    k = len(classes)
+    loader = create_loader(
+        records,
+        LoaderConfig(batch_size=config.batch_size, image_size=predictor.settings.image_size, train=False,
+                     task="object_crops", on_bad_row="skip"),
+        predictor.device,
+    )  # fmt: skip
+    confusion = MulticlassConfusionMatrix(k)
+    curves = MulticlassPrecisionRecallCurve(k, thresholds=101)
+    for batch in loader:
+        truth = torch.from_numpy(remap[batch.labels.cpu().numpy()])
+        known = truth >= 0
+        outputs = predictor.run(batch.images, np.ones((len(truth), 2), np.float32))
+        probabilities = torch.from_numpy(np.stack([o["scores"] for o in outputs]))
+        confusion.update(probabilities.argmax(1)[known], truth[known])
+        curves.update(probabilities[known], truth[known])
+    matrix = confusion.compute().numpy()
+    metrics = {"accuracy": float(np.trace(matrix) / max(1, matrix.sum()))}
+    for i, name in enumerate(classes.names):
+        said, found = matrix[:, i].sum(), matrix[i].sum()
+        if said or found:
+            precision = float(matrix[i, i] / said) if said else 0.0
+            recall = float(matrix[i, i] / found) if found else 0.0
+            metrics[f"precision_class/{name}"] = precision
+            metrics[f"recall_class/{name}"] = recall
+            metrics[f"f1_class/{name}"] = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    metrics["confusion_matrix"] = {"labels": list(classes.names), "rows_truth_columns_predicted": matrix.tolist()}
+    out = config.output_dir
+    precision, recall, _ = curves.compute()
+    files = [_plot_curves([(n, r.numpy(), p.numpy()) for n, p, r in zip(classes.names, precision, recall, strict=True)],
+                          out / "pr_curves.png"),
+             _draw_matrix(matrix, list(classes.names), out / "confusion_matrix.png")]  # fmt: skip
+    return metrics, files
+
+
+def _draw_pr_curves(result: dict, present: list[int], classes: ClassMap, path: Path) -> Path:
+    precision = result["precision"]  # (IoU thresholds, 101 recall points, classes present, areas, max detections)
+    recall = np.linspace(0, 1, precision.shape[1])
+    curves = []
+    for column, class_id in enumerate(present):
+        if 0 <= class_id < len(classes):
+            values = precision[0, :, column, 0, -1].numpy()  # IoU 0.5, every area, the most detections
+            valid = values >= 0
+            curves.append((classes.names[class_id], recall[valid], values[valid]))
+    return _plot_curves(curves, path)
+
+
+def _plot_curves(curves: list[tuple[str, np.ndarray, np.ndarray]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
+    for name, recall, precision in curves:
+        ax.plot(recall, precision, label=name)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(loc="lower left")
+    ax.set_title(f"precision-recall per class (IoU {IOU})")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _draw_matrix(matrix: np.ndarray, labels: list[str], path: Path) -> Path:
+    from trainkit.evaluation import Evaluation, draw_confusion
+
+    [written] = draw_confusion(Evaluation({}, confusion=matrix.tolist()), ClassMap(tuple(labels)), path.parent)
+    return written if written == path else written.rename(path)
+
+
+def _draw_worst(images: list[_Image], classes: ClassMap, threshold: float, n: int, folder: Path) -> list[Path]:
+    from trainkit.evaluation import Evaluation, draw_detections
+
+    worst = sorted((i for i in images if i.errors), key=lambda i: -i.errors)[:n]
+    drawn = [(i.path, {"boxes": torch.from_numpy(i.prediction.boxes), "labels": torch.from_numpy(i.prediction.labels),
+                       "scores": torch.from_numpy(i.prediction.scores)},
+              {"boxes": torch.from_numpy(i.truth_boxes), "labels": torch.from_numpy(i.truth_labels)})
+             for i in worst]  # fmt: skip
+    return draw_detections(Evaluation({}, drawn), classes, folder, prefix="worst", min_score=threshold)
+
+
+def _log_to_mlflow(metrics: dict, files: list[Path]) -> None:
+    """The numbers and pictures, under evaluation/, in the run that is active (or that MLFLOW_RUN_ID names)."""
+    import mlflow
+
+    if mlflow.active_run() is None and not os.environ.get("MLFLOW_RUN_ID"):
+        return
+    run = mlflow.active_run() or mlflow.start_run(run_id=os.environ["MLFLOW_RUN_ID"])
+    mlflow.log_metrics({f"eval/{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)})
+    for path in files:
+        mlflow.log_artifact(str(path), artifact_path=f"evaluation/{path.parent.name}" if path.parent.name == "worst"
+                            else "evaluation")  # fmt: skip
+    log.info("evaluation logged to MLflow run %s", run.info.run_id)
