@@ -265,3 +265,38 @@ def test_torchvision_weights_must_be_baked_into_the_image(run_cli, manifest, in_
     assert twice.code == 2 and "weights given twice" in twice.err
     unknown = run_cli(*base, "--weights", "torchvision:Nope.V1")
     assert unknown.code == 2 and "unknown weights 'Nope.V1'" in unknown.err
+
+
+@pytest.mark.parametrize(
+    ("extra", "kinds"),
+    [
+        (["--instance-type", "Standard_DS3_v2"], ["online_endpoint", "online_deployment"]),
+        (["--batch", "--compute", "cpu-cluster", "--mini-batch-size", "4"], ["batch_endpoint", "batch_deployment"]),
+    ],
+)
+def test_deploy_writes_an_endpoint_and_deployment_azure_ai_ml_loads(run_cli, tmp_path, extra, kinds) -> None:
+    import azure.ai.ml
+
+    result = run_cli("deploy", "--model", "azureml:shapes-detector:3", "--endpoint", "shapes-detector",
+                     *extra, "--dry-run", tmp_path)  # fmt: skip
+    assert result.code == 0, result.err
+    assert [Path(p).stem for p in result.out.split()] == kinds
+    endpoint = getattr(azure.ai.ml, f"load_{kinds[0]}")(source=tmp_path / f"{kinds[0]}.yml")
+    deployment = getattr(azure.ai.ml, f"load_{kinds[1]}")(source=tmp_path / f"{kinds[1]}.yml")
+    assert endpoint.name == deployment.endpoint_name == "shapes-detector"
+    assert deployment.model == "shapes-detector:3"  # azure-ai-ml drops the azureml: once loaded
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "shapes:3", "--endpoint", "e1x", "--instance-type", "a"], "give the registered model as azureml:"),
+        (["--model", "azureml:m:1", "--endpoint", "1bad", "--instance-type", "a"], "--endpoint 1bad: 3-32 letters"),
+        (["--model", "azureml:m:1", "--endpoint", "good"], "needs --instance-type"),
+        (["--model", "azureml:m:1", "--endpoint", "good", "--batch"], "--batch needs --compute"),
+        (["--model", "azureml:m:1", "--endpoint", "good", "--instance-type", "a"], "no AzureML workspace"),
+    ],
+)
+def test_deploy_refuses_with_one_line(run_cli, in_repo, args: list[str], message: str) -> None:
+    result = run_cli("deploy", *args)
+    assert result.code == 2 and message in result.err.strip().splitlines()[-1], result.err

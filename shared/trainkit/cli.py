@@ -118,6 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_submit_arguments(submit)
     submit.set_defaults(func=run_submit)
 
+    from trainkit.submit.deploy import add_arguments as add_deploy_arguments
+    from trainkit.submit.deploy import run as run_deploy
+
+    deploy = commands.add_parser(
+        "deploy",
+        parents=[common],
+        help="serve a registered model from an AzureML online or batch endpoint",
+        description="Serve a registered trainkit model from an AzureML managed online endpoint or a batch "
+        "endpoint (no-code MLflow deployment); --dry-run writes and checks the YAML offline.",
+    )
+    add_deploy_arguments(deploy)
+    deploy.set_defaults(func=run_deploy)
+
     demo = commands.add_parser(
         "demo-data",
         parents=[common],

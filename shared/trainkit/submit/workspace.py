@@ -98,8 +98,8 @@ def find_workspace(subscription: str = "", resource_group: str = "", name: str =
     )
 
 
-def submit(jobs: list[Any], workspace: Workspace) -> list[tuple[str, str]]:
-    """Submit jobs that load_and_validate returned; returns (job name, studio URL) for each."""
+def ml_client(workspace: Workspace) -> Any:
+    """An MLClient for `workspace`, once an Azure login is known to work (else a UserError saying how)."""
     sdk = _sdk()
     from azure.core.exceptions import ClientAuthenticationError
     from azure.identity import DefaultAzureCredential
@@ -112,7 +112,12 @@ def submit(jobs: list[Any], workspace: Workspace) -> list[tuple[str, str]]:
             "no Azure login: run `az login` (or set AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET "
             "for a service principal, or run where a managed identity is assigned)"
         ) from None
-    client = sdk.MLClient(credential, workspace.subscription_id, workspace.resource_group, workspace.name)
+    return sdk.MLClient(credential, workspace.subscription_id, workspace.resource_group, workspace.name)
+
+
+def submit(jobs: list[Any], workspace: Workspace) -> list[tuple[str, str]]:
+    """Submit jobs that load_and_validate returned; returns (job name, studio URL) for each."""
+    client = ml_client(workspace)
     submitted = []
     for job in jobs:
         created = client.jobs.create_or_update(job)
