@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/parse_labels.py
 	$(BIN)/python benchmarks/loader.py
 	$(BIN)/python benchmarks/harness.py
+	$(BIN)/python benchmarks/predict.py
 
 bench-quality: $(STAMP)
 	$(BIN)/python benchmarks/quality.py

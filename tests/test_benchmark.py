@@ -51,3 +51,10 @@ def test_quality_benchmark_runs() -> None:
     out = run_benchmark("quality", "--smoke")
     assert re.search(r"^skeleton \(GroupNorm, 64 RoIs @50%\)\s+\d+\s+\d+\s+\d\.\d{3}", out, re.M), out
     assert re.search(r"^detector from scratch \(MobileNetV3 FPN\)\s+\d+", out, re.M), out
+
+
+@pytest.mark.slow
+def test_predict_benchmark_runs() -> None:
+    out = run_benchmark("predict", "--smoke")
+    assert re.search(r"^trainkit predict: prediction phase \(loader \+ model\)\s+\d+\.\d\s+\d\.\d\dx$", out, re.M), out
+    assert "one image: median ms" in out and "onnxruntime" in out

@@ -172,24 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a trained model over an image set: predictions.csv (label rows that validate and train "
         "read), predictions.jsonl (AutoML's JSON Lines), drawn/ and predict.json in --output-dir.",
     )
-    predict.add_argument("--model", required=True, help=MODEL_HELP + ", or an exported .onnx file")
-    predict.add_argument("--imageset", type=Path, required=True, metavar="DIR", help="the image set folder")
-    predict.add_argument(
-        "--labelset", type=Path, metavar="PATH", help="predict the images of these rows (default: every image file)"
+    _add_model_run_args(
+        predict,
+        labelset="predict the images of these rows (default: every image file)",
+        min_score="leave out detections below X (default: the model's)",
+        draw="draw the predictions on the first N images",
     )
-    predict.add_argument("--output-dir", type=Path, required=True, metavar="DIR", help="where predictions go")
-    predict.add_argument(
-        "--datastore-name",
-        default=os.environ.get(ENV_DATASTORE_NAME.name),
-        metavar="NAME",
-        help=f"folder between the image set and image_url (env {ENV_DATASTORE_NAME.name}); image_url is relative to it",
-    )
-    predict.add_argument(
-        "--min-score", type=float, metavar="X", help="leave out detections below X (default: the model's)"
-    )
-    predict.add_argument("--draw", type=int, default=10, metavar="N", help="draw the predictions on the first N images")
-    predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model runs")
-    predict.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per batch")
     predict.set_defaults(func=_cmd_predict)
 
     evaluate = commands.add_parser(
@@ -200,19 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
         "precision and recall at the score threshold, a confusion matrix with background, the worst images "
         "drawn; metrics.json and PNGs in --output-dir, and the active MLflow run.",
     )
-    evaluate.add_argument("--model", required=True, help=MODEL_HELP + ", or an exported .onnx file")
-    evaluate.add_argument("--imageset", type=Path, required=True, metavar="DIR", help="the image set folder")
-    evaluate.add_argument("--labelset", type=Path, required=True, metavar="PATH", help="the label set")
-    evaluate.add_argument("--output-dir", type=Path, required=True, metavar="DIR", help="where results go")
-    evaluate.add_argument(
-        "--datastore-name", default=os.environ.get(ENV_DATASTORE_NAME.name), metavar="NAME",
-        help=f"folder between the image set and image_url (env {ENV_DATASTORE_NAME.name}; unset: found)",
-    )  # fmt: skip
-    evaluate.add_argument(
-        "--min-score",
-        type=float,
-        metavar="X",
-        help="score threshold for precision, recall, confusion (default: the model's)",
+    _add_model_run_args(
+        evaluate,
+        labelset="the label set to measure against",
+        labelled=True,
+        min_score="score threshold for precision, recall, confusion (default: the model's)",
+        draw="draw the N images with the most errors",
     )
     evaluate.add_argument(
         "--min-confidence",
@@ -221,9 +202,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="X",
         help="leave out objects labelled with confidence below X",
     )
-    evaluate.add_argument("--draw", type=int, default=10, metavar="N", help="draw the N images with the most errors")
-    evaluate.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model runs")
-    evaluate.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per batch")
     evaluate.set_defaults(func=_cmd_evaluate)
 
     export = commands.add_parser(
@@ -243,6 +221,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     contract.set_defaults(func=_cmd_contract)
     return parser
+
+
+def _add_model_run_args(
+    p: argparse.ArgumentParser, *, labelset: str, min_score: str, draw: str, labelled: bool = False
+) -> None:
+    """What `predict` and `evaluate` share: the model, the images, where results go, how it runs."""
+    p.add_argument("--model", required=True, help=MODEL_HELP + ", or an exported .onnx file")
+    p.add_argument("--imageset", type=Path, required=True, metavar="DIR", help="the image set folder")
+    p.add_argument("--labelset", type=Path, required=labelled, metavar="PATH", help=labelset)
+    p.add_argument("--output-dir", type=Path, required=True, metavar="DIR", help="where results go")
+    p.add_argument(
+        "--datastore-name", default=os.environ.get(ENV_DATASTORE_NAME.name), metavar="NAME",
+        help=f"folder between the image set and image_url (env {ENV_DATASTORE_NAME.name}); image_url is relative to it",
+    )  # fmt: skip
+    p.add_argument("--min-score", type=float, metavar="X", help=min_score)
+    p.add_argument("--draw", type=int, default=10, metavar="N", help=draw)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model runs")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per batch")
 
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:

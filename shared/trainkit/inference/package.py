@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -35,6 +36,8 @@ from trainkit.inference import served_model
 from trainkit.inference.predictor import CLASS_MAP_FILE, SETTINGS_FILE
 from trainkit.inference.settings import ModelSettings
 
+# MLflow draws a progress bar for every local "download" while saving; not the user's concern.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 # What loading and running the model imports; stated, not inferred (inferring re-imports the model).
 REQUIREMENTS = ("torch", "torchvision", "pillow", "numpy", "pandas", "cloudpickle")
 
@@ -52,19 +55,20 @@ def build_model_dir(folder: Path, model: nn.Module, settings: ModelSettings, cla
         classes.save(files / CLASS_MAP_FILE)
         (files / SETTINGS_FILE).write_text(_json(settings.to_json()), encoding="utf-8")
         code = [str(Path(trainkit.__file__).parent)] + ([str(trainer_source)] if trainer_source else [])
-        mlflow.pyfunc.save_model(
-            str(staging / "model"),
-            python_model=str(Path(served_model.__file__)),
-            artifacts={"settings": str(files / SETTINGS_FILE), "class_map": str(files / CLASS_MAP_FILE)},
-            code_paths=code,
-            signature=signature(settings),
-            input_example=(input_example(), {"min_score": settings.min_score}),
-            pip_requirements=requirements(),
-        )
+        with _quiet("mlflow.pyfunc", logging.WARNING):  # its "validating input example" note on every save
+            mlflow.pyfunc.save_model(
+                str(staging / "model"),
+                python_model=str(Path(served_model.__file__)),
+                artifacts={"settings": str(files / SETTINGS_FILE), "class_map": str(files / CLASS_MAP_FILE)},
+                code_paths=code,
+                signature=signature(settings),
+                input_example=(input_example(), {"min_score": settings.min_score}),
+                pip_requirements=requirements(),
+            )
         for cache in (staging / "model" / "code").rglob("__pycache__"):
             shutil.rmtree(cache)
         # Pickled, which MLflow warns about on every save: torchvision's detectors do not export as pt2.
-        with _quiet("mlflow.pytorch"):
+        with _quiet("mlflow.pytorch", logging.ERROR):
             mlflow.pytorch.save_model(
                 model, str(staging / "torch"), serialization_format="pickle", pip_requirements=requirements()
             )
@@ -143,14 +147,14 @@ def requirements() -> list[str]:
 
 
 @contextmanager
-def _quiet(logger: str) -> Iterator[None]:
+def _quiet(logger: str, level: int) -> Iterator[None]:
     log = logging.getLogger(logger)
-    level = log.level
-    log.setLevel(logging.ERROR)
+    before = log.level
+    log.setLevel(level)
     try:
         yield
     finally:
-        log.setLevel(level)
+        log.setLevel(before)
 
 
 def _json(value: dict) -> str:
