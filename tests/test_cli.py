@@ -411,3 +411,33 @@ def test_several_pairs_one_class_map_reports_per_pair(run_cli, demo: DemoDataset
     assert "found under datastore folder 'ds2'" in sets[1]["datastore_reason"]
     assert summary["classes"] == ["circle", "pentagon", "square", "triangle"]
     assert "[train 2]" in result.out and "[validation]" in result.out
+
+
+@pytest.mark.parametrize(
+    ("source", "fragments"),
+    [
+        ("import torch\nTRAINER = (\n", ["broken_trainer.py:2: syntax error:"]),
+        ("import no_such_package_here\n", ["broken_trainer.py:1: ModuleNotFoundError", "no_such_package_here"]),
+        ("X = 1\nraise RuntimeError('setup failed')\n", ["broken_trainer.py:2: RuntimeError: setup failed"]),
+    ],
+)
+def test_a_trainer_that_does_not_import_is_one_line(run_cli, small_set: SmallSet, tmp_path: Path, source, fragments):
+    (tmp_path / "broken_trainer.py").write_text(source)
+    result = run_cli("train", "--trainer", tmp_path / "broken_trainer.py", "--imageset", small_set.imageset,
+                     "--labelset", small_set.labels, "--output-dir", tmp_path / "out")  # fmt: skip
+    assert_one_line_error(result, "trainer file", *fragments)
+
+
+def test_resume_auto_refuses_when_no_checkpoint_is_readable(run_cli, demo: DemoDataset, tmp_path: Path) -> None:
+    checkpoints = tmp_path / "out" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "last.pt").write_bytes(b"torn by a full disk")
+    (checkpoints / "previous.pt").write_bytes(b"")
+    result = run_cli("train", "--trainer", SKELETON, "--imageset", demo.imageset_studio,
+                     "--labelset", demo.labels_csv, "--datastore-name", "", "--output-dir", tmp_path / "out",
+                     "--resume", "auto", "--device", "cpu", "--set", "epochs=1")  # fmt: skip
+    last = result.err.strip().splitlines()[-1]
+    assert result.code == 2 and "Traceback" not in result.err, result.err
+    for fragment in ("trainkit: error: --resume auto: no checkpoint in", "last.pt", "previous.pt", "move them away"):
+        assert fragment in last, last
+    assert (checkpoints / "last.pt").read_bytes() == b"torn by a full disk"  # nothing overwritten

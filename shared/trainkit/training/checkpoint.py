@@ -77,6 +77,11 @@ def load_latest_checkpoint(folder: Path) -> dict[str, Any] | None:
     return None
 
 
+def checkpoint_files(folder: Path) -> list[Path]:
+    """The checkpoint files in `folder`, newest first."""
+    return [folder / name for name in (LAST, ".next.pt", PREVIOUS) if (folder / name).is_file()]
+
+
 def has_checkpoints(folder: Path) -> bool:
     """Whether `folder` holds any checkpoint file."""
-    return any((folder / name).is_file() for name in (LAST, ".next.pt", PREVIOUS))
+    return bool(checkpoint_files(folder))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -66,5 +67,19 @@ def _import_file(path: Path) -> ModuleType:
         raise UserError(f"cannot import trainer file {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        sys.modules.pop(name, None)
+        raise UserError(f"trainer file {exc.filename or path}:{exc.lineno}: syntax error: {exc.msg}") from None
+    except Exception as exc:  # the trainer's own code failed while importing: its author's to fix
+        sys.modules.pop(name, None)
+        raise UserError(f"trainer file {_where(exc, path)}: {type(exc).__name__}: {exc}") from None
     return module
+
+
+def _where(exc: BaseException, path: Path) -> str:
+    """`file:line` of the deepest frame in the trainer's own file, where the import failed."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    lines = [frame.lineno for frame in frames if Path(frame.filename) == path.resolve()]
+    return f"{path}:{lines[-1]}" if lines else str(path)

@@ -39,6 +39,7 @@ from trainkit.loading.loader import DaliLoader, create_loader
 from trainkit.params import CommonParams, params_to_dict, parse_params
 from trainkit.training.checkpoint import (
     Position,
+    checkpoint_files,
     has_checkpoints,
     load_latest_checkpoint,
     rng_state,
@@ -248,6 +249,13 @@ def _checkpoint_to_resume(config: TrainConfig, folder: Path, params: CommonParam
             )
         return None
     checkpoint = load_latest_checkpoint(folder)
+    if checkpoint is None and has_checkpoints(folder):
+        # Starting afresh would overwrite them: they may be a long run's only copy, torn by a full disk.
+        names = ", ".join(str(p) for p in checkpoint_files(folder))
+        raise UserError(
+            f"--resume auto: no checkpoint in {folder} is readable ({names}); move them away (or restore "
+            "them) to start a new run, or pass --resume never with a new --output-dir / --checkpoint-dir"
+        )
     if checkpoint is None:
         log.info("no checkpoint in %s: starting a new run", folder)
         return None
