@@ -49,6 +49,7 @@ from trainkit.training.checkpoint import (
 from trainkit.training.ddp import ProcessGroup
 from trainkit.training.devices import resolve_device
 from trainkit.training.discovery import LoadedTrainer
+from trainkit.training.folder_lock import hold_folder
 from trainkit.training.parameters import count_parameters
 from trainkit.training.shm import shm_bytes, shm_warning
 from trainkit.training.tracking import NullTracker, Tracker
@@ -102,9 +103,22 @@ def run_training(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer) -
     if not group.is_main:
         logging.getLogger("trainkit").setLevel(logging.WARNING)  # rank 0 reports for all
     try:
-        return _run(config, dataset, loaded, group, device)
+        with contextlib.ExitStack() as held:
+            if group.is_main:  # rank 0 writes for all
+                for folder in _written_folders(config):
+                    held.enter_context(hold_folder(folder))
+            return _run(config, dataset, loaded, group, device)
     finally:
         group.stop()
+
+
+def _written_folders(config: TrainConfig) -> list[Path]:
+    """The output folder, and the checkpoint folder when it lies elsewhere (an AzureML mounted output)."""
+    folders = [config.output_dir]
+    checkpoints = config.checkpoint_dir
+    if checkpoints is not None and not checkpoints.resolve().is_relative_to(config.output_dir.resolve()):
+        folders.append(checkpoints)
+    return folders
 
 
 def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: ProcessGroup, device) -> int:
