@@ -292,3 +292,33 @@ def test_trains_on_several_pairs_with_one_class_map(demo: DemoDataset, tmp_path:
     assert json.loads((out / "class_map.json").read_text())["classes"] == ["circle", "pentagon", "square", "triangle"]
     data = json.loads((out / "run.json").read_text())["config"]["data"]
     assert [p["name"] for p in data["train"]] == ["train 1", "train 2"] and len(data["val"]) == 1
+
+
+def test_images_dali_refuses_train_through_pillow_and_unreadable_ones_are_named(tmp_path: Path) -> None:
+    import shutil
+
+    from trainkit.data.demo import write_demo_dataset
+
+    demo = write_demo_dataset(tmp_path / "demo", images=8, seed=5)
+    jpegs = sorted(demo.imageset_studio.rglob("*.jpg"))
+    quirk, broken = jpegs[1], jpegs[3]
+    data = quirk.read_bytes()
+    quirk.write_bytes(data[:2] + b"\xff\x00" + data[2:])  # an FF00 "marker": Pillow reads it, DALI does not
+    broken.write_bytes(broken.read_bytes()[: len(broken.read_bytes()) // 2])  # its header reads; its pixels do not
+    settings = ("--datastore-name", "", "--val-fraction", "0", "--set", "epochs=1", "--set", "batch_size=4",
+                "--set", "image_size=64")  # fmt: skip
+
+    strict = run(train_command(demo, tmp_path / "strict", SKELETON, *settings))
+    assert strict.returncode == 2, strict.stderr[-2000:]
+    last = strict.stderr.strip().splitlines()[-1]
+    assert f"{broken} cannot be decoded" in last and "--on-bad-row skip" in last and "internal error" not in last
+
+    shutil.rmtree(tmp_path / "strict")
+    out = tmp_path / "skip"
+    result = run(train_command(demo, out, SKELETON, *settings, "--on-bad-row", "skip"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["skipped_images"], metrics["cpu_decoded_images"]) == (1, 1)
+    images = json.loads((out / "run.json").read_text())["images"]
+    assert list(images["skipped"]) == [str(broken)] and list(images["decoded_on_cpu"]) == [str(quirk)]
+    assert "1 images decoded with Pillow" in result.stderr

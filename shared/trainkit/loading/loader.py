@@ -21,7 +21,6 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from PIL import Image
 
 from trainkit.batch import ClassificationBatch, DetectionBatch, LoaderConfig
 from trainkit.data.records import Records
@@ -35,6 +34,7 @@ from trainkit.loading.augment import (
     sample_rng,
 )
 from trainkit.loading.dali_pipeline import BadFile, BatchSource, Sample, loader_pipeline
+from trainkit.loading.decode_check import DaliDecodeCheck, transcoded
 from trainkit.loading.distributed import Shard, local_processes, usable_cores
 from trainkit.loading.resize import resize_into
 
@@ -73,6 +73,9 @@ class DaliLoader:
         self._pipe = None
         self._clean_end = True
         self._start_batch = 0
+        self._checker: DaliDecodeCheck | None = None
+        self._cpu_decode: set[int] = set()  # images DALI cannot decode, read through Pillow
+        self._cpu_decoded: dict[str, str] = {}
 
     def resume(self, epoch: int, batch: int) -> None:
         """Make the next iteration epoch `epoch`, starting at its batch `batch` (for resuming a run)."""
@@ -140,15 +143,26 @@ class DaliLoader:
         return pipe
 
     def _recover(self, exc: Exception, rebuilds: int) -> None:
-        """After DALI failed on a batch: name the bad file (error) or leave it out and rebuild (skip)."""
+        """After DALI failed on a batch: find the file(s) it cannot decode among those in flight, with
+        its own decoder one file at a time; decode them with Pillow from now on when Pillow can (the
+        same samples, windows and order), else name them (error) or leave them out (skip). The
+        pipeline is rebuilt and the epoch goes on from the first batch not yet handed out."""
         if self._source.error is not None:
             bad = self._source.error
             raise DatasetError(f"{bad}; `trainkit validate` finds such files; pass --on-bad-row skip to leave them out")
         unconsumed = self._source.unconsumed()
-        broken = {p: reason for p in unconsumed.tolist() if (reason := self._decode_problem(p))}
-        if not broken or rebuilds > MAX_REBUILDS_PER_EPOCH:
+        before = set(self._cpu_decode)
+        verdicts: dict[int, str | None] = {}
+        broken = {}
+        for position in unconsumed.tolist():
+            image = self._image_of(position)
+            if image not in verdicts:
+                verdicts[image] = None if image in self._cpu_decode else self._diagnose(image)
+            if verdicts[image] is not None and image not in self._cpu_decode:
+                broken[position] = verdicts[image]
+        if not (self._cpu_decode - before or broken) or rebuilds > MAX_REBUILDS_PER_EPOCH:
             raise RuntimeError(f"the image pipeline failed on positions {unconsumed.tolist()[:8]}: {exc}") from exc
-        if self.config.on_bad_row == "error":
+        if broken and self.config.on_bad_row == "error":
             reason = next(iter(broken.values()))
             raise DatasetError(
                 f"{reason}; `trainkit validate --decode-check` finds such files; "
@@ -160,17 +174,38 @@ class DaliLoader:
         self._source.rewind()
         self._pipe = self._build()
 
-    def _path_of(self, position: int) -> str:
-        image = self._object_image[position] if self.config.task == "object_crops" else position
-        return str(self.records.paths[image])
+    def _image_of(self, position: int) -> int:
+        return int(self._object_image[position]) if self.config.task == "object_crops" else position
 
-    def _decode_problem(self, position: int) -> str | None:
-        path = self._path_of(position)
+    def _path_of(self, position: int) -> str:
+        return str(self.records.paths[self._image_of(position)])
+
+    @property
+    def decoded_on_cpu(self) -> dict[str, str]:
+        """Files DALI cannot decode, decoded with Pillow instead: path -> DALI's reason."""
+        return dict(self._cpu_decoded)
+
+    def _diagnose(self, image: int) -> str | None:
+        """None when DALI decodes the image, or when Pillow does (then it is decoded on the CPU from
+        now on); else why the file is unusable."""
+        path = str(self.records.paths[image])
         try:
-            with Image.open(path) as image:
-                image.load()
-        except Exception as exc:  # any failure to decode is the answer we want
-            return f"image {path} cannot be decoded ({' '.join(str(exc).split())[:160]})"
+            data = np.fromfile(path, dtype=np.uint8)
+        except OSError as exc:
+            return f"image {path} cannot be read ({exc.strerror or exc})"
+        if self._checker is None:
+            gpu = self.device.type == "cuda"
+            self._checker = DaliDecodeCheck("mixed" if gpu else "cpu", self.device.index if gpu else None)
+        problem = self._checker.problem(data)
+        if problem is None:
+            return None
+        try:
+            transcoded(data.tobytes())
+        except ValueError as why:
+            return f"image {path} cannot be decoded ({why})"
+        log.warning("image %s: DALI cannot decode it (%s); decoding it with Pillow instead", path, problem)
+        self._cpu_decode.add(image)
+        self._cpu_decoded[path] = problem
         return None
 
     def _load(self, position: int) -> Sample:
@@ -182,6 +217,9 @@ class DaliLoader:
             encoded = np.fromfile(path, dtype=np.uint8)
         except OSError as exc:
             raise BadFile(position, f"image {path} cannot be read ({exc.strerror or exc})") from None
+        if image in self._cpu_decode:
+            # Transcoded at each read, not kept: a whole set of such files would otherwise sit in memory.
+            encoded = np.frombuffer(transcoded(encoded.tobytes()), np.uint8)
         if not len(encoded):
             raise BadFile(position, f"image {path} is empty")
         width, height = (int(v) for v in records.sizes[image])

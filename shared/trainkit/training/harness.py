@@ -242,7 +242,10 @@ def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: Pr
                 )
         if group.is_main:
             seconds = time.perf_counter() - started
-            _finish(trainer, loaded, state, params, dataset, tracker, config, history, evaluation, seconds)
+            images = _image_problems(train_loader, val_loader)
+            if images["skipped"] or images["decoded_on_cpu"]:
+                write_json_atomic(output_dir / "run.json", {**run_info, "images": images})
+            _finish(trainer, loaded, state, params, dataset, tracker, config, history, evaluation, seconds, images)
     except BaseException:
         tracker.end("FAILED")
         raise
@@ -404,6 +407,7 @@ def _finish(
     history,
     evaluation: Evaluation | None,
     seconds: float,
+    images: dict[str, dict[str, str]],
 ) -> None:
     output_dir = config.output_dir
     plots = output_dir / "plots"
@@ -417,8 +421,12 @@ def _finish(
         "val": evaluation.metrics if evaluation is not None else None,
         **({"confusion_matrix": evaluation.confusion} if evaluation is not None and evaluation.confusion else {}),
         "seconds": round(seconds, 1),
+        "skipped_images": len(images["skipped"]),
+        "cpu_decoded_images": len(images["decoded_on_cpu"]),
     }
     write_json_atomic(output_dir / "metrics.json", metrics)
+    tracker.log_metrics({"data/skipped_images": len(images["skipped"]),
+                         "data/cpu_decoded_images": len(images["decoded_on_cpu"])}, state.position.step)  # fmt: skip
     exported = trainer.export(state.model, params, dataset.class_map)
     settings = ModelSettings.of(trainer, loaded.module.__name__, params)
     build_model_dir(output_dir / "model", exported, settings, dataset.class_map, loaded.source)
@@ -433,6 +441,19 @@ def _finish(
     log.info("model: %s (MLflow %s, tracking %s)", output_dir / "model", model_uri, tracker.tracking_uri)
     if config.register_as:
         log.info("registered as %r", config.register_as)
+
+
+def _image_problems(train_loader: DaliLoader, val_loader: DaliLoader | None) -> dict[str, dict[str, str]]:
+    """Files left out (under --on-bad-row skip) and files DALI could not decode but Pillow could,
+    path -> reason, over the whole run; logged once here, and reported in run.json and metrics.json."""
+    loaders = [loader for loader in (train_loader, val_loader) if loader is not None]
+    skipped = {path: why for loader in loaders for path, why in loader.skipped.items()}
+    on_cpu = {path: why for loader in loaders for path, why in loader.decoded_on_cpu.items()}
+    if skipped:
+        log.warning("%d images left out as unreadable (listed in run.json)", len(skipped))
+    if on_cpu:
+        log.info("%d images decoded with Pillow, which DALI's decoder refused (listed in run.json)", len(on_cpu))
+    return {"skipped": skipped, "decoded_on_cpu": on_cpu}
 
 
 def _export_onnx(predictor: Predictor, path: Path) -> Path | None:
