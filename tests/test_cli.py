@@ -441,3 +441,22 @@ def test_resume_auto_refuses_when_no_checkpoint_is_readable(run_cli, demo: DemoD
     for fragment in ("trainkit: error: --resume auto: no checkpoint in", "last.pt", "previous.pt", "move them away"):
         assert fragment in last, last
     assert (checkpoints / "last.pt").read_bytes() == b"torn by a full disk"  # nothing overwritten
+
+
+def test_decode_check_names_files_that_train_through_the_cpu_fallback(run_cli, tmp_path: Path) -> None:
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("plain.jpg", "quirk.jpg"):
+        Image.effect_noise((64, 48), 40).convert("RGB").save(folder / name)
+    data = (folder / "quirk.jpg").read_bytes()
+    (folder / "quirk.jpg").write_bytes(data[:2] + b"\xff\x00" + data[2:])  # Pillow reads it, DALI does not
+    rows = [{"image_url": n, "label": [obj("a", 1, 20, 1, 20)]} for n in ("plain.jpg", "quirk.jpg")]
+    labels = write_labels(tmp_path / "l.csv", rows)
+    args = ["validate", "--imageset", folder, "--labelset", labels, "--val-fraction", 0, "--decode-check"]
+    result = run_cli(*args, "--json", tmp_path / "v.json")
+    assert result.code == 0, result.err
+    expected = "1 images train through the CPU fallback (DALI's decoder refuses them, Pillow reads them)"
+    assert f"decoding   {expected}: {folder / 'quirk.jpg'}" in result.out
+    assert json.loads((tmp_path / "v.json").read_text())["sets"][0]["decoded_on_cpu"] == [str(folder / "quirk.jpg")]

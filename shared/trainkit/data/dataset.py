@@ -100,6 +100,7 @@ class SetReport:
     objects_per_class: dict[str, int] = field(default_factory=dict)
     box_size: dict[str, dict[str, float]] = field(default_factory=dict)
     hint: str | None = None
+    decoded_on_cpu: list[str] = field(default_factory=list)  # --decode-check: files DALI refuses, Pillow reads
 
     def to_json(self) -> dict:
         """The report as plain JSON types."""
@@ -220,7 +221,25 @@ def _probe(
             report.images_missing += result.reason == "image_missing"
             report.images_found += result.reason != "image_missing"
             issues.setdefault(row, result)
+    if options.decode_check:
+        _check_training_decoder(root, relative, [r for r in rows if r not in issues], report)
     return sizes
+
+
+def _check_training_decoder(root: Path, relative: list[str | None], rows: list[int], report: SetReport) -> None:
+    """Decode the images Pillow read with the decoder training uses (DALI's, on the CPU): those it
+    refuses train through the loader's Pillow fallback, and the report names them."""
+    from trainkit.loading.decode_check import DaliDecodeCheck
+
+    check = DaliDecodeCheck()
+    for row in rows:
+        path = root / relative[row]
+        try:
+            problem = check.problem(path.read_bytes())
+        except OSError:
+            continue  # Pillow just read it; a file that vanished since is the loader's to report
+        if problem is not None:
+            report.decoded_on_cpu.append(str(path))
 
 
 def _decide_units(parsed: ParsedLabels, requested: BoxUnits) -> tuple[str, str]:

@@ -62,6 +62,12 @@ def _set_lines(r: SetReport) -> list[str]:
             + "; ".join(f"{k} {v['min']:.0f}/{v['median']:.0f}/{v['max']:.0f}" for k, v in r.box_size.items())
             + " px (min/median/max)"
         )
+    if r.decoded_on_cpu:
+        names = ", ".join(r.decoded_on_cpu[:3]) + (
+            f" and {len(r.decoded_on_cpu) - 3} more" if len(r.decoded_on_cpu) > 3 else ""
+        )
+        lines.append(f"decoding   {len(r.decoded_on_cpu)} images train through the CPU fallback (DALI's decoder "
+                     f"refuses them, Pillow reads them): {names}")  # fmt: skip
     lines.append(f"problems   {_counts(r.problems) or 'none'}")
     if r.hint:
         lines.append(f"  hint: {r.hint}")
