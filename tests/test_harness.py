@@ -322,3 +322,18 @@ def test_images_dali_refuses_train_through_pillow_and_unreadable_ones_are_named(
     images = json.loads((out / "run.json").read_text())["images"]
     assert list(images["skipped"]) == [str(broken)] and list(images["decoded_on_cpu"]) == [str(quirk)]
     assert "1 images decoded with Pillow" in result.stderr
+
+
+def test_sigterm_while_starting_exits_3_with_a_failure_file(demo: DemoDataset, tmp_path: Path) -> None:
+    slow = tmp_path / "slow_trainer.py"
+    slow.write_text((SKELETON / "skeleton_trainer.py").read_text().replace(
+        "GROUPS = 8", "import time\n\ntime.sleep(60)  # a slow start-up: imports, a mount\nGROUPS = 8", 1))  # fmt: skip
+    out = tmp_path / "out"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "", "TRAINKIT_TRAINER": ""}
+    process = subprocess.Popen(train_command(demo, out, slow), env=env, stderr=subprocess.PIPE, text=True)
+    time.sleep(8)  # trainkit has started and is importing the trainer
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 3, err[-2000:]
+    assert "stopped: SIGTERM outside the training loop" in (out / "failure.txt").read_text()
+    assert "Traceback" not in err

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from typing import NoReturn
 from trainkit import __version__
 from trainkit.contract import ENV_DATASTORE_NAME, ENV_OUTPUT_DIR, ENV_TRAINER, ENV_VARS, EXIT_CODE_HELP, ExitCode
 from trainkit.data.literal import DEFAULT_MAX_CELL_CHARS
-from trainkit.errors import UserError
+from trainkit.errors import Stopped, UserError
 
 log = logging.getLogger("trainkit")
 FAILURE_FILE = "failure.txt"
@@ -463,12 +464,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         force=True,  # bind to the current stderr, also when main() runs more than once in a process
     )
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its font-cache chatter is not ours to show
+    if args.command == "train":
+        # The training loop answers SIGTERM by checkpointing (trainkit.training.harness); before and
+        # after it, SIGTERM stops the run at once, with the same exit code and failure file.
+        signal.signal(signal.SIGTERM, _stop)
     code, reason = _run(args)
     if reason:
         print(f"trainkit: {reason}", file=sys.stderr)
     if args.command == "train":
         _record_outcome(args.output_dir, code, reason)
     return code
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stopped("SIGTERM outside the training loop (while starting or saving)")
 
 
 def _run(args: argparse.Namespace) -> tuple[int, str]:
@@ -490,6 +499,8 @@ def _run(args: argparse.Namespace) -> tuple[int, str]:
             f"error: permission denied: {exc.filename}; make it readable (inputs) or writable (outputs) "
             f"for the user trainkit runs as (uid {os.getuid()})"
         )
+    except Stopped as exc:
+        return ExitCode.PREEMPTED, f"stopped: {exc}; rerun with --resume auto to continue from the last checkpoint"
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED, "interrupted"
     except Exception as exc:
@@ -511,7 +522,7 @@ def _record_outcome(output_dir: Path, code: int, reason: str) -> None:
         if code == ExitCode.OK:
             path.unlink(missing_ok=True)
             return
-        if code == ExitCode.PREEMPTED:
+        if code == ExitCode.PREEMPTED and not reason:  # the loop stopped itself, checkpoint written
             reason = "preempted: stopped by SIGTERM after writing a checkpoint; run again with --resume auto"
         text = reason.removeprefix("error: ") or f"exit code {code}"
         write_bytes_atomic(path, (text + "\n").encode("utf-8"))

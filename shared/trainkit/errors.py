@@ -18,3 +18,10 @@ class UserError(TrainkitError):
 
 class DatasetError(UserError):
     """A label set, image set or row that cannot be used as given."""
+
+
+class Stopped(BaseException):
+    """SIGTERM outside the training loop (start-up, saving): the run stops at once, exit 3.
+
+    A BaseException, as KeyboardInterrupt is, so that no `except Exception` on the way swallows it.
+    """

@@ -29,7 +29,7 @@ from trainkit.batch import LoaderConfig, to_float
 from trainkit.config import TrainConfig
 from trainkit.contract import ExitCode
 from trainkit.data.dataset import Dataset
-from trainkit.errors import UserError
+from trainkit.errors import Stopped, UserError
 from trainkit.evaluation import Evaluation, plot_curves
 from trainkit.inference.package import build_model_dir
 from trainkit.inference.predictor import Predictor
@@ -246,6 +246,9 @@ def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: Pr
             if images["skipped"] or images["decoded_on_cpu"]:
                 write_json_atomic(output_dir / "run.json", {**run_info, "images": images})
             _finish(trainer, loaded, state, params, dataset, tracker, config, history, evaluation, seconds, images)
+    except Stopped:
+        tracker.end("KILLED")  # as a SIGTERM in the loop: stopped, not failed
+        raise
     except BaseException:
         tracker.end("FAILED")
         raise
