@@ -177,3 +177,43 @@ def test_split_is_seeded_disjoint_and_complete(tmp_path: Path) -> None:
     assert set(other_val.image_urls) != set(val.image_urls)
     shuffled = records.subset(np.arange(20)[::-1])  # the split follows image names, not row order
     assert set(split_by_image(shuffled, 0.25, seed=3)[1].image_urls) == set(val.image_urls)
+
+
+def _named(tmp_path: Path, names: list[str]) -> Path:
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir(exist_ok=True)
+    rows = []
+    for i, name in enumerate(names):
+        Image.new("RGB", (40, 30)).save(folder / f"{i}.png")
+        rows.append(
+            {"image_url": f"{i}.png", "label": [{"type": name, "bottomX": 1, "topX": 20, "bottomY": 1, "topY": 20}]}
+        )
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    return tmp_path / "labels.csv"
+
+
+@pytest.mark.parametrize(
+    ("policy", "classes", "problem"),
+    [
+        (
+            "error",
+            ("Circle", "circle", "square"),
+            "class names that differ only in case: 'circle' (3 objects), 'Circle' (1",
+        ),
+        ("fold-case", ("circle", "square"), None),
+        ("exact", ("Circle", "circle", "square"), None),
+    ],
+)
+def test_class_names_are_stripped_and_case_is_the_users_call(tmp_path: Path, policy, classes, problem) -> None:
+    labels = _named(tmp_path, ["circle", " circle", "circle ", "Circle", "square"])
+    options = DatasetOptions(datastore_name="", class_names=policy)
+    dataset = load_dataset(DataConfig(DatasetPair(tmp_path / "imgs", labels), options=options))
+    assert dataset.class_map.names == classes
+    reason = dataset.usable("error")
+    assert (reason is None) if problem is None else (problem in reason and "--class-names fold-case" in reason)
+    if policy == "fold-case":
+        assert np.bincount(dataset.train.class_ids).tolist() == [4, 1]

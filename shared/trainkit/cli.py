@@ -18,6 +18,7 @@ from typing import NoReturn
 
 from trainkit import __version__
 from trainkit.contract import ENV_DATASTORE_NAME, ENV_OUTPUT_DIR, ENV_TRAINER, ENV_VARS, EXIT_CODE_HELP, ExitCode
+from trainkit.data.class_names import CLASS_NAMES
 from trainkit.data.literal import DEFAULT_MAX_CELL_CHARS
 from trainkit.errors import Stopped, UserError
 
@@ -293,6 +294,10 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--split-seed", type=int, default=0, metavar="N", help="seed of the validation split")
     g.add_argument("--decode-check", action="store_true", help="decode every image fully instead of reading headers")
+    g.add_argument(
+        "--class-names", choices=CLASS_NAMES, default="error",
+        help="class names that differ only in case: error (name them), fold-case (merge), exact (keep apart)",
+    )  # fmt: skip
     g.add_argument(
         "--max-cell-chars",
         type=int,

@@ -66,6 +66,7 @@ def data_config_from_args(args: argparse.Namespace) -> DataConfig:
         on_bad_row=args.on_bad_row,
         decode_check=args.decode_check,
         max_cell_chars=args.max_cell_chars,
+        class_names=args.class_names,
     )
     train = [parse_pair(text, "--train-set") for text in [*args.train_set, *args.train_sets]]
     if args.imageset is not None or args.labelset is not None:

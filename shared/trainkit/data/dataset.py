@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 
 from trainkit.classmap import ClassMap
+from trainkit.data.class_names import ClassNames, class_renaming
 from trainkit.data.images import ImageInfo, detect_datastore, image_root, probe_images, relative_image_path
 from trainkit.data.labels import ParsedLabels, RowIssue, parse_labels
 from trainkit.data.literal import DEFAULT_MAX_CELL_CHARS
@@ -40,6 +41,7 @@ class DatasetOptions:
     decode_check: bool = False
     max_cell_chars: int = DEFAULT_MAX_CELL_CHARS
     probe_workers: int | None = None
+    class_names: ClassNames = "error"  # names that differ only in case: see trainkit.data.class_names
 
 
 @dataclass(frozen=True)
@@ -119,9 +121,12 @@ class Dataset:
     class_map: ClassMap
     reports: tuple[SetReport, ...]
     split: str
+    class_problem: str | None = None  # e.g. class names that differ only in case (see data.class_names)
 
     def usable(self, policy: BadRowPolicy) -> str | None:
         """None when training can use this dataset under `policy`, else the one-line reason it cannot."""
+        if self.class_problem:
+            return self.class_problem
         for report in self.reports:
             if policy == "error" and report.first_problem:
                 hint = f" ({report.hint})" if report.hint else ""
@@ -338,6 +343,12 @@ def load_dataset(config: DataConfig) -> Dataset:
     else:
         val, split = None, "no validation set"
     used = [train] + ([val] if val is not None else [])
+    rename, notes, class_problem = class_renaming(used, config.options.class_names)
+    for note in notes:
+        log.info(note)
+    train = train.renamed(rename)
+    val = val.renamed(rename) if val is not None else None
+    used = [train] + ([val] if val is not None else [])
     class_map = ClassMap.from_names(r.classes[i] for r in used for i in np.unique(r.class_ids))
     train = train.with_classes(class_map.names)
     val = val.with_classes(class_map.names) if val is not None else None
@@ -345,7 +356,7 @@ def load_dataset(config: DataConfig) -> Dataset:
         unseen = sorted(set(np.unique(val.class_ids)) - set(np.unique(train.class_ids)))
         if unseen:
             log.warning("classes only in the validation set: %s", ", ".join(class_map.names[i] for i in unseen))
-    return Dataset(train, val, class_map, tuple(reports), split)
+    return Dataset(train, val, class_map, tuple(reports), split, class_problem)
 
 
 def load_dataset_strict(config: DataConfig) -> Dataset:

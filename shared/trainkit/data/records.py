@@ -94,6 +94,14 @@ class Records:
             raise ValueError("with_classes: a used class is missing from the new class list")
         return replace(self, class_ids=ids, classes=tuple(classes))
 
+    def renamed(self, rename: dict[str, str]) -> Records:
+        """The same records with classes renamed (names mapped to one name merge), sorted and renumbered."""
+        classes = tuple(sorted({rename.get(name, name) for name in self.classes}))
+        position = {name: i for i, name in enumerate(classes)}
+        lookup = np.array([position[rename.get(name, name)] for name in self.classes], dtype=np.int64)
+        ids = lookup[self.class_ids] if len(self.class_ids) else self.class_ids
+        return replace(self, class_ids=ids, classes=classes)
+
     @staticmethod
     def concat(parts: list[Records]) -> Records:
         """Several record sets as one, in order; class ids renumbered to the sorted union of their classes."""

@@ -115,8 +115,8 @@ def _records(config: EvaluateConfig):
 def _class_ids(names: tuple[str, ...], classes: ClassMap) -> tuple[np.ndarray, list[str]]:
     """The model's id for each label-set class id (-1: unknown to the model), and the unknown names."""
     ids = classes.id_of()
-    remap = np.array([ids.get(name, -1) for name in names], np.int64)
-    return remap, [name for name in names if name not in ids]
+    remap = np.array([ids.get(name.strip(), -1) for name in names], np.int64)  # spaces never make a class
+    return remap, [name for name in names if name.strip() not in ids]
 
 
 def _evaluate_detection(predictor: BasePredictor, records, remap: np.ndarray, threshold: float, config):
