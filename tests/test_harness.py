@@ -337,3 +337,19 @@ def test_sigterm_while_starting_exits_3_with_a_failure_file(demo: DemoDataset, t
     assert process.returncode == 3, err[-2000:]
     assert "stopped: SIGTERM outside the training loop" in (out / "failure.txt").read_text()
     assert "Traceback" not in err
+
+
+def test_resuming_a_complete_run_says_so_and_adds_no_points(demo: DemoDataset, tmp_path: Path) -> None:
+    import mlflow
+
+    out = tmp_path / "out"
+    first = run(train_command(demo, out, SKELETON, *SETTINGS))
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = run(train_command(demo, out, SKELETON, *SETTINGS, "--resume", "auto"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "the checkpoint's run was complete (step" in again.stderr and "epoch 3" not in again.stderr
+    client = mlflow.MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    [run_info] = client.search_runs([client.get_experiment_by_name("trainkit").experiment_id])
+    for metric in ("train/loss", "val/map"):
+        steps = [m.step for m in client.get_metric_history(run_info.info.run_id, metric)]
+        assert len(steps) == len(set(steps)), (metric, steps)

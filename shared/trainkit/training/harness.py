@@ -162,14 +162,19 @@ def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: Pr
         position=Position(0, 0, 0),
         group=group,
     )
+    # A checkpoint of a run that had finished: nothing left to train; its outputs are written again.
+    complete = checkpoint is not None and (
+        checkpoint["epoch"] >= params.epochs or bool(params.max_steps and checkpoint["step"] >= params.max_steps)
+    )
     if checkpoint is not None:
         _restore(state, checkpoint)
-        log.info(
-            "resuming at step %d (epoch %d, batch %d)",
-            state.position.step,
-            state.position.epoch + 1,
-            state.position.batch,
-        )
+        position = state.position
+        if complete:
+            log.info("the checkpoint's run was complete (step %d, %d epochs): writing its outputs again",
+                     position.step, min(position.epoch, params.epochs))  # fmt: skip
+        else:
+            log.info("resuming at step %d (epoch %d of %d, batch %d)", position.step, position.epoch + 1,
+                     params.epochs, position.batch)  # fmt: skip
     # Wrapped after restoring, so that every rank starts from the same weights (DDP broadcasts rank 0's).
     state.train_model = group.wrap(model)
     if group.distributed:
@@ -237,8 +242,10 @@ def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: Pr
                 log.warning("stopped at step %d; rerun with --resume auto to continue", state.position.step)
                 return ExitCode.PREEMPTED
             if val_loader is not None:
+                # A complete run's final validation is in its MLflow run already: not a second point.
+                logged = NullTracker() if complete else tracker
                 evaluation = _validate(
-                    trainer, state.model, val_loader, dataset, amp, tracker, history, state.position.step
+                    trainer, state.model, val_loader, dataset, amp, logged, history, state.position.step
                 )
         if group.is_main:
             seconds = time.perf_counter() - started
