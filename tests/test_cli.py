@@ -460,3 +460,19 @@ def test_decode_check_names_files_that_train_through_the_cpu_fallback(run_cli, t
     expected = "1 images train through the CPU fallback (DALI's decoder refuses them, Pillow reads them)"
     assert f"decoding   {expected}: {folder / 'quirk.jpg'}" in result.out
     assert json.loads((tmp_path / "v.json").read_text())["sets"][0]["decoded_on_cpu"] == [str(folder / "quirk.jpg")]
+
+
+def test_a_full_disk_is_one_line_exit_2_even_wrapped(run_cli, monkeypatch, tmp_path: Path) -> None:
+    import errno
+
+    from trainkit.data import demo
+
+    def full(root, **_):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", str(root / "labels.csv"))
+        except OSError as exc:  # as SQLAlchemy and MLflow wrap it
+            raise RuntimeError("(sqlite3.OperationalError) could not write") from exc
+
+    monkeypatch.setattr(demo, "write_demo_dataset", full)
+    result = run_cli("demo-data", tmp_path / "d")
+    assert_one_line_error(result, f"no space left on the disk writing {tmp_path / 'd' / 'labels.csv'}", "GB free under")

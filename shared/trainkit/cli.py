@@ -7,8 +7,10 @@ one line and exit 2, internal errors exit 1, and `--debug` adds the traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import shutil
 import signal
 import sys
 import traceback
@@ -511,10 +513,30 @@ def _run(args: argparse.Namespace) -> tuple[int, str]:
     except Exception as exc:
         if args.debug:
             traceback.print_exc()
+        full = _disk_full(exc)
+        if full:
+            return ExitCode.BAD_INPUT, f"error: {full}"
         return ExitCode.INTERNAL_ERROR, (
             f"internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the traceback)"
         )
     return code, ""  # a non-zero code returned (preemption) was explained by the command itself
+
+
+def _disk_full(exc: BaseException) -> str | None:
+    """The one-line cause when `exc`, or what it wraps (MLflow and SQLAlchemy wrap it), is a full disk:
+    the environment's to fix, not a bug."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = str(exc).lower()
+        if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "database or disk is full" in text:
+            where = Path(getattr(exc, "filename", None) or ".")
+            folder = next((p for p in [where, *where.parents] if p.is_dir()), Path("."))
+            free = shutil.disk_usage(folder).free / 1e9
+            return (f"no space left on the disk writing {where} ({free:.2f} GB free under {folder}); free some "
+                    "space, or give --output-dir / --checkpoint-dir on a larger disk")  # fmt: skip
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _record_outcome(output_dir: Path, code: int, reason: str) -> None:
