@@ -401,3 +401,30 @@ def test_a_resumed_epoch_with_cpu_decoded_files_gives_the_same_batches(tmp_path:
     resumed = create_loader(records, config)
     resumed.resume(0, 2)
     assert all(torch.equal(a, b.images) for a, b in zip(straight[2:], list(resumed), strict=True))
+
+
+def test_more_formats_and_orientations_keep_boxes_on_their_pixels(tmp_path: Path) -> None:
+    """EXIF orientations 3 and 8, a 16-bit PNG, a palette PNG with transparency, a PNG named .jpg."""
+    rows = []
+    for orientation, label in ((3, obj("o", 90, 140, 30, 90)), (8, obj("o", 30, 90, 90, 140))):
+        exif = Image.Exif()
+        exif[0x0112] = orientation  # 3: turned 180 degrees; 8: 90 degrees counter-clockwise
+        scene(tmp_path / "imgs" / f"exif{orientation}.jpg", exif=exif)
+        rows.append({"image_url": f"exif{orientation}.jpg", "label": [label]})
+    scene(tmp_path / "imgs" / "palette.png", mode="P")
+    scene(tmp_path / "imgs" / "named.jpg", fmt="PNG")
+    rows += [{"image_url": n, "label": [obj("o", 20, 70, 30, 90)]} for n in ("palette.png", "named.jpg")]
+    palette = Image.open(tmp_path / "imgs" / "palette.png")
+    palette.save(tmp_path / "imgs" / "palette.png", transparency=0)
+    deep = np.full((120, 160), 9000, np.uint16)
+    deep[30:90, 20:70] = 60000  # a bright object on a 16-bit grey background
+    Image.fromarray(deep).save(tmp_path / "imgs" / "deep.png")
+    rows.append({"image_url": "deep.png", "label": [obj("o", 20, 70, 30, 90)]})
+    records = records_for(tmp_path, rows)
+    loader = create_loader(records, LoaderConfig(batch_size=5, image_size=64, train=False, on_bad_row="skip"))
+    [batch] = list(loader)
+    assert len(batch.indices) == 5 and not loader.skipped
+    assert_boxes_cover_red(DetectionBatch(batch.images[:4], batch.targets[:4], batch.indices[:4], batch.scales[:4]))
+    x0, y0, x1, y1 = (int(v) for v in batch.targets[4]["boxes"][0])
+    grey = batch.images[4].float().mean(0)
+    assert grey[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2].mean() > grey[:, x1 + 4 :].mean() + 100
