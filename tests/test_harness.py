@@ -353,3 +353,35 @@ def test_resuming_a_complete_run_says_so_and_adds_no_points(demo: DemoDataset, t
     for metric in ("train/loss", "val/map"):
         steps = [m.step for m in client.get_metric_history(run_info.info.run_id, metric)]
         assert len(steps) == len(set(steps)), (metric, steps)
+
+
+EARLY = ("--val-fraction", "0.25", "--set", "epochs=5", "--set", "batch_size=2", "--set", "image_size=64",
+         "--set", "seed=11", "--set", "patience=1", "--set", "min_delta=1.0", "--checkpoint-every", 2)  # fmt: skip
+
+
+def test_early_stopping_keeps_the_best_model_and_resumes_to_the_same_decisions(demo: DemoDataset, tmp_path) -> None:
+    import mlflow.pytorch
+
+    # min_delta 1.0: no evaluation can beat the first, so patience 1 stops at the second, epoch 2 of 5.
+    straight = tmp_path / "straight"
+    result = run(train_command(demo, straight, SKELETON, *EARLY))
+    assert result.returncode == 0, result.stderr[-3000:]
+    best = json.loads((straight / "metrics.json").read_text())["best"]
+    assert (best["monitor"], best["epoch"], best["stopped_early"]) == ("val/map", 1, True)
+    assert best["stopped_at_step"] == 2 * best["step"] and "stopping early: val/map has not beaten" in result.stderr
+    checkpoint = torch.load(straight / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    saved = mlflow.pytorch.load_model(str(straight / "model")).state_dict()
+    assert all(torch.equal(saved[k], v) for k, v in checkpoint["best"]["weights"].items())  # the best, not the last
+    assert any(not torch.equal(saved[k], v) for k, v in checkpoint["model"].items())
+
+    # The same run stopped in the middle of epoch 2 and resumed: the same decisions, the same saved model.
+    resumed, log = tmp_path / "resumed", tmp_path / "resumed.log"
+    process = start(train_command(demo, resumed, SKELETON, *EARLY, "--log-every", 1), log)
+    wait_for_step(process, log, best["step"] + 1)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 3, log.read_text()[-3000:]
+    second = run(train_command(demo, resumed, SKELETON, *EARLY, "--resume", "auto"))
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert json.loads((resumed / "metrics.json").read_text())["best"] == best
+    again = mlflow.pytorch.load_model(str(resumed / "model")).state_dict()
+    assert all(torch.equal(again[k], v) for k, v in saved.items())

@@ -302,7 +302,8 @@ def test_evaluate_counts_hits_misses_false_detections_and_wrong_classes(model_di
     pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
     out = tmp_path / "out"
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    with mlflow.start_run() as run:
+    experiment = mlflow.set_experiment("evaluate")  # this store's, not one an earlier test left active
+    with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
         result = run_cli("evaluate", "--model", model_dir, "--imageset", images, "--labelset", tmp_path / "labels.csv",
                          "--datastore-name", "", "--output-dir", out)  # fmt: skip
     mlflow.set_tracking_uri("")

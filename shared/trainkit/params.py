@@ -29,6 +29,9 @@ class CommonParams:
     warmup_steps: int = 0  # linear warm-up before the trainer's schedule
     max_steps: int = 0  # stop after this many optimiser steps in all; 0: run every epoch
     amp: bool = True  # mixed precision on a GPU (ignored on the CPU)
+    monitor: str = ""  # the validation metric that picks the best model, e.g. val/map (empty: the trainer's)
+    patience: int = 0  # stop after this many evaluations without a better `monitor`; 0: never stop early
+    min_delta: float = 0.0  # how much better counts as better
 
     def __post_init__(self) -> None:
         checks = {
@@ -40,6 +43,8 @@ class CommonParams:
             "grad_clip": self.grad_clip >= 0,
             "warmup_steps": self.warmup_steps >= 0,
             "max_steps": self.max_steps >= 0,
+            "patience": self.patience >= 0,
+            "min_delta": self.min_delta >= 0,
         }
         for name, ok in checks.items():
             if not ok:

@@ -38,6 +38,9 @@ class Trainer:
     std: ClassVar[tuple[float, float, float]] = (1.0, 1.0, 1.0)
     # Validation metrics the harness logs each epoch and draws as curves (names `evaluate` returns).
     summary_metrics: ClassVar[tuple[str, ...]] = ("map", "map_50")
+    # The validation metric that picks the saved (best) model and drives early stopping, unless the
+    # `monitor` hyperparameter names another.
+    monitor: ClassVar[str] = "val/map"
     # `train` also writes model.onnx (trainkit.inference.onnx_export traces `predict` for one image);
     # set False for a model whose operations do not export.
     exports_onnx: ClassVar[bool] = True

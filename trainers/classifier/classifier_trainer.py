@@ -56,6 +56,7 @@ class ClassifierTrainer(Trainer):
     Params = ClassifierParams
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     summary_metrics = ("accuracy", "macro_f1")
+    monitor = "val/accuracy"
 
     def build_model(self, params: ClassifierParams, classes: ClassMap) -> nn.Module:
         norm = {"norm_layer": FrozenBatchNorm2d} if params.freeze_bn else {}

@@ -29,7 +29,8 @@ GROUPS = 8  # GroupNorm groups: every layer's width is a multiple of this
 
 
 # FILL IN: your model's own hyperparameters. Every trainer also accepts the common ones
-# (epochs, batch_size, lr, image_size, seed, weight_decay, grad_clip, warmup_steps, max_steps, amp);
+# (epochs, batch_size, lr, image_size, seed, weight_decay, grad_clip, warmup_steps, max_steps, amp,
+# monitor, patience, min_delta);
 # a field named like one of them changes its default for this trainer.
 # Users set them with `--set width=32` or `--params file.json`; unknown names are rejected.
 @dataclass(frozen=True)

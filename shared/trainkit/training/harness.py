@@ -37,6 +37,7 @@ from trainkit.inference.settings import ModelSettings
 from trainkit.loading.distributed import Shard, local_processes, local_rank
 from trainkit.loading.loader import DaliLoader, create_loader
 from trainkit.params import CommonParams, params_to_dict, parse_params
+from trainkit.training.best import BestModel
 from trainkit.training.checkpoint import (
     Position,
     checkpoint_files,
@@ -89,6 +90,7 @@ class _State:
     position: Position
     group: ProcessGroup
     train_model: torch.nn.Module | None = None  # the model wrapped for distributed training, else the model
+    evaluation: Evaluation | None = None  # the latest validation in this process
 
 
 def run_training(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer) -> int:
@@ -162,9 +164,17 @@ def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: Pr
         position=Position(0, 0, 0),
         group=group,
     )
+    best = BestModel(params.monitor or trainer.monitor, params.patience, params.min_delta)
+    if params.patience and val_loader is None:
+        raise UserError("hyperparameter 'patience' needs a validation set: pass --val-fraction, --val-labelset "
+                        "or --test-set, or leave patience at 0")  # fmt: skip
+    if checkpoint is not None and checkpoint.get("best"):
+        best.load_state_dict(checkpoint["best"])
     # A checkpoint of a run that had finished: nothing left to train; its outputs are written again.
     complete = checkpoint is not None and (
-        checkpoint["epoch"] >= params.epochs or bool(params.max_steps and checkpoint["step"] >= params.max_steps)
+        checkpoint["epoch"] >= params.epochs
+        or bool(params.max_steps and checkpoint["step"] >= params.max_steps)
+        or best.stopped_at is not None
     )
     if checkpoint is not None:
         _restore(state, checkpoint)
@@ -215,6 +225,7 @@ def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: Pr
                 "classes": list(dataset.class_map.names),
                 "params": params_to_dict(params),
                 "history": dict(history),
+                "best": best.state_dict(),
             },
         )
 
@@ -236,23 +247,22 @@ def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: Pr
                 save,
                 history,
                 total_steps,
+                best,
             )
             if not finished:
                 tracker.end("KILLED")
                 log.warning("stopped at step %d; rerun with --resume auto to continue", state.position.step)
                 return ExitCode.PREEMPTED
             if val_loader is not None:
-                # A complete run's final validation is in its MLflow run already: not a second point.
-                logged = NullTracker() if complete else tracker
-                evaluation = _validate(
-                    trainer, state.model, val_loader, dataset, amp, logged, history, state.position.step
-                )
+                evaluation = _final_evaluation(trainer, state, val_loader, dataset, amp, tracker, history, best,
+                                               complete)  # fmt: skip
         if group.is_main:
             seconds = time.perf_counter() - started
             images = _image_problems(train_loader, val_loader)
             if images["skipped"] or images["decoded_on_cpu"]:
                 write_json_atomic(output_dir / "run.json", {**run_info, "images": images})
-            _finish(trainer, loaded, state, params, dataset, tracker, config, history, evaluation, seconds, images)
+            _finish(trainer, loaded, state, params, dataset, tracker, config, history, evaluation, seconds, images,
+                    best if val_loader is not None else None)  # fmt: skip
     except Stopped:
         tracker.end("KILLED")  # as a SIGTERM in the loop: stopped, not failed
         raise
@@ -265,6 +275,27 @@ def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: Pr
 
 def _with_policy(loader_config: LoaderConfig, policy: str) -> LoaderConfig:
     return replace(loader_config, on_bad_row=policy)
+
+
+def _final_evaluation(trainer, state: _State, val_loader: DaliLoader, dataset: Dataset, amp: bool, tracker,
+                      history, best: BestModel, complete: bool) -> Evaluation:  # fmt: skip
+    """The evaluation of the model `train` saves: the final weights' (offered to `best`), then, when an
+    earlier evaluation was better, the best weights are loaded and evaluated again for the pictures."""
+    step = state.position.step
+    if best.last_step != step:
+        # A complete run's final validation is in its MLflow run already: not a second point.
+        logged = NullTracker() if complete else tracker
+        state.evaluation = _validate(trainer, state.model, val_loader, dataset, amp, logged, history, step)
+        best.update(state.evaluation.metrics, step, state.position.epoch, state.model)
+    evaluation = state.evaluation
+    if best.weights is not None and best.step != step:
+        state.model.load_state_dict(best.weights)
+        log.info("keeping the best model: %s %.4f at epoch %d (step %d), not the last", best.monitor, best.value,
+                 best.epoch, best.step)  # fmt: skip
+        evaluation = None
+    if evaluation is None:  # the best weights, or a resumed run's already counted evaluation: for the pictures
+        evaluation = _validate(trainer, state.model, val_loader, dataset, amp, NullTracker(), defaultdict(list), step)
+    return evaluation
 
 
 def _checkpoint_to_resume(config: TrainConfig, folder: Path, params: CommonParams, dataset: Dataset) -> dict | None:
@@ -323,8 +354,10 @@ def _train_loop(
     save,
     history,
     total_steps: int,
+    best: BestModel,
 ) -> bool:
-    """Run epochs from state.position; True when training completed, False when stopped by SIGTERM."""
+    """Run epochs from state.position; True when training completed (or stopped early), False when
+    stopped by SIGTERM."""
     model, device, group = state.model, train_loader.device, state.group
     train_model = state.train_model or model
     amp = state.scaler.is_enabled()
@@ -377,13 +410,22 @@ def _train_loop(
                 progress.close()
                 return True
             tick = time.perf_counter()
-        save(Position(step, epoch + 1, 0))
+        early = False
         if val_loader is not None and (epoch + 1) % config.eval_every == 0 and epoch + 1 < params.epochs:
             evaluation = _validate(trainer, model, val_loader, dataset, amp, tracker, history, step)
+            state.evaluation = evaluation
             summary = ", ".join(f"{name} {evaluation.metrics[name]:.4f}" for name in trainer.summary_metrics)
             log.info("epoch %d: val %s", epoch + 1, summary)
-            if group.any(stop.requested):
-                return False
+            early = best.update(evaluation.metrics, step, epoch + 1, model)
+        # After the evaluation, so that the checkpoint holds the decisions it led to.
+        save(Position(step, epoch + 1, 0))
+        if early:
+            log.info("stopping early: %s has not beaten %.4f (epoch %d) for %d evaluations", best.monitor,
+                     best.value, best.epoch, best.patience)  # fmt: skip
+            progress.close()
+            return True
+        if group.any(stop.requested):
+            return False
     progress.close()
     return True
 
@@ -418,6 +460,7 @@ def _finish(
     evaluation: Evaluation | None,
     seconds: float,
     images: dict[str, dict[str, str]],
+    best: BestModel | None,
 ) -> None:
     output_dir = config.output_dir
     plots = output_dir / "plots"
@@ -433,7 +476,12 @@ def _finish(
         "seconds": round(seconds, 1),
         "skipped_images": len(images["skipped"]),
         "cpu_decoded_images": len(images["decoded_on_cpu"]),
+        **({"best": best.summary()} if best is not None else {}),
     }
+    if best is not None and best.value is not None:
+        found = {"best/value": best.value, "best/step": best.step, "best/epoch": best.epoch,
+                 "best/stopped_early": float(best.stopped_at is not None)}  # fmt: skip
+        tracker.log_metrics(found, state.position.step)
     write_json_atomic(output_dir / "metrics.json", metrics)
     tracker.log_metrics({"data/skipped_images": len(images["skipped"]),
                          "data/cpu_decoded_images": len(images["decoded_on_cpu"])}, state.position.step)  # fmt: skip
