@@ -220,6 +220,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", type=Path, required=True, metavar="FILE", help="the file to write, e.g. model.onnx")
     export.set_defaults(func=_cmd_export)
 
+    report = commands.add_parser(
+        "sweep-report",
+        parents=[common],
+        help="the runs of an MLflow experiment (a sweep's trials) as a table, best first",
+        description="The runs of an MLflow experiment as a table, best first: their objective, state, best epoch "
+        "and the hyperparameters that differ between them.",
+    )
+    report.add_argument("--experiment", required=True, help="the experiment (a sweep's, or local runs')")
+    report.add_argument("--objective", default="best/value", help="the metric to rank by (default best/value)")
+    report.add_argument("--tracking-uri", default="", help="the MLflow store (default MLFLOW_TRACKING_URI)")
+    report.set_defaults(func=_cmd_sweep_report)
+
     contract = commands.add_parser(
         "contract", parents=[common], help="print the contract (arguments, environment, exit codes) as Markdown"
     )
@@ -385,6 +397,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="trainkit-model-") as scratch:
         predictor = load_predictor(resolve_model(args.model, Path(scratch)), "cpu")
     print(export_onnx(predictor, args.output))
+    return ExitCode.OK
+
+
+def _cmd_sweep_report(args: argparse.Namespace) -> int:
+    from trainkit.training.sweep_report import report_table, trial_rows
+
+    rows = trial_rows(args.experiment, args.objective, args.tracking_uri)
+    print(report_table(rows, args.objective))
     return ExitCode.OK
 
 
