@@ -71,14 +71,15 @@ class _Counts:
 
 def run_evaluate(config: EvaluateConfig) -> dict:
     """Evaluate, write metrics.json and the pictures, log to an active MLflow run; returns the metrics."""
-    from trainkit.inference.predict import open_model
+    from trainkit.inference.predict import labelled_records, open_model
     from trainkit.training.devices import resolve_device
 
     if config.min_score is not None and not 0 <= config.min_score <= 1:
         raise UserError(f"--min-score {config.min_score}: must be between 0 and 1")
     predictor = open_model(config.model, resolve_device(config.device))
     threshold = predictor.settings.min_score if config.min_score is None else config.min_score
-    records, report = _records(config)
+    records, report = labelled_records(config.imageset, config.labelset, config.datastore_name,
+                                       config.min_confidence)  # fmt: skip
     remap, unknown = _class_ids(records.classes, predictor.classes)
     if unknown:
         log.warning("classes the model does not know: %s; their objects count as missed", ", ".join(unknown))
@@ -97,21 +98,6 @@ def run_evaluate(config: EvaluateConfig) -> dict:
     return document
 
 
-def _records(config: EvaluateConfig):
-    from trainkit.data.dataset import DatasetOptions, DatasetPair, load_pair
-
-    options = DatasetOptions(
-        datastore_name=config.datastore_name, on_bad_row="skip", min_confidence=config.min_confidence
-    )
-    records, report = load_pair(DatasetPair(config.imageset, config.labelset, name="evaluation"), options)
-    if report.problems:
-        log.warning("%d rows of %s left out: %s", sum(report.problems.values()), config.labelset,
-                    ", ".join(f"{k} {v}" for k, v in sorted(report.problems.items())))  # fmt: skip
-    if not len(records):
-        raise UserError(f"--labelset {config.labelset}: no usable row (see `trainkit validate`)")
-    return records, report
-
-
 def _class_ids(names: tuple[str, ...], classes: ClassMap) -> tuple[np.ndarray, list[str]]:
     """The model's id for each label-set class id (-1: unknown to the model), and the unknown names."""
     ids = classes.id_of()
@@ -122,16 +108,10 @@ def _class_ids(names: tuple[str, ...], classes: ClassMap) -> tuple[np.ndarray, l
 def _evaluate_detection(predictor: BasePredictor, records, remap: np.ndarray, threshold: float, config):
     from torchmetrics.detection import MeanAveragePrecision
 
-    from trainkit.batch import LoaderConfig
-    from trainkit.loading.loader import create_loader
+    from trainkit.inference.predict import batch_loader
 
     classes = predictor.classes
-    loader = create_loader(
-        records,
-        LoaderConfig(batch_size=config.batch_size, image_size=predictor.settings.image_size, train=False,
-                     on_bad_row="skip"),
-        predictor.device,
-    )  # fmt: skip
+    loader = batch_loader(predictor, records, config.batch_size)
     metric = MeanAveragePrecision(iou_type="bbox", box_format="xyxy", class_metrics=True, extended_summary=True)
     k = len(classes)
     counts = _Counts.empty(k)
@@ -145,8 +125,7 @@ def _evaluate_detection(predictor: BasePredictor, records, remap: np.ndarray, th
             known = labels >= 0
             truth = _Image(item.path, item.boxes[known], labels[known], answer)
             metric.update(
-                [{"boxes": torch.from_numpy(answer.boxes), "scores": torch.from_numpy(answer.scores),
-                  "labels": torch.from_numpy(answer.labels)}],
+                [answer.tensors()],
                 [{"boxes": torch.from_numpy(truth.truth_boxes), "labels": torch.from_numpy(truth.truth_labels)}],
             )  # fmt: skip
             truth.errors = _count(truth, threshold, counts)
@@ -216,17 +195,11 @@ def _count(image: _Image, threshold: float, counts: _Counts) -> int:
 def _evaluate_crops(predictor: BasePredictor, records, remap: np.ndarray, config):
     from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassPrecisionRecallCurve
 
-    from trainkit.batch import LoaderConfig
-    from trainkit.loading.loader import create_loader
+    from trainkit.inference.predict import batch_loader
 
     classes = predictor.classes
     k = len(classes)
-    loader = create_loader(
-        records,
-        LoaderConfig(batch_size=config.batch_size, image_size=predictor.settings.image_size, train=False,
-                     task="object_crops", on_bad_row="skip"),
-        predictor.device,
-    )  # fmt: skip
+    loader = batch_loader(predictor, records, config.batch_size, task="object_crops")
     confusion = MulticlassConfusionMatrix(k)
     curves = MulticlassPrecisionRecallCurve(k, thresholds=101)
     for batch in loader:
@@ -302,8 +275,7 @@ def _draw_worst(images: list[_Image], classes: ClassMap, threshold: float, n: in
     from trainkit.evaluation import Evaluation, draw_detections
 
     worst = sorted((i for i in images if i.errors), key=lambda i: -i.errors)[:n]
-    drawn = [(i.path, {"boxes": torch.from_numpy(i.prediction.boxes), "labels": torch.from_numpy(i.prediction.labels),
-                       "scores": torch.from_numpy(i.prediction.scores)},
+    drawn = [(i.path, i.prediction.tensors(),
               {"boxes": torch.from_numpy(i.truth_boxes), "labels": torch.from_numpy(i.truth_labels)})
              for i in worst]  # fmt: skip
     return draw_detections(Evaluation({}, drawn), classes, folder, prefix="worst", min_score=threshold)

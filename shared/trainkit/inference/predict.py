@@ -137,33 +137,43 @@ def image_records(config: PredictConfig, classes: ClassMap):
 
 
 def _labelled_records(config: PredictConfig):
+    records, _ = labelled_records(config.imageset, config.labelset, config.datastore_name)
+    return records, {}
+
+
+def labelled_records(imageset: Path, labelset: Path, datastore_name: str | None, min_confidence: float = 0.0):
+    """The usable rows of a label set as records and the set's report; rows with problems are left
+    out with a warning counting them, and a set with none left is a UserError."""
     from trainkit.data.dataset import DatasetOptions, DatasetPair, load_pair
 
-    options = DatasetOptions(datastore_name=config.datastore_name, on_bad_row="skip")
-    records, report = load_pair(DatasetPair(config.imageset, config.labelset), options)
-    log.info("label set %s: %d images under %s (%s)", config.labelset, len(records), report.image_root,
+    options = DatasetOptions(datastore_name=datastore_name, on_bad_row="skip", min_confidence=min_confidence)
+    records, report = load_pair(DatasetPair(imageset, labelset), options)
+    log.info("label set %s: %d images under %s (%s)", labelset, len(records), report.image_root,
              report.datastore_reason)  # fmt: skip
     if report.problems:
-        log.warning("%d rows of %s left out: %s", sum(report.problems.values()), config.labelset,
+        log.warning("%d rows of %s left out: %s", sum(report.problems.values()), labelset,
                     ", ".join(f"{k} {v}" for k, v in sorted(report.problems.items())))  # fmt: skip
     if not len(records):
-        raise UserError(f"--labelset {config.labelset}: none of its rows names a readable image under "
+        raise UserError(f"--labelset {labelset}: none of its rows names a readable image under "
                         f"{report.image_root}; check --imageset and --datastore-name")  # fmt: skip
-    return records, {}
+    return records, report
+
+
+def batch_loader(predictor: BasePredictor, records, batch_size: int, task: str = "detection"):
+    """trainkit's loader over `records` in evaluation mode, at the model's input size, on its device;
+    unreadable files are skipped (and named by the loader)."""
+    from trainkit.batch import LoaderConfig
+    from trainkit.loading.loader import create_loader
+
+    config = LoaderConfig(batch_size=batch_size, image_size=predictor.settings.image_size, train=False, task=task,
+                          on_bad_row="skip")  # fmt: skip
+    return create_loader(records, config, predictor.device)
 
 
 def _predict_all(predictor: BasePredictor, records, config: PredictConfig):
     from tqdm import tqdm
 
-    from trainkit.batch import LoaderConfig
-    from trainkit.loading.loader import create_loader
-
-    settings = predictor.settings
-    loader = create_loader(
-        records,
-        LoaderConfig(batch_size=config.batch_size, image_size=settings.image_size, train=False, on_bad_row="skip"),
-        predictor.device,
-    )
+    loader = batch_loader(predictor, records, config.batch_size)
     terminal = sys.stderr.isatty()
     bar = tqdm(total=len(records), unit="img", disable=not terminal, file=sys.stderr)
     answers: list[tuple[int, Prediction]] = []
@@ -195,10 +205,8 @@ def _write(config: PredictConfig, predictor: BasePredictor, records, answers, sk
     if config.draw and predictor.detects:
         import torch
 
-        drawn = [(str(records.paths[i]), {"boxes": torch.from_numpy(a.boxes), "labels": torch.from_numpy(a.labels),
-                                          "scores": torch.from_numpy(a.scores)},
-                  {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64)})
-                 for i, a in answers[: config.draw]]  # fmt: skip
+        nothing = {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64)}
+        drawn = [(str(records.paths[i]), a.tensors(), nothing) for i, a in answers[: config.draw]]
         files += draw_detections(Evaluation({}, drawn), classes, out / "drawn", prefix="pred", min_score=0.0)
     summary = {
         "model": config.model,

@@ -35,6 +35,11 @@ class Prediction:
     scores: np.ndarray  # (k,) float32
     probabilities: np.ndarray | None = None  # (classes,) for classifiers
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Boxes, labels and scores as torch tensors: what torchmetrics and the drawing take."""
+        return {"boxes": torch.from_numpy(self.boxes), "labels": torch.from_numpy(self.labels),
+                "scores": torch.from_numpy(self.scores)}  # fmt: skip
+
 
 class BasePredictor:
     """What every predictor shares: the training resize before the model, answers in image pixels after."""
