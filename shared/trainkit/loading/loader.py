@@ -74,8 +74,7 @@ class DaliLoader:
         self._clean_end = True
         self._start_batch = 0
         self._checker: DaliDecodeCheck | None = None
-        self._cpu_decode: set[int] = set()  # images DALI cannot decode, read through Pillow
-        self._cpu_decoded: dict[str, str] = {}
+        self._cpu_decode: dict[int, str] = {}  # images DALI cannot decode (read through Pillow): DALI's reason
 
     def resume(self, epoch: int, batch: int) -> None:
         """Make the next iteration epoch `epoch`, starting at its batch `batch` (for resuming a run)."""
@@ -158,9 +157,9 @@ class DaliLoader:
             image = self._image_of(position)
             if image not in verdicts:
                 verdicts[image] = None if image in self._cpu_decode else self._diagnose(image)
-            if verdicts[image] is not None and image not in self._cpu_decode:
+            if verdicts[image] is not None:
                 broken[position] = verdicts[image]
-        if not (self._cpu_decode - before or broken) or rebuilds > MAX_REBUILDS_PER_EPOCH:
+        if not (self._cpu_decode.keys() - before or broken) or rebuilds > MAX_REBUILDS_PER_EPOCH:
             raise RuntimeError(f"the image pipeline failed on positions {unconsumed.tolist()[:8]}: {exc}") from exc
         if broken and self.config.on_bad_row == "error":
             reason = next(iter(broken.values()))
@@ -183,7 +182,7 @@ class DaliLoader:
     @property
     def decoded_on_cpu(self) -> dict[str, str]:
         """Files DALI cannot decode, decoded with Pillow instead: path -> DALI's reason."""
-        return dict(self._cpu_decoded)
+        return {str(self.records.paths[image]): why for image, why in self._cpu_decode.items()}
 
     def _diagnose(self, image: int) -> str | None:
         """None when DALI decodes the image, or when Pillow does (then it is decoded on the CPU from
@@ -204,8 +203,7 @@ class DaliLoader:
         except ValueError as why:
             return f"image {path} cannot be decoded ({why})"
         log.warning("image %s: DALI cannot decode it (%s); decoding it with Pillow instead", path, problem)
-        self._cpu_decode.add(image)
-        self._cpu_decoded[path] = problem
+        self._cpu_decode[image] = problem
         return None
 
     def _load(self, position: int) -> Sample:
