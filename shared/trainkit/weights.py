@@ -177,6 +177,12 @@ def load_state_dict(spec: str, hyperparameter: str = "weights") -> dict[str, tor
     return state
 
 
+def load_into(model: nn.Module, spec: str, hyperparameter: str = "weights") -> list[str]:
+    """Load the weights `spec` names (any form but torchvision's names, which their builders take)
+    into `model`, every tensor whose name and shape match; returns those that kept their initial values."""
+    return load_matching(model, load_state_dict(spec, hyperparameter), spec)
+
+
 def _mlflow_state_dict(path: Path, hyperparameter: str) -> dict[str, torch.Tensor]:
     import mlflow.pytorch
 

@@ -22,7 +22,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from trainkit.classmap import ClassMap
 from trainkit.params import CommonParams, require_choice
 from trainkit.trainer import Batch, Trainer
-from trainkit.weights import check_spec, load_matching, load_state_dict
+from trainkit.weights import check_spec, load_into
 
 ARCHITECTURES = {"resnet18": resnet18, "mobilenet_v3_small": mobilenet_v3_small}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -63,7 +63,7 @@ class ClassifierTrainer(Trainer):
         model = ARCHITECTURES[params.arch](weights=None, num_classes=len(classes), **norm)
         if params.weights:
             # Everything but the final layer, whose shape depends on the classes.
-            load_matching(model, load_state_dict(params.weights), params.weights)
+            load_into(model, params.weights)
         return model
 
     def loss(self, model: nn.Module, images: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:

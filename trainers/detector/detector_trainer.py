@@ -19,7 +19,7 @@ from trainkit.classmap import ClassMap
 from trainkit.errors import UserError
 from trainkit.params import CommonParams, require_choice
 from trainkit.trainer import TorchvisionDetectionTrainer
-from trainkit.weights import check_spec, is_named, load_matching, load_state_dict, torchvision_weights
+from trainkit.weights import check_spec, is_named, load_into, torchvision_weights
 
 COCO = "torchvision:FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1"
 BACKBONES = {"mobilenet_v3_large": fasterrcnn_mobilenet_v3_large_fpn, "resnet50": fasterrcnn_resnet50_fpn_v2}
@@ -77,7 +77,7 @@ class DetectorTrainer(TorchvisionDetectionTrainer):
         # torchvision reserves label 0 for background
         model = _checked(build, weights=None, num_classes=len(classes) + 1, **options)
         if params.weights:
-            load_matching(model, load_state_dict(params.weights), params.weights)
+            load_into(model, params.weights)
         return model
 
 

@@ -23,7 +23,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from trainkit.classmap import ClassMap
 from trainkit.params import CommonParams, require_choice
 from trainkit.trainer import TorchvisionDetectionTrainer
-from trainkit.weights import check_spec, load_matching, load_state_dict
+from trainkit.weights import check_spec, load_into
 
 GROUPS = 8  # GroupNorm groups: every layer's width is a multiple of this
 
@@ -115,7 +115,7 @@ class SkeletonTrainer(TorchvisionDetectionTrainer):
             rpn_post_nms_top_n_test=params.proposals,
         )
         if params.weights:
-            load_matching(model, load_state_dict(params.weights), params.weights)
+            load_into(model, params.weights)
         return model
 
     # FILL IN (optional): the optimiser. The default is SGD with momentum; AdamW needs no tuning of
