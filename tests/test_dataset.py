@@ -217,3 +217,66 @@ def test_class_names_are_stripped_and_case_is_the_users_call(tmp_path: Path, pol
     assert (reason is None) if problem is None else (problem in reason and "--class-names fold-case" in reason)
     if policy == "fold-case":
         assert np.bincount(dataset.train.class_ids).tolist() == [4, 1]
+
+
+def _fixed(tmp_path: Path, content: object, name: str = "classes.json") -> tuple[str, ...]:
+    import json
+
+    (tmp_path / name).write_text(json.dumps(content), encoding="utf-8")
+    return ClassMap.read_fixed(tmp_path / name).names
+
+
+def test_class_map_file_forms(tmp_path: Path) -> None:
+    assert _fixed(tmp_path, ["square", " circle"]) == ("square", "circle")
+    assert _fixed(tmp_path, {"circle": 1, "square": 0}) == ("square", "circle")
+    ClassMap(("b", "a")).save(tmp_path / "run" / "model" / "artifacts" / "class_map.json")
+    assert ClassMap.read_fixed(tmp_path / "run").names == ("b", "a")  # an earlier run's output folder
+    for content, message in [
+        ({"a": 0, "b": 2}, "ids must be the integers 0 to 1"),
+        ({"a": 0, "b": True}, "ids must be the integers"),
+        (["a", "a "], "'a' listed more than once"),
+        (["a", ""], "non-empty strings"),
+        ([], "expected a JSON list"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            _fixed(tmp_path, content)
+    with pytest.raises(UserError, match=r"holds no class_map\.json"):
+        ClassMap.read_fixed(tmp_path)
+
+
+def test_fixed_class_map_sets_ids_and_order_and_flags_other_classes(tmp_path: Path) -> None:
+    labels = _named(tmp_path, ["circle", "square ", "Circle", "triangle"])
+    fixed = ("square", "circle", "hexagon")  # not sorted, and one class the data lacks
+
+    def load(policy: str, on_bad_row: str = "error"):
+        options = DatasetOptions(datastore_name="", class_names=policy, class_map=fixed, on_bad_row=on_bad_row)
+        return load_dataset(DataConfig(DatasetPair(tmp_path / "imgs", labels), options=options))
+
+    dataset = load("error")
+    assert dataset.class_map.names == fixed
+    reason = dataset.usable("error")
+    assert "row 3" in reason and "class 'Circle' is not in the class map" in reason
+    assert "--class-names fold-case" in reason
+    assert dataset.reports[0].problems == {"class_not_in_map": 2}
+    assert (
+        "class 'triangle' is not in the class map (3: 'square', 'circle', 'hexagon'); add it"
+        in (dataset.reports[0].problem_examples[1])
+    )
+    skipped = load("error", "skip")
+    assert skipped.usable("skip") is None
+    assert [skipped.class_map.names[i] for i in skipped.train.class_ids] == ["circle", "square"]
+    folded = load("fold-case", "skip")
+    assert folded.reports[0].problems == {"class_not_in_map": 1}  # only 'triangle'
+    assert np.bincount(folded.train.class_ids, minlength=3).tolist() == [1, 2, 0]
+
+
+def test_validate_with_a_class_map_names_the_row(run_cli, tmp_path: Path) -> None:
+    labels = _named(tmp_path, ["circle", "triangle"])
+    (tmp_path / "map.json").write_text('["circle"]', encoding="utf-8")
+    data = ("validate", "--imageset", tmp_path / "imgs", "--labelset", labels)
+    result = run_cli(*data, "--class-map", tmp_path / "map.json")
+    assert result.code == 2
+    assert "class 'triangle' is not in the class map" in result.err
+    bad = run_cli(*data, "--class-map", tmp_path / "no.json")
+    assert bad.code == 2 and "--class-map" in bad.err and "no.json" in bad.err
+    assert len(bad.err.strip().splitlines()) == 1

@@ -313,6 +313,11 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
         help="class names that differ only in case: error (name them), fold-case (merge), exact (keep apart)",
     )  # fmt: skip
     g.add_argument(
+        "--class-map", type=Path, metavar="FILE",
+        help="fix the classes and their ids: a JSON list of names, {name: id}, or an earlier run's class_map.json "
+        "or output folder; rows naming other classes are bad rows",
+    )  # fmt: skip
+    g.add_argument(
         "--max-cell-chars",
         type=int,
         default=DEFAULT_MAX_CELL_CHARS,

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 
+from trainkit.classmap import ClassMap
 from trainkit.data.dataset import DataConfig, DatasetOptions, DatasetPair
 from trainkit.errors import UserError
 
@@ -67,6 +68,7 @@ def data_config_from_args(args: argparse.Namespace) -> DataConfig:
         decode_check=args.decode_check,
         max_cell_chars=args.max_cell_chars,
         class_names=args.class_names,
+        class_map=ClassMap.read_fixed(args.class_map).names if args.class_map else None,
     )
     train = [parse_pair(text, "--train-set") for text in [*args.train_set, *args.train_sets]]
     if args.imageset is not None or args.labelset is not None:

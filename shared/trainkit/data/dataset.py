@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 
 from trainkit.classmap import ClassMap
-from trainkit.data.class_names import ClassNames, class_renaming
+from trainkit.data.class_names import ClassNames, class_renaming, fixed_renaming, rows_outside_class_map
 from trainkit.data.images import ImageInfo, detect_datastore, image_root, probe_images, relative_image_path
 from trainkit.data.labels import ParsedLabels, RowIssue, parse_labels
 from trainkit.data.literal import DEFAULT_MAX_CELL_CHARS
@@ -42,6 +42,7 @@ class DatasetOptions:
     max_cell_chars: int = DEFAULT_MAX_CELL_CHARS
     probe_workers: int | None = None
     class_names: ClassNames = "error"  # names that differ only in case: see trainkit.data.class_names
+    class_map: tuple[str, ...] | None = None  # --class-map: the run's classes in id order (None: found in the data)
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,9 @@ def load_pair(pair: DatasetPair, options: DatasetOptions) -> tuple[Records, SetR
     table = read_labelset(pair.labelset)
     parsed = parse_labels(table.label, table.confidence, options.max_cell_chars)
     issues = dict(parsed.issues)
+    if options.class_map is not None:
+        for row, issue in rows_outside_class_map(parsed, options.class_map, options.class_names).items():
+            issues.setdefault(row, issue)
     relative = _relative_paths(table, issues)
     if datastore is None:
         name, reason = detect_datastore(pair.imageset, relative)
@@ -343,13 +347,23 @@ def load_dataset(config: DataConfig) -> Dataset:
     else:
         val, split = None, "no validation set"
     used = [train] + ([val] if val is not None else [])
-    rename, notes, class_problem = class_renaming(used, config.options.class_names)
+    fixed = config.options.class_map
+    if fixed is None:
+        rename, notes, class_problem = class_renaming(used, config.options.class_names)
+    else:
+        rename, notes, class_problem = fixed_renaming(used, fixed, config.options.class_names), [], None
     for note in notes:
         log.info(note)
     train = train.renamed(rename)
     val = val.renamed(rename) if val is not None else None
     used = [train] + ([val] if val is not None else [])
-    class_map = ClassMap.from_names(r.classes[i] for r in used for i in np.unique(r.class_ids))
+    if fixed is None:
+        class_map = ClassMap.from_names(r.classes[i] for r in used for i in np.unique(r.class_ids))
+    else:
+        class_map = ClassMap(fixed)
+        absent = sorted(set(fixed) - {train.classes[i] for i in np.unique(train.class_ids)})
+        if absent:
+            log.warning("classes of the class map with no object in the training set: %s", ", ".join(absent))
     train = train.with_classes(class_map.names)
     val = val.with_classes(class_map.names) if val is not None else None
     if val is not None and val.num_objects:

@@ -31,9 +31,9 @@ from typing import Any
 from torch import nn
 
 import trainkit
-from trainkit.classmap import ClassMap
+from trainkit.classmap import CLASS_MAP_FILE, ClassMap
 from trainkit.inference import served_model
-from trainkit.inference.predictor import CLASS_MAP_FILE, SETTINGS_FILE
+from trainkit.inference.predictor import SETTINGS_FILE
 from trainkit.inference.settings import ModelSettings
 
 # MLflow draws a progress bar for every local "download" while saving; not the user's concern.

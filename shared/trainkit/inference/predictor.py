@@ -13,14 +13,13 @@ import torch
 from torch import nn
 
 from trainkit.batch import ClassificationBatch, DetectionBatch, to_float
-from trainkit.classmap import ClassMap
+from trainkit.classmap import CLASS_MAP_FILE, ClassMap
 from trainkit.errors import UserError
 from trainkit.inference.settings import ModelSettings
 from trainkit.loading.resize import resize_into
 from trainkit.trainer import Trainer
 
 SETTINGS_FILE = "settings.json"
-CLASS_MAP_FILE = "class_map.json"
 
 
 @dataclass(frozen=True)
