@@ -58,3 +58,9 @@ def test_predict_benchmark_runs() -> None:
     out = run_benchmark("predict", "--smoke")
     assert re.search(r"^trainkit predict: prediction phase \(loader \+ model\)\s+\d+\.\d\s+\d\.\d\dx$", out, re.M), out
     assert "one image: median ms" in out and "onnxruntime" in out
+
+
+def test_large_images_benchmark_runs() -> None:
+    out = run_benchmark("large_images", "--smoke")
+    assert re.search(r"^baseline: DALI decodes full size\s+\d+\s+\d+\s+\d\.\d{3}\s+1\.00x$", out, re.M), out
+    assert re.search(r"^trainkit: reduced decode >40 MP\s+\d+\s+-?\d+\s+\d\.\d{3}\s+\d\.\d\dx$", out, re.M), out

@@ -428,3 +428,39 @@ def test_more_formats_and_orientations_keep_boxes_on_their_pixels(tmp_path: Path
     x0, y0, x1, y1 = (int(v) for v in batch.targets[4]["boxes"][0])
     grey = batch.images[4].float().mean(0)
     assert grey[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2].mean() > grey[:, x1 + 4 :].mean() + 100
+
+
+def test_large_images_are_decoded_reduced_with_boxes_on_their_pixels(tmp_path: Path, monkeypatch) -> None:
+    """Above the size limit (lowered here; 40 MP in use) Pillow decodes at reduced size before DALI:
+    a JPEG by DCT scaling (also EXIF-rotated), a PNG by reducing; boxes stay on their pixels."""
+    from trainkit.loading import large_images
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 1200x1600, displayed 1600x1200 after a 90-degree turn
+    stored = ((360, 600, 840, 1100), RED)  # displayed (turned clockwise): x 500..1000, y 360..840
+    scene(tmp_path / "imgs" / "big.jpg", size=(1200, 1600), rects=(stored,), exif=exif)
+    scene(tmp_path / "imgs" / "big.png", size=(1600, 1200), rects=(((500, 360, 1000, 840), RED),))
+    scene(tmp_path / "imgs" / "small.png")
+    label = obj("red", 500, 1000, 360, 840)
+    records = records_for(tmp_path, [{"image_url": "big.jpg", "label": [label]},
+                                     {"image_url": "big.png", "label": [label]},
+                                     {"image_url": "small.png", "label": [obj("red", 20, 70, 30, 90)]}])  # fmt: skip
+    monkeypatch.setattr(large_images, "LARGE_IMAGE_PIXELS", 1_000_000)
+    calls = []
+    real = large_images.reduced
+
+    def counted(data, width, height, window, out_size):
+        encoded, reduced_window = real(data, width, height, window, out_size)
+        calls.append((width, height, reduced_window))
+        return encoded, reduced_window
+
+    monkeypatch.setattr("trainkit.loading.loader.reduced", counted)
+    for train in (False, True):
+        loader = create_loader(records, LoaderConfig(batch_size=3, image_size=96, train=train, seed=3))
+        for _ in range(3 if train else 1):
+            for batch in loader:
+                assert len(batch.indices) == 3
+                assert_boxes_cover_red(batch, margin=3)
+    assert {(w, h) for w, h, _ in calls} == {(1600, 1200)} and len(calls) == 2 * 4
+    full = [w for _, _, w in calls[:2]]  # evaluation: whole images, at most twice the needed size
+    assert all(96 <= min(w.width, w.height) < 2 * 96 + 2 for w in full), full

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -79,6 +80,12 @@ def detect_datastore(imageset: Path, relative: Iterable[str | None]) -> tuple[st
         f"image set {imageset}: image paths exist in more than one place ({', '.join(where)}); "
         f"set DATASTORE_NAME (or --datastore-name) to the folder to use, or to empty for the root"
     )
+
+
+# Pillow warns when it opens an image above 89 MP, for a decode at full size: the loader decodes such
+# images at reduced size (trainkit.loading.large_images). Above 179 MP Pillow refuses, and the probe
+# reports the row. Set once here: catch_warnings is not thread-safe, and the probe runs in threads.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 @dataclass(frozen=True)

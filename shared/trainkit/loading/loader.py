@@ -36,6 +36,7 @@ from trainkit.loading.augment import (
 from trainkit.loading.dali_pipeline import BadFile, BatchSource, Sample, loader_pipeline
 from trainkit.loading.decode_check import DaliDecodeCheck, transcoded
 from trainkit.loading.distributed import Shard, local_processes, usable_cores
+from trainkit.loading.large_images import is_large, reduced
 from trainkit.loading.resize import resize_into
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,9 @@ class DaliLoader:
         for position in unconsumed.tolist():
             image = self._image_of(position)
             if image not in verdicts:
-                verdicts[image] = None if image in self._cpu_decode else self._diagnose(image)
+                # A large image reached DALI as Pillow's BMP (see _load): Pillow read it, DALI reads BMPs.
+                settled = image in self._cpu_decode or is_large(*(int(v) for v in self.records.sizes[image]))
+                verdicts[image] = None if settled else self._diagnose(image)
             if verdicts[image] is not None:
                 broken[position] = verdicts[image]
         if not (self._cpu_decode.keys() - before or broken) or rebuilds > MAX_REBUILDS_PER_EPOCH:
@@ -215,9 +218,6 @@ class DaliLoader:
             encoded = np.fromfile(path, dtype=np.uint8)
         except OSError as exc:
             raise BadFile(position, f"image {path} cannot be read ({exc.strerror or exc})") from None
-        if image in self._cpu_decode:
-            # Transcoded at each read, not kept: a whole set of such files would otherwise sit in memory.
-            encoded = np.frombuffer(transcoded(encoded.tobytes()), np.uint8)
         if not len(encoded):
             raise BadFile(position, f"image {path} is empty")
         width, height = (int(v) for v in records.sizes[image])
@@ -240,6 +240,14 @@ class DaliLoader:
             window = sample_crop_window(rng, boxes, width, height) if crop else full_window(width, height)
             window = replace(window, flip=flip)
             targets = boxes_in_window(boxes, labels, window)
+        if is_large(width, height):
+            try:
+                encoded, window = reduced(encoded.tobytes(), width, height, window, config.image_size)
+            except ValueError as why:
+                raise BadFile(position, f"image {path} cannot be decoded ({why})") from None
+        elif image in self._cpu_decode:
+            # Transcoded at each read, not kept: a whole set of such files would otherwise sit in memory.
+            encoded = np.frombuffer(transcoded(encoded.tobytes()), np.uint8)
         return Sample(
             position,
             encoded,

@@ -51,6 +51,7 @@ from trainkit.training.ddp import ProcessGroup
 from trainkit.training.devices import resolve_device
 from trainkit.training.discovery import LoadedTrainer
 from trainkit.training.folder_lock import hold_folder
+from trainkit.training.outputs import StagedOutputs
 from trainkit.training.parameters import count_parameters
 from trainkit.training.shm import shm_bytes, shm_warning
 from trainkit.training.tracking import NullTracker, Tracker
@@ -193,10 +194,9 @@ def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: Pr
 
     run_id = checkpoint.get("mlflow_run_id") if checkpoint else None
     tracker = Tracker(output_dir, config.experiment, run_id) if group.is_main else NullTracker()
+    # run.json and class_map.json go into the output folder with the model at the end (see
+    # training.outputs); MLflow has them from the start.
     run_info = {**_run_info(config, loaded, params, dataset, tracker, device), "parameters": parameters.to_json()}
-    if group.is_main:
-        write_json_atomic(output_dir / "run.json", run_info)
-        dataset.class_map.save(output_dir / "class_map.json")
     tracker.log_params({
         **{f"hp.{k}": v for k, v in params_to_dict(params).items()},
         "trainer": trainer.name,
@@ -260,8 +260,8 @@ def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: Pr
             seconds = time.perf_counter() - started
             images = _image_problems(train_loader, val_loader)
             if images["skipped"] or images["decoded_on_cpu"]:
-                write_json_atomic(output_dir / "run.json", {**run_info, "images": images})
-            _finish(trainer, loaded, state, params, dataset, tracker, config, history, evaluation, seconds, images,
+                run_info = {**run_info, "images": images}
+            _finish(trainer, loaded, state, params, dataset, tracker, config, history, evaluation, seconds, run_info,
                     best if val_loader is not None else None)  # fmt: skip
     except Stopped:
         tracker.end("KILLED")  # as a SIGTERM in the loop: stopped, not failed
@@ -459,10 +459,11 @@ def _finish(
     history,
     evaluation: Evaluation | None,
     seconds: float,
-    images: dict[str, dict[str, str]],
+    run_info: dict,
     best: BestModel | None,
 ) -> None:
     output_dir = config.output_dir
+    images = run_info.get("images", {"skipped": {}, "decoded_on_cpu": {}})
     plots = output_dir / "plots"
     plot_curves(history, plots)
     if evaluation is not None:
@@ -482,18 +483,26 @@ def _finish(
         found = {"best/value": best.value, "best/step": best.step, "best/epoch": best.epoch,
                  "best/stopped_early": float(best.stopped_at is not None)}  # fmt: skip
         tracker.log_metrics(found, state.position.step)
-    write_json_atomic(output_dir / "metrics.json", metrics)
     tracker.log_metrics({"data/skipped_images": len(images["skipped"]),
                          "data/cpu_decoded_images": len(images["decoded_on_cpu"])}, state.position.step)  # fmt: skip
     exported = trainer.export(state.model, params, dataset.class_map)
     settings = ModelSettings.of(trainer, loaded.module.__name__, params)
-    build_model_dir(output_dir / "model", exported, settings, dataset.class_map, loaded.source)
+    outputs = StagedOutputs(output_dir)
+    try:
+        write_json_atomic(outputs.path("run.json"), run_info)
+        dataset.class_map.save(outputs.path("class_map.json"))
+        write_json_atomic(outputs.path("metrics.json"), metrics)
+        build_model_dir(outputs.path("model"), exported, settings, dataset.class_map, loaded.source)
+        if trainer.exports_onnx:
+            _export_onnx(Predictor(trainer, exported, dataset.class_map, settings, torch.device("cpu")),
+                         outputs.path("model.onnx"))  # fmt: skip
+        outputs.publish()
+    finally:
+        outputs.discard()
     model_uri = tracker.log_model(output_dir / "model", config.register_as)
-    if trainer.exports_onnx:
-        onnx_file = _export_onnx(Predictor(trainer, exported, dataset.class_map, settings, torch.device("cpu")),
-                                 output_dir / "model.onnx")  # fmt: skip
-        if onnx_file is not None:
-            tracker.log_artifact(onnx_file)
+    if (output_dir / "model.onnx").exists():
+        log.info("ONNX model: %s", output_dir / "model.onnx")
+        tracker.log_artifact(output_dir / "model.onnx")
     tracker.log_artifacts(plots, "plots")
     tracker.log_dict(metrics, "metrics.json")
     log.info("model: %s (MLflow %s, tracking %s)", output_dir / "model", model_uri, tracker.tracking_uri)
@@ -527,7 +536,6 @@ def _export_onnx(predictor: Predictor, path: Path) -> Path | None:
             "exports_onnx = False on the trainer", type(exc).__name__, " ".join(str(exc).split())[:300],
         )  # fmt: skip
         return None
-    log.info("ONNX model: %s", written)
     return written
 
 
