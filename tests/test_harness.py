@@ -369,6 +369,12 @@ def test_early_stopping_keeps_the_best_model_and_resumes_to_the_same_decisions(d
     best = json.loads((straight / "metrics.json").read_text())["best"]
     assert (best["monitor"], best["epoch"], best["stopped_early"]) == ("val/map", 1, True)
     assert best["stopped_at_step"] == 2 * best["step"] and "stopping early: val/map has not beaten" in result.stderr
+    # The monitored metric's last MLflow point is the kept model's value (what a sweep reads for its objective).
+    client = mlflow.MlflowClient(f"sqlite:///{straight / 'mlflow.db'}")
+    [logged] = client.search_runs([client.get_experiment_by_name("trainkit").experiment_id])
+    series = sorted((m.step, m.value) for m in client.get_metric_history(logged.info.run_id, "val/map"))
+    final_step = json.loads((straight / "metrics.json").read_text())["step"]
+    assert series[-1] == (final_step + 1, best["value"]) and series[-2][0] == final_step
     checkpoint = torch.load(straight / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
     saved = mlflow.pytorch.load_model(str(straight / "model")).state_dict()
     assert all(torch.equal(saved[k], v) for k, v in checkpoint["best"]["weights"].items())  # the best, not the last

@@ -30,3 +30,21 @@ def test_runs_are_ranked_by_their_best_value(run_cli, tmp_path: Path) -> None:
     ]
     missing = run_cli("sweep-report", "--experiment", "nope", "--tracking-uri", uri)
     assert missing.code == 2 and "no MLflow experiment 'nope'" in missing.err and "shapes" in missing.err
+
+
+def test_seeded_runs_get_their_own_names_and_keep_the_seeded_random_state(tmp_path: Path, monkeypatch) -> None:
+    import random
+
+    from trainkit.training.tracking import Tracker
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    names = []
+    for i in range(2):
+        random.seed(7)  # as the harness seeds every run before it starts tracking
+        tracker = Tracker(tmp_path / f"out{i}", "seeded", None)
+        names.append(tracker.run.info.run_name)
+        after = random.random()
+        tracker.end("FINISHED")
+        random.seed(7)
+        assert after == random.random()  # the trainer's random stream is as it was
+    assert names[0] != names[1]

@@ -14,6 +14,9 @@ from trainkit.batch import Batch, BatchLoader, to_float
 from trainkit.classmap import ClassMap
 
 MAX_DRAWN = 6
+# The summary metrics each built-in evaluation returns (logged as val/NAME; per-class ones besides).
+DETECTION_METRICS = ("map", "map_50", "map_75")
+CLASSIFICATION_METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
 DRAW_MIN_SCORE = 0.3
 
 
@@ -130,7 +133,7 @@ def evaluate_detection(
                 drawn.append((str(loader.records.paths[int(batch.indices[i])]), preds[-1], targets[-1]))
         metric.update(preds, targets)
     result = metric.compute()
-    metrics = {name: float(result[name]) for name in ("map", "map_50", "map_75")}
+    metrics = {name: float(result[name]) for name in DETECTION_METRICS}
     per_class = result["map_per_class"].reshape(-1).tolist()
     for class_id, ap in zip(result["classes"].reshape(-1).tolist(), per_class, strict=True):
         if 0 <= class_id < len(classes) and ap >= 0:  # -1: the class has no true box in this set

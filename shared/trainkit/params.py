@@ -95,6 +95,11 @@ def _coerce(name: str, value: object, hint: Any) -> object:
         if isinstance(value, str):
             with contextlib.suppress(ValueError):
                 return hint(value)
+            # "32.0" as well: AzureML's quniform samples are floats, written into the command as text.
+            with contextlib.suppress(ValueError):
+                number = float(value)
+                if hint is int and number.is_integer():
+                    return int(number)
         # An int hyperparameter takes a whole float (JSON may write 3 as 3.0), never a fraction.
         elif (
             isinstance(value, (int, float))

@@ -18,6 +18,8 @@ from torch import nn
 from trainkit.batch import Batch, BatchLoader, LoaderConfig, Task
 from trainkit.classmap import ClassMap
 from trainkit.evaluation import (
+    CLASSIFICATION_METRICS,
+    DETECTION_METRICS,
     Evaluation,
     draw_confusion,
     draw_detections,
@@ -65,6 +67,14 @@ class Trainer:
         if self.task == "object_crops":
             return evaluate_classification(self, model, loader, classes, amp)
         raise NotImplementedError(f"task {self.task!r}: override Trainer.evaluate")
+
+    @classmethod
+    def metric_names(cls) -> tuple[str, ...]:
+        """The validation metrics, as logged (`val/NAME`), that `monitor` and a sweep's objective may name:
+        the built-in evaluation's for the task, the summary metrics and the monitor."""
+        task = {"detection": DETECTION_METRICS, "object_crops": CLASSIFICATION_METRICS}.get(cls.task, ())
+        names = [f"val/{name}" for name in (*task, *cls.summary_metrics)] + [cls.monitor]
+        return tuple(dict.fromkeys(names))
 
     def draw(self, evaluation: Evaluation, classes: ClassMap, folder: Path) -> list[Path]:
         """Pictures of an evaluation: validation images with boxes, or the confusion matrix."""

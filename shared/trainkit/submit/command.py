@@ -10,7 +10,16 @@ from pathlib import Path
 
 from trainkit.contract import ExitCode
 from trainkit.errors import UserError
-from trainkit.submit.spec import DatasetPairRef, SubmitConfig, grid_points, job_specs, parse_grid
+from trainkit.submit.spec import DatasetPairRef, SubmitConfig, grid_points, job_specs, parse_grid, sweep_specs
+from trainkit.submit.sweep import (
+    SAMPLINGS,
+    SweepConfig,
+    check_objective,
+    parse_duration,
+    parse_early_termination,
+    parse_objective,
+    parse_search,
+)
 from trainkit.weights import is_named, named_weights
 
 log = logging.getLogger("trainkit")
@@ -61,6 +70,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--weights-type", choices=("auto", "mlflow_model", "custom_model", "uri_file", "uri_folder"), default="auto",
         help="input type of --weights (auto: mlflow_model for a registered model, else from the path)",
     )  # fmt: skip
+    g = p.add_argument_group("sweep: one AzureML sweep job instead (SDK v2; see trainkit.submit.sweep)")
+    g.add_argument("--sweep", action="store_true", help="submit a sweep job over --search")
+    g.add_argument(
+        "--search", action="append", default=[], metavar="KEY=DIST",
+        help="choice(a,b,...), uniform(lo,hi), loguniform(lo,hi), quniform(lo,hi,q) or randint(n) (repeatable)",
+    )  # fmt: skip
+    g.add_argument("--sampling", choices=SAMPLINGS, default="random", help="how trials pick values")
+    g.add_argument(
+        "--objective", default="", metavar="METRIC[:GOAL]",
+        help="the metric trials are ranked by, as logged (default: the trainer's monitor, e.g. val/map:maximize)",
+    )  # fmt: skip
+    g.add_argument(
+        "--early-termination", default="", metavar="POLICY:K=V,...",
+        help="bandit:slack_factor=0.1,evaluation_interval=1,delay_evaluation=2, median_stopping:..., "
+        "truncation_selection:truncation_percentage=20,...",
+    )  # fmt: skip
+    g.add_argument("--max-trials", type=int, default=20, metavar="N", help="trials in all")
+    g.add_argument("--max-concurrent-trials", type=int, metavar="N", help="trials at once (default: AzureML's)")
+    g.add_argument("--timeout", default="", metavar="T", help="the whole sweep's limit: seconds, or 90m, 6h, 1d")
+    g.add_argument("--trial-timeout", default="", metavar="T", help="each trial's limit: seconds, or 90m, 6h, 1d")
     g = p.add_argument_group("where and how")
     g.add_argument("--experiment", default="", help="AzureML experiment (default trainkit-<trainer>)")
     g.add_argument("--compute", default="", help="compute cluster name")
@@ -169,20 +198,63 @@ def _check_params(name: str, folder: Path | None, points: list[dict[str, object]
         parse_params(params, point)
 
 
+def sweep_from_args(args: argparse.Namespace, config: SubmitConfig) -> SweepConfig:
+    """The sweep options, checked: every searched key at every value the sampler can reach against the
+    trainer's typed hyperparameters, the objective against the metrics it logs."""
+    if args.sdk == "v1":
+        raise UserError("--sweep needs SDK v2 (azure-ai-ml): SDK v1 support ended on 2026-06-30; drop --sdk v1")
+    name, folder = _trainer(args.trainer, args.image)
+    search = parse_search(args.search)
+    trainer = None
+    if folder is not None:
+        from trainkit.training.discovery import load_trainer
+
+        trainer = load_trainer(str(folder)).trainer
+    metric, goal = parse_objective(args.objective, trainer.monitor if trainer else "val/map")
+    sweep = SweepConfig(
+        search=tuple(search), objective=metric, goal=goal, sampling=args.sampling,
+        early_termination=parse_early_termination(args.early_termination), max_trials=args.max_trials,
+        max_concurrent_trials=args.max_concurrent_trials, timeout=parse_duration(args.timeout, "--timeout"),
+        trial_timeout=parse_duration(args.trial_timeout, "--trial-timeout"),
+    )  # fmt: skip
+    sweep.check()
+    if trainer is None:
+        log.warning("search space and objective of %s not checked before submitting: no trainers/%s folder here",
+                    name, name)  # fmt: skip
+        return sweep
+    check_objective(metric, trainer.metric_names(), name)
+    for distribution in search:
+        for value in distribution.reachable():
+            try:
+                _check_params(name, folder, [{**config.hyperparameters, distribution.key: value}])
+            except UserError as exc:
+                raise UserError(f"--search {distribution.key}={sweep.describe(distribution.key)}: the trainer "
+                                f"refuses {distribution.key}={value!r}: {exc}") from None  # fmt: skip
+    return sweep
+
+
 def run(args: argparse.Namespace) -> int:
     """The `trainkit submit` command."""
     from trainkit.submit.workspace import find_workspace, load_and_validate, submit, write_specs
 
     config = config_from_args(args)
-    if args.sdk == "v1":
+    sweeping = args.sweep
+    if not sweeping and (args.search or args.objective or args.early_termination):
+        raise UserError("--search, --objective and --early-termination need --sweep (one sweep job); for a job "
+                        "per value use --grid KEY=V1,V2")  # fmt: skip
+    if sweeping:
+        specs = sweep_specs(config, sweep_from_args(args, config))
+    elif args.sdk == "v1":
         return _run_v1(args, config)
-    specs = job_specs(config)
+    else:
+        specs = job_specs(config)
     if args.dry_run:
         paths = write_specs(specs, args.dry_run)
         for path in paths:
             load_and_validate(path)
             print(path)
-        log.info("%d job(s) written and checked by azure-ai-ml; nothing submitted", len(paths))
+        kind = "sweep job" if sweeping else "job"
+        log.info("%d %s(s) written and checked by azure-ai-ml; nothing submitted", len(paths), kind)
         return ExitCode.OK
     workspace = find_workspace(args.subscription, args.resource_group, args.workspace, args.workspace_config)
     import tempfile

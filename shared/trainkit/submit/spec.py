@@ -26,12 +26,13 @@ from pathlib import Path
 
 from trainkit.errors import UserError
 from trainkit.submit.refs import JobInput, imageset_input, labelset_input, weights_input
+from trainkit.submit.sweep import SweepConfig, sweep_spec
 
 SCHEMA_URL = "https://azuremlschemas.azureedge.net/latest/commandJob.schema.json"
 _DIGEST_REF = re.compile(r"^[a-z0-9.-]+(?::\d+)?(?:/[a-z0-9._-]+)+@sha256:[0-9a-f]{64}$")
 _SHM = re.compile(r"^\d+[kmg]?$")
 # An argument holding AzureML's ${{inputs.x}} placeholders, e.g. weights=${{inputs.weights}}.
-_PLACEHOLDER = re.compile(r"(?:[\w.=:-]*\$\{\{(?:inputs|outputs)\.\w+\}\})+")
+_PLACEHOLDER = re.compile(r"(?:[\w.=:-]*\$\{\{(?:inputs|outputs|search_space)\.\w+\}\})+")
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,30 @@ def job_specs(config: SubmitConfig, base: Path | None = None) -> list[dict]:
     points = grid_points(config.hyperparameters, config.grid)
     varied = [key for key, _ in config.grid]
     return [_command_job(config, data, params, varied) for data in _data_units(config, base) for params in points]
+
+
+def sweep_specs(config: SubmitConfig, sweep: SweepConfig, base: Path | None = None) -> list[dict]:
+    """The sweep-job YAML documents (as dicts), one per data unit: each trial is the command job above,
+    with `--set KEY=${{search_space.KEY}}` for every searched key and `monitor` set to the objective."""
+    config.check()
+    sweep.check()
+    if config.grid:
+        raise UserError("--grid with --sweep: search a list with --search KEY=choice(a,b) (and --sampling grid)")
+    given = sorted(set(config.hyperparameters) & {d.key for d in sweep.search})
+    if given:
+        raise UserError(f"{given[0]}: both --set and --search; keep one")
+    monitor = config.hyperparameters.get("monitor", sweep.objective)
+    if monitor != sweep.objective:
+        raise UserError(f"--set monitor={monitor} and --objective {sweep.objective}: the trials keep their best "
+                        "model by the objective; leave monitor out")  # fmt: skip
+    params = {**config.hyperparameters, "monitor": sweep.objective, **sweep.placeholders()}
+    specs = []
+    for data in _data_units(config, base):
+        job = _command_job(config, data, params, [])
+        job["display_name"] = f"{job['display_name']} sweep {sweep.objective}"[:255]
+        job["tags"].update({f"param.{d.key}": sweep.describe(d.key) for d in sweep.search})
+        specs.append(sweep_spec(job, sweep))
+    return specs
 
 
 def _command_job(config: SubmitConfig, data: _Data, params: Mapping[str, object], varied: Sequence[str]) -> dict:

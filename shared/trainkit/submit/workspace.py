@@ -51,7 +51,16 @@ def load_and_validate(path: Path) -> Any:
         job = sdk.load_job(source=path)
     except Exception as exc:  # azure-ai-ml raises marshmallow and its own validation errors here
         raise UserError(f"{path}: azure-ai-ml rejects this job: {_sdk_message(exc)}") from None
-    result = job._validate()
+    validate = getattr(job, "_validate", None)
+    if validate is None:
+        # A SweepJob has no _validate; building its REST request is the SDK's remaining offline check
+        # (trainkit.submit.sweep checks what that lets through).
+        try:
+            job._to_rest_object()
+        except Exception as exc:  # the SDK's own errors, as load_job's
+            raise UserError(f"{path}: azure-ai-ml rejects this job: {_sdk_message(exc)}") from None
+        return job
+    result = validate()
     if not result.passed:
         raise UserError(f"{path}: azure-ai-ml rejects this job: {json.dumps(result.error_messages)}")
     return job

@@ -262,7 +262,7 @@ def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: Pr
             if images["skipped"] or images["decoded_on_cpu"]:
                 run_info = {**run_info, "images": images}
             _finish(trainer, loaded, state, params, dataset, tracker, config, history, evaluation, seconds, run_info,
-                    best if val_loader is not None else None)  # fmt: skip
+                    best if val_loader is not None else None, complete)  # fmt: skip
     except Stopped:
         tracker.end("KILLED")  # as a SIGTERM in the loop: stopped, not failed
         raise
@@ -461,8 +461,11 @@ def _finish(
     seconds: float,
     run_info: dict,
     best: BestModel | None,
+    complete: bool,
 ) -> None:
     output_dir = config.output_dir
+    # A complete run's final points are in its MLflow run already (its model may not be: it is logged).
+    points = NullTracker() if complete else tracker
     images = run_info.get("images", {"skipped": {}, "decoded_on_cpu": {}})
     plots = output_dir / "plots"
     plot_curves(history, plots)
@@ -482,8 +485,12 @@ def _finish(
     if best is not None and best.value is not None:
         found = {"best/value": best.value, "best/step": best.step, "best/epoch": best.epoch,
                  "best/stopped_early": float(best.stopped_at is not None)}  # fmt: skip
-        tracker.log_metrics(found, state.position.step)
-    tracker.log_metrics({"data/skipped_images": len(images["skipped"]),
+        points.log_metrics(found, state.position.step)
+        if best.step != best.last_step:
+            # The monitored metric's last point is the kept model's value (one step after the last
+            # evaluation's), so what a sweep reads last for its objective describes the saved model.
+            points.log_metrics({best.monitor: best.value}, state.position.step + 1)
+    points.log_metrics({"data/skipped_images": len(images["skipped"]),
                          "data/cpu_decoded_images": len(images["decoded_on_cpu"])}, state.position.step)  # fmt: skip
     exported = trainer.export(state.model, params, dataset.class_map)
     settings = ModelSettings.of(trainer, loaded.module.__name__, params)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,17 @@ class Tracker:
             # A restart with a fresh output folder (AzureML keeps only mounted outputs) has a new store.
             log.warning("the checkpoint's MLflow run %s is not in this tracking store: logging to a new run", run_id)
             run_id = None
-        self.run = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run()
+        if run_id:
+            self.run = mlflow.start_run(run_id=run_id)
+        else:
+            # MLflow draws the run's name from `random`, which the trainer has seeded: every run would be
+            # called the same. Drawn from fresh entropy instead, and the trainer's random state restored.
+            seeded = random.getstate()
+            random.seed()
+            try:
+                self.run = mlflow.start_run()
+            finally:
+                random.setstate(seeded)
         self.run_id = self.run.info.run_id
         self.tracking_uri = mlflow.get_tracking_uri()
 
