@@ -46,6 +46,21 @@ def test_relative_boxes_become_pixels(tmp_path: Path) -> None:
     assert records.boxes.tolist() == [[10, 10, 50, 50]]
 
 
+def test_normalised_corners_a_hair_past_1_are_relative_and_clipped(tmp_path: Path) -> None:
+    pair = one_image_set(tmp_path, [obj("a", 0.1, 0.5, 0.2, 1.0004), obj("b", 0.6, 0.9, 0.1, 0.5)])
+    records, report = load_pair(pair, DatasetOptions())
+    assert report.box_units == "relative" and "1 objects reach past 1 and are clipped" in report.box_units_reason
+    assert records.boxes.tolist() == [[10, 10, 50, 50], [60, 5, 90, 25]] and report.clipped_objects == 1
+
+
+def test_a_pixel_guess_with_boxes_under_2_px_is_refused(tmp_path: Path) -> None:
+    objects = [obj("a", 0.1, 0.5, 0.2, 0.9), obj("b", 0.6, 0.9, 0.1, 0.5), obj("c", 0.2, 1.3, 0.1, 0.5)]
+    with pytest.raises(DatasetError, match=r"median box would be 0\.4 x 0\.4 pixels: the coordinates look normalised"):
+        load_pair(one_image_set(tmp_path, objects), DatasetOptions())
+    records, _ = load_pair(one_image_set(tmp_path, objects), DatasetOptions(box_units="relative"))
+    assert len(records.boxes) == 3
+
+
 def test_box_units_can_be_forced(tmp_path: Path) -> None:
     pair = one_image_set(tmp_path, [obj("a", 0, 1, 0, 1)])
     records, report = load_pair(pair, DatasetOptions(box_units="pixel"))

@@ -30,7 +30,7 @@ def test_defaults_and_coercion() -> None:
         ({"epoch": 1}, "unknown hyperparameter 'epoch' for this trainer; it accepts: amp, batch_size, depth"),
         ({"epochs": 1.5}, "hyperparameter 'epochs' must be int, got 1.5"),
         ({"epochs": True}, "hyperparameter 'epochs' must be int, got True"),
-        ({"epochs": "3.0"}, "hyperparameter 'epochs' must be int, got '3.0'"),
+        ({"epochs": "3.5"}, "hyperparameter 'epochs' must be int, got '3.5'"),
         ({"depth": float("inf")}, "hyperparameter 'depth' must be int, got inf"),
         ({"lr": True}, "hyperparameter 'lr' must be float, got True"),
         ({"lr": "fast"}, "hyperparameter 'lr' must be float, got 'fast'"),
@@ -84,3 +84,7 @@ def test_trainer_choices_and_weight_files_are_checked(trainer: str, raw: dict, m
     params = load_trainer(str(Path(__file__).resolve().parents[1] / "trainers" / trainer)).trainer.Params
     with pytest.raises(UserError, match=re.escape(message)):
         parse_params(params, raw)
+
+
+def test_an_int_takes_whole_number_text_as_a_sweep_writes_it() -> None:
+    assert parse_params(ModelParams, {"epochs": "3.0", "depth": "2"}).epochs == 3  # AzureML's quniform: 3.0

@@ -99,8 +99,10 @@ def test_grid_and_bayesian_sampling_and_the_classifier_objective(sweep, tmp_path
     ("args", "message"),
     [
         (["--search", "lrr=uniform(0.1,1)"], "unknown hyperparameter 'lrr'"),
-        (["--search", "batch_size=uniform(2,16)"], "--search batch_size=uniform(2, 16): the trainer refuses "
-                                                   "batch_size=6.4563"),  # fmt: skip
+        (
+            ["--search", "batch_size=uniform(2,16)"],
+            "--search batch_size=uniform(2, 16): the trainer refuses batch_size=6.4563",
+        ),
         (["--search", "epochs=choice(3,fast)"], "the trainer refuses epochs='fast'"),
         (["--search", "lr=uniform(0.1,0.01)"], "the lower bound 0.1 must be below the upper bound 0.01"),
         (["--search", "lr=loguniform(0,0.1)"], "the bounds must be above 0"),
@@ -110,16 +112,33 @@ def test_grid_and_bayesian_sampling_and_the_classifier_objective(sweep, tmp_path
         (["--search", "lr=choice(0.1)", "--set", "lr=0.2"], "lr: both --set and --search"),
         (["--search", "lr=uniform(0.01,0.1)", "--sampling", "grid"], "grid sampling takes choice(...) only"),
         (["--search", "epochs=randint(9)", "--sampling", "bayesian"], "is not supported by Bayesian sampling"),
-        (["--search", "lr=choice(0.1)", "--sampling", "bayesian", "--early-termination",
-          "median_stopping:delay_evaluation=2"], "--sampling bayesian does not support --early-termination"),
-        (["--search", "lr=choice(0.1)", "--early-termination", "bandit:evaluation_interval=1"],
-         "give exactly one of slack_factor"),
-        (["--search", "lr=choice(0.1)", "--early-termination", "bandit:slack_factor=0.1,slack_amount=0.2"],
-         "give exactly one of slack_factor"),
-        (["--search", "lr=choice(0.1)", "--early-termination", "bandit:slack_factor=0.1,patience=3"],
-         "unknown setting 'patience=3'"),
-        (["--search", "lr=choice(0.1)", "--early-termination", "truncation_selection:evaluation_interval=1"],
-         "truncation_percentage must be 1 to 99"),
+        (
+            [
+                "--search",
+                "lr=choice(0.1)",
+                "--sampling",
+                "bayesian",
+                "--early-termination",
+                "median_stopping:delay_evaluation=2",
+            ],
+            "--sampling bayesian does not support --early-termination",
+        ),
+        (
+            ["--search", "lr=choice(0.1)", "--early-termination", "bandit:evaluation_interval=1"],
+            "give exactly one of slack_factor",
+        ),
+        (
+            ["--search", "lr=choice(0.1)", "--early-termination", "bandit:slack_factor=0.1,slack_amount=0.2"],
+            "give exactly one of slack_factor",
+        ),
+        (
+            ["--search", "lr=choice(0.1)", "--early-termination", "bandit:slack_factor=0.1,patience=3"],
+            "unknown setting 'patience=3'",
+        ),
+        (
+            ["--search", "lr=choice(0.1)", "--early-termination", "truncation_selection:evaluation_interval=1"],
+            "truncation_percentage must be 1 to 99",
+        ),
         (["--search", "lr=choice(0.1)", "--objective", "val/mAP"], "--objective val/mAP: not a metric the detector"),
         (["--search", "lr=choice(0.1)", "--objective", "map"], "(did you mean val/map?)"),
         (["--search", "lr=choice(0.1)", "--objective", "val/map:minimize"], "use val/map:maximize"),

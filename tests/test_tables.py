@@ -142,3 +142,19 @@ def _mltable(path: Path, text: str) -> Path:
 def _file(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_a_label_cell_over_a_megabyte_is_read(tmp_path: Path) -> None:
+    """36,000 objects in one cell (2.5 MB), across more than two of Arrow's 1 MiB CSV blocks."""
+    import pandas as pd
+
+    from trainkit.data.labels import parse_labels
+    from trainkit.data.tables import read_labelset
+
+    big = [{"type": "dot", "bottomX": i % 90, "topX": i % 90 + 5, "bottomY": 1, "topY": 6} for i in range(36000)]
+    rows = [{"image_url": "a.jpg", "label": big}, {"image_url": "b.jpg", "label": big[:3]}]
+    pd.DataFrame(rows).to_csv(tmp_path / "big.csv", index=False)
+    assert (tmp_path / "big.csv").stat().st_size > 2.2 * (1 << 20)
+    table = read_labelset(tmp_path / "big.csv")
+    parsed = parse_labels(table.label, None, max_cell_chars=3_000_000)
+    assert parsed.counts.tolist() == [36000, 3] and not parsed.issues

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 BoxUnits = Literal["auto", "pixel", "relative"]
 MAX_EXAMPLES = 10
+RELATIVE_LIMIT = 1.05  # `auto`: every coordinate within [0, this] means normalised corners
+MIN_MEDIAN_BOX_PIXELS = 2.0  # `auto` guessed pixels and the median box is smaller: refused
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,7 @@ def load_pair(pair: DatasetPair, options: DatasetOptions) -> tuple[Records, SetR
     _record_problems(table, issues, report)
     records = _build_records(parsed, valid, relative, sizes, root, units, options.min_confidence, report)
     _summarise(records, report)
+    _check_pixel_guess(report, pair.labelset)
     return records, report
 
 
@@ -257,9 +260,29 @@ def _decide_units(parsed: ParsedLabels, requested: BoxUnits) -> tuple[str, str]:
     if not len(parsed.boxes):
         return "pixel", "auto -> pixel (no boxes to look at)"
     largest = float(np.abs(parsed.boxes).max())
-    if largest <= 1.0:
-        return "relative", f"auto -> relative (all {parsed.boxes.size} box coordinates are within [0, 1])"
-    return "pixel", f"auto -> pixel (largest box coordinate {largest:g} > 1)"
+    if largest <= RELATIVE_LIMIT:
+        # Labelling tools write normalised corners a hair past 1 (1.0004): clipped to the image later.
+        over = int((parsed.boxes > 1.0).any(axis=1).sum())
+        beyond = f"; {over} objects reach past 1 and are clipped to the image" if over else ""
+        return (
+            "relative",
+            f"auto -> relative (all {parsed.boxes.size} box coordinates are within [0, {RELATIVE_LIMIT:g}]{beyond})",
+        )
+    return "pixel", f"auto -> pixel (largest box coordinate {largest:g} > {RELATIVE_LIMIT:g})"
+
+
+def _check_pixel_guess(report: SetReport, labelset: Path) -> None:
+    """Normalised coordinates with a few outliers above the limit would be read as pixels: boxes of a
+    pixel or two. Refuse that guess instead of training on it."""
+    if not report.box_units_reason.startswith("auto -> pixel") or not report.box_size:
+        return
+    width, height = report.box_size["width"]["median"], report.box_size["height"]["median"]
+    if min(width, height) < MIN_MEDIAN_BOX_PIXELS:
+        raise DatasetError(
+            f"{labelset}: box units {report.box_units_reason}, but the median box would be {width:.2g} x {height:.2g} "
+            "pixels: the coordinates look normalised with some values above 1; fix those rows, or pass "
+            "--box-units relative (or --box-units pixel if such tiny boxes are right)"
+        )
 
 
 def _record_problems(table: LabelTable, issues: dict[int, RowIssue], report: SetReport) -> None:

@@ -141,16 +141,28 @@ def _read_file(spec: TableFile, header: tuple[str, ...]) -> pa.Table:
     try:
         if spec.format == "parquet":
             return pq.read_table(spec.path, columns=wanted)
-        return pacsv.read_csv(
-            spec.path,
-            read_options=pacsv.ReadOptions(encoding=spec.encoding),
-            parse_options=pacsv.ParseOptions(delimiter=spec.delimiter, newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(
-                include_columns=wanted, column_types={c: pa.string() for c in wanted}, strings_can_be_null=False
-            ),
-        )
+        try:
+            return _read_csv(spec, wanted, block_size=None)
+        except pa.ArrowInvalid as exc:
+            if "straddle" not in str(exc):
+                raise
+            # A cell longer than Arrow's block (1 MB: some 15,000 objects in one label cell) cannot be
+            # split when values may hold newlines: one block for the whole file instead.
+            return _read_csv(spec, wanted, block_size=min(spec.path.stat().st_size + 1, 2**31 - 1))
     except (OSError, pa.ArrowException) as exc:
         raise DatasetError(f"{spec.path}: cannot read as {spec.format} ({_short(exc)})") from None
+
+
+def _read_csv(spec: TableFile, wanted: list[str], block_size: int | None) -> pa.Table:
+    read = pacsv.ReadOptions(encoding=spec.encoding, **({"block_size": block_size} if block_size else {}))
+    return pacsv.read_csv(
+        spec.path,
+        read_options=read,
+        parse_options=pacsv.ParseOptions(delimiter=spec.delimiter, newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=wanted, column_types={c: pa.string() for c in wanted}, strings_can_be_null=False
+        ),
+    )
 
 
 def _as_array(column: pa.ChunkedArray, path: Path, name: str) -> pa.Array:
