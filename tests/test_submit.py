@@ -82,6 +82,8 @@ def test_registered_assets_and_uris_as_inputs(tmp_path: Path) -> None:
         assert job.queue_settings.job_tier == "spot" and job.resources.instance_type == "Standard_NC4as_T4_v3"
         assert job.compute is None and job.resources.shm_size == "32g" and job.experiment_name == "shapes"
         assert not job.environment_variables  # ML-studio layout: DATASTORE_NAME unset
+    # An image set that is a datastore folder: image_url URIs name paths from the datastore root.
+    assert [("--image-url-prefix img" in j.command) for j in jobs] == [False, True, False]
 
 
 def test_a_mltable_folder_is_a_mltable_input(tmp_path: Path) -> None:

@@ -318,6 +318,10 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
         "or output folder; rows naming other classes are bad rows",
     )  # fmt: skip
     g.add_argument(
+        "--image-url-prefix", default="", metavar="P",
+        help="drop the leading folder(s) P from image_url URIs' paths (the image set is the datastore's folder P)",
+    )  # fmt: skip
+    g.add_argument(
         "--max-cell-chars",
         type=int,
         default=DEFAULT_MAX_CELL_CHARS,

@@ -69,6 +69,7 @@ def data_config_from_args(args: argparse.Namespace) -> DataConfig:
         max_cell_chars=args.max_cell_chars,
         class_names=args.class_names,
         class_map=ClassMap.read_fixed(args.class_map).names if args.class_map else None,
+        image_url_prefix=args.image_url_prefix.strip().strip("/"),
     )
     train = [parse_pair(text, "--train-set") for text in [*args.train_set, *args.train_sets]]
     if args.imageset is not None or args.labelset is not None:

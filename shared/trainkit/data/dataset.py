@@ -17,7 +17,7 @@ import numpy as np
 
 from trainkit.classmap import ClassMap
 from trainkit.data.class_names import ClassNames, class_renaming, fixed_renaming, rows_outside_class_map
-from trainkit.data.images import ImageInfo, detect_datastore, image_root, probe_images, relative_image_path
+from trainkit.data.images import ImageInfo, detect_datastore, image_location, image_root, probe_images
 from trainkit.data.labels import ParsedLabels, RowIssue, parse_labels
 from trainkit.data.literal import DEFAULT_MAX_CELL_CHARS
 from trainkit.data.records import Records, row_of_items
@@ -45,6 +45,7 @@ class DatasetOptions:
     probe_workers: int | None = None
     class_names: ClassNames = "error"  # names that differ only in case: see trainkit.data.class_names
     class_map: tuple[str, ...] | None = None  # --class-map: the run's classes in id order (None: found in the data)
+    image_url_prefix: str = ""  # leading folder(s) of image_url to drop: the image set was mounted below them
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,8 @@ class SetReport:
     box_size: dict[str, dict[str, float]] = field(default_factory=dict)
     hint: str | None = None
     decoded_on_cpu: list[str] = field(default_factory=list)  # --decode-check: files DALI refuses, Pillow reads
+    label_format: str = ""  # the format read, e.g. "csv (labelling API)", "jsonl (AutoML)"
+    image_urls: str = ""  # how AzureML URIs in image_url map to files, shown with one example
 
     def to_json(self) -> dict:
         """The report as plain JSON types."""
@@ -164,7 +167,7 @@ def load_pair(pair: DatasetPair, options: DatasetOptions) -> tuple[Records, SetR
     if options.class_map is not None:
         for row, issue in rows_outside_class_map(parsed, options.class_map, options.class_names).items():
             issues.setdefault(row, issue)
-    relative = _relative_paths(table, issues)
+    relative, uri_row = _relative_paths(table, issues, options.image_url_prefix)
     if datastore is None:
         name, reason = detect_datastore(pair.imageset, relative)
     else:
@@ -180,6 +183,8 @@ def load_pair(pair: DatasetPair, options: DatasetOptions) -> tuple[Records, SetR
         extra_columns=list(table.extra_columns),
         rows=len(table),
     )
+    if uri_row is not None:
+        report.image_urls = f"{table.image_url[uri_row]} -> {root / (relative[uri_row] or '?')}"
     sizes = _probe(root, relative, options, issues, report)
     if report.images_missing and not report.images_found:
         folders = sorted(p.name for p in root.iterdir() if p.is_dir())[:5]
@@ -198,15 +203,24 @@ def load_pair(pair: DatasetPair, options: DatasetOptions) -> tuple[Records, SetR
     return records, report
 
 
-def _relative_paths(table: LabelTable, issues: dict[int, RowIssue]) -> list[str | None]:
+def _relative_paths(
+    table: LabelTable, issues: dict[int, RowIssue], prefix: str = ""
+) -> tuple[list[str | None], int | None]:
+    """Each row's image path relative to the image root (None for a bad row), and the first row whose
+    image_url is an AzureML URI (None: plain paths), to show how such URIs map."""
     urls = table.image_url.to_pylist()
     relative: list[str | None] = [None] * len(urls)
     first_row: dict[str, int] = {}
+    datastores: dict[str, int] = {}
     for row, url in enumerate(urls):
-        path = relative_image_path(url)
-        if isinstance(path, RowIssue):
-            issues.setdefault(row, path)
-        elif path in first_row:
+        found = image_location(url, prefix)
+        if isinstance(found, RowIssue):
+            issues.setdefault(row, found)
+            continue
+        datastore, path = found
+        if datastore is not None:
+            datastores.setdefault(datastore, row)
+        if path in first_row:
             issues.setdefault(
                 row,
                 RowIssue(
@@ -216,7 +230,13 @@ def _relative_paths(table: LabelTable, issues: dict[int, RowIssue]) -> list[str 
         else:
             first_row[path] = row
             relative[row] = path
-    return relative
+    if len(datastores) > 1:
+        (a, row_a), (b, row_b) = list(datastores.items())[:2]
+        raise DatasetError(
+            f"{table.source}: its image_url URIs point at more than one datastore ({table.where(row_a)}: {a!r}, "
+            f"{table.where(row_b)}: {b!r}); split it into one label set per datastore, each with its image set"
+        )
+    return relative, next(iter(datastores.values()), None)
 
 
 def _probe(

@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from PIL import Image, UnidentifiedImageError
 
 from trainkit.data.labels import RowIssue
+from trainkit.data.uris import NotAnImagePath, datastore_path, strip_prefix
 
 # Formats the loader can decode (DALI's decoders); anything else is flagged by validate.
 DECODABLE_FORMATS = frozenset({"JPEG", "PNG", "BMP", "TIFF", "WEBP", "JPEG2000", "PPM"})
@@ -44,6 +45,30 @@ def relative_image_path(url: str | None) -> str | RowIssue:
     if not parts:
         return RowIssue("image_url", "image_url", f"image_url {url!r} names no file")
     return "/".join(parts)
+
+
+def image_location(url: str | None, prefix: str = "") -> tuple[str | None, str] | RowIssue:
+    """(the datastore an AzureML URI names, or None for a plain path; the path inside it, relative), or
+    why `url` names no image in the image set. A URI's path is relative to its datastore's root, so
+    when the image set was mounted from a folder below it, that folder, `prefix`, is dropped; plain
+    paths are relative to the image set already."""
+    if url is None or not url.strip():
+        return RowIssue("image_url", "image_url", "image_url is empty")
+    try:
+        found = datastore_path(url)
+    except NotAnImagePath as exc:
+        return RowIssue("image_url_unsafe", "image_url", str(exc))
+    datastore, text = (found.datastore, found.path) if found else (None, url)
+    path = relative_image_path(text)
+    if isinstance(path, RowIssue):
+        return path
+    stripped = strip_prefix(path, prefix) if datastore is not None else path
+    if stripped is None:
+        return RowIssue(
+            "image_url_prefix", "image_url",
+            f"image_url {url!r} is not under --image-url-prefix {prefix.strip('/')!r}; fix the row, or the prefix",
+        )  # fmt: skip
+    return datastore, stripped
 
 
 def image_root(imageset: Path, datastore_name: str) -> Path:

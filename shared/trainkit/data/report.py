@@ -46,7 +46,9 @@ def _set_lines(r: SetReport) -> list[str]:
     lines = [
         f"[{r.name}]",
         f"label set  {r.labelset} ({files}, {r.rows} rows{extra})",
+        *([f"format     {r.label_format}"] if r.label_format else []),
         f"image set  {r.imageset} (images under {r.image_root}: {r.datastore_reason})",
+        *([f"image_url  {r.image_urls}"] if r.image_urls else []),
         f"images     {r.images_found} found, {r.images_missing} missing; {r.usable_images} usable, "
         f"{r.images_without_objects} of them without objects",
         f"box units  {r.box_units_reason}",

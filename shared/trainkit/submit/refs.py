@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainkit.data.formats import LABEL_FILE_TYPES, is_label_file
+from trainkit.data.uris import NotAnImagePath, datastore_path
 from trainkit.errors import UserError
 
 INPUT_TYPES = ("uri_file", "uri_folder", "mltable")
@@ -56,6 +57,18 @@ def imageset_input(ref: str, base: Path | None = None) -> JobInput:
     if kind == "uri" and is_label_file(ref):
         raise UserError(f"--imageset {ref}: names a file; an image set is a folder (did you swap the pair?)")
     return JobInput("uri_folder", ref)
+
+
+def mounted_prefix(imageset: str) -> str:
+    """The datastore folder an `azureml://...datastores/<ds>/paths/<P>` image set mounts, P ("" for other
+    references): image_url URIs name paths from the datastore's root, so the job drops P from them."""
+    if not imageset.startswith("azureml://"):
+        return ""
+    try:
+        found = datastore_path(imageset)
+    except NotAnImagePath:
+        return ""
+    return found.path.strip("/") if found else ""
 
 
 def labelset_input(ref: str, labelset_type: str = "auto", base: Path | None = None) -> JobInput:

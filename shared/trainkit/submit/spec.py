@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainkit.errors import UserError
-from trainkit.submit.refs import JobInput, imageset_input, labelset_input, weights_input
+from trainkit.submit.refs import JobInput, imageset_input, labelset_input, mounted_prefix, weights_input
 from trainkit.submit.sweep import SweepConfig, sweep_spec
 
 SCHEMA_URL = "https://azuremlschemas.azureedge.net/latest/commandJob.schema.json"
@@ -146,6 +146,8 @@ def _dataset_units(config: SubmitConfig, base: Path | None) -> list[_Data]:
                 "labelset": labelset_input(pair.labelset, config.labelset_type, base),
             }
             args = ["--imageset", "${{inputs.imageset}}", "--labelset", "${{inputs.labelset}}"]
+            if mounted_prefix(pair.imageset):
+                args += ["--image-url-prefix", mounted_prefix(pair.imageset)]
             tags = {"trainkit.labelset": pair.labelset, "trainkit.imageset": pair.imageset}
             units.append(_Data(inputs, args, tags, _short(pair.labelset)))
         return units
@@ -157,6 +159,14 @@ def _dataset_units(config: SubmitConfig, base: Path | None) -> list[_Data]:
             inputs[images] = imageset_input(pair.imageset, base)
             args += [f"--{kind}-set", f"${{{{inputs.{labels}}}}}:${{{{inputs.{images}}}}}"]
             tags[f"trainkit.{kind}_set_{i}"] = f"{pair.labelset} {pair.imageset}"
+    prefixes = {mounted_prefix(pair.imageset) for pair in (*config.train_pairs, *config.test_pairs)}
+    if len(prefixes) > 1:
+        raise UserError(
+            f"the image sets mount different datastore folders ({', '.join(sorted(map(repr, prefixes)))}); image_url "
+            "URIs are read with one --image-url-prefix per job: submit such pairs as separate jobs (--pair)"
+        )
+    if prefixes - {""}:
+        args += ["--image-url-prefix", prefixes.pop()]
     name = f"{len(config.train_pairs)} train + {len(config.test_pairs)} test sets"
     return [_Data(inputs, args, tags, name)]
 
