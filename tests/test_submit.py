@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from trainkit.data.demo import DemoDataset
-from trainkit.errors import DatasetError, UserError
+from trainkit.errors import UserError
 from trainkit.submit.spec import DatasetPairRef, SubmitConfig, job_specs
 from trainkit.submit.workspace import load_and_validate, write_specs
 
@@ -89,34 +89,67 @@ def test_registered_assets_and_uris_as_inputs(tmp_path: Path) -> None:
 def test_a_mltable_folder_is_a_mltable_input(tmp_path: Path) -> None:
     (tmp_path / "labels").mkdir()
     (tmp_path / "labels" / "MLTable").write_text("paths:\n  - file: ./labels.csv\n")
+    _write_label_set(tmp_path / "labels" / "labels.csv")
     (tmp_path / "images").mkdir()
     config = SubmitConfig("detector", IMAGE, (DatasetPairRef("labels", "images"),), "x", compute="c")
     [spec] = job_specs(config, base=tmp_path)
     assert spec["inputs"]["labelset"] == {"type": "mltable", "path": str(tmp_path / "labels"), "mode": "ro_mount"}
 
 
-@pytest.mark.parametrize("name", ["labels.csv", "labels.TSV", "labels.parquet", "labels.pq"])
-def test_label_files_submit_accepts_are_those_train_reads(tmp_path: Path, name: str) -> None:
-    from trainkit.data.tables import read_labelset
+def _write_label_set(path: Path, bad: bool = False) -> Path:
+    import pandas as pd
 
-    (tmp_path / name).write_bytes(b"")
+    box = {"type": "can", "bottomX": 1, "topX": 5, "bottomY": 1, "topY": 5}
+    rows = [{"image_url": "a.jpg", "label": str([box])}, {"image_url": "b.jpg", "label": "[{'type': 'can'}]" if bad
+                                                          else "[]"}]  # fmt: skip
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        lines = [{"image_url": "a.jpg", "label": [{"label": "can", "topX": 0.1, "topY": 0.1, "bottomX": 0.5,
+                                                   "bottomY": 0.5}]}, {"image_url": "b.jpg", "label": []}]  # fmt: skip
+        text = "\n".join(json.dumps(line) for line in lines)
+        path.write_text(text.replace('"topX": 0.1, ', "") if bad else text)
+    elif suffix == ".json":
+        annotation = {"id": 1, "image_id": 1, "category_id": 2 if bad else 1, "bbox": [1, 1, 4, 4]}
+        path.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [annotation],
+                                    "categories": [{"id": 1, "name": "can"}]}))  # fmt: skip
+    elif suffix in (".parquet", ".pq"):
+        pd.DataFrame(rows).to_parquet(path)
+    else:
+        pd.DataFrame(rows).to_csv(path, index=False, sep="\t" if suffix == ".tsv" else ",")
+    return path
+
+
+@pytest.mark.parametrize("name", ["labels.csv", "labels.TSV", "labels.parquet", "labels.pq", "l.jsonl", "coco.json"])
+def test_label_files_submit_accepts_are_those_train_reads(tmp_path: Path, name: str) -> None:
+    _write_label_set(tmp_path / name)
     (tmp_path / "images").mkdir()
     config = SubmitConfig("detector", IMAGE, (DatasetPairRef(name, "images"),), "x", compute="c")
     [spec] = job_specs(config, base=tmp_path)
     assert spec["inputs"]["labelset"]["type"] == "uri_file"
-    with pytest.raises(DatasetError) as info:
-        read_labelset(tmp_path / name)  # an empty file: the reader takes its type and fails on its content
-    assert "unsupported file type" not in str(info.value)
+
+
+@pytest.mark.parametrize(("name", "where"), [("l.csv", "l.csv row 2"), ("l.jsonl", "l.jsonl line 1"),
+                                             ("c.json", "c.json image id 1")])  # fmt: skip
+def test_a_label_set_train_would_stop_at_is_refused_before_submitting(tmp_path: Path, name: str, where: str) -> None:
+    from dataclasses import replace
+
+    _write_label_set(tmp_path / name, bad=True)
+    (tmp_path / "images").mkdir()
+    config = SubmitConfig("detector", IMAGE, (DatasetPairRef(name, "images"),), "x", compute="c")
+    with pytest.raises(UserError, match=rf"--labelset {name}: train would stop at .*{re.escape(where)}, field"):
+        job_specs(config, base=tmp_path)
+    assert job_specs(replace(config, train_args=("--on-bad-row", "skip")), base=tmp_path)  # the job skips it
 
 
 def test_a_label_file_train_cannot_read_is_refused_before_submitting(tmp_path: Path) -> None:
     (tmp_path / "labels.txt").write_text("image_url,label\n")
+    (tmp_path / "empty.csv").write_text("")
     (tmp_path / "images").mkdir()
-    config = SubmitConfig("detector", IMAGE, (DatasetPairRef("labels.txt", "images"),), "x", compute="c")
-    with pytest.raises(
-        UserError, match=r"--labelset labels.txt: unsupported file type .txt; use .csv, .tsv or .parquet"
-    ):
-        job_specs(config, base=tmp_path)
+    for name, message in [("labels.txt", r"unsupported file type .txt; use .csv, .tsv, .parquet, .jsonl \(AutoML\)"),
+                          ("empty.csv", r"--labelset empty.csv: train would refuse it: .*empty.csv: ")]:  # fmt: skip
+        config = SubmitConfig("detector", IMAGE, (DatasetPairRef(name, "images"),), "x", compute="c")
+        with pytest.raises(UserError, match=message):
+            job_specs(config, base=tmp_path)
 
 
 @pytest.mark.parametrize(

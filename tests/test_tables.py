@@ -114,8 +114,8 @@ def test_mltable(tmp_path: Path, mltable: str, files: list[str]) -> None:
         (lambda p: _mltable(p, "paths:\n  - file: azureml://datastores/x/paths/l.csv\n"), "is remote"),
         (lambda p: _mltable(p, "paths:\n  - file: missing.csv\n"), "does not exist"),
         (
-            lambda p: _mltable(p, "paths:\n  - file: l.csv\ntransformations:\n  - read_json_lines: {}\n"),
-            "read_json_lines is not supported",
+            lambda p: _mltable(p, "paths:\n  - file: l.csv\ntransformations:\n  - read_delta_lake: {}\n"),
+            "read_delta_lake is not supported",
         ),
         (
             lambda p: _mltable(

@@ -22,13 +22,13 @@ SUB = "azureml://subscriptions/0000/resourcegroups/rg/workspaces/ws"
             "azureml://subscriptions/0/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws"
             "/datastores/ds1/paths/a.jpg",
             DatastorePath("ds1", "a.jpg"),
-        ),  # fmt: skip
+        ),
         ("azureml://datastores/ds1/paths/a/b.jpg", DatastorePath("ds1", "a/b.jpg")),
         ("AmlDatastore://workspaceblobstore/a/b.jpg", DatastorePath("workspaceblobstore", "a/b.jpg")),
         (
             "StreamInfo(AmlDatastore://ds1/x/y.png[{'subscription': '0', 'resourceGroup': 'rg'}])",
             DatastorePath("ds1", "x/y.png"),
-        ),  # fmt: skip
+        ),
         ("a/b.jpg", None),
     ],
 )

@@ -220,6 +220,22 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", type=Path, required=True, metavar="FILE", help="the file to write, e.g. model.onnx")
     export.set_defaults(func=_cmd_export)
 
+    convert = commands.add_parser(
+        "convert", parents=[common], help="a label set in another format (csv, jsonl, coco)",
+        description="Convert a label set between the labelling API's CSV, AzureML AutoML JSON Lines (with its "
+        "MLTable) and COCO, reading the image sizes from the image set.",
+    )  # fmt: skip
+    convert.add_argument("--labelset", type=Path, required=True, metavar="PATH", help="the label set to read")
+    convert.add_argument("--imageset", type=Path, required=True, metavar="DIR", help="its image set (for sizes)")
+    convert.add_argument("--to", choices=("csv", "jsonl", "coco"), required=True, help="the format to write")
+    convert.add_argument("--output", type=Path, required=True, metavar="FILE", help="the file to write")
+    convert.add_argument("--datastore-name", default=os.environ.get(ENV_DATASTORE_NAME.name), metavar="NAME",
+                         help="as for validate")  # fmt: skip
+    convert.add_argument("--box-units", choices=("auto", "pixel", "relative"), default="auto", help="as for validate")
+    convert.add_argument("--on-bad-row", choices=("error", "skip"), default="error", help="as for validate")
+    convert.add_argument("--image-url-prefix", default="", metavar="P", help="as for validate")
+    convert.set_defaults(func=_cmd_convert)
+
     report = commands.add_parser(
         "sweep-report",
         parents=[common],
@@ -264,7 +280,7 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
         "--labelset",
         type=Path,
         metavar="PATH",
-        help="CSV/Parquet file, folder of them, or MLTable folder",
+        help="label file (CSV, Parquet, AutoML .jsonl, COCO .json), a folder of them, or an MLTable folder",
     )
     g.add_argument(
         "--train-set",
@@ -344,6 +360,21 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     reason = dataset.usable(config.options.on_bad_row)
     if reason:
         raise UserError(reason)
+    return ExitCode.OK
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from trainkit.data.convert import convert
+    from trainkit.data.dataset import DatasetOptions, DatasetPair
+
+    datastore = None if args.datastore_name is None else args.datastore_name.strip().strip("/")
+    options = DatasetOptions(datastore_name=datastore, box_units=args.box_units, on_bad_row=args.on_bad_row,
+                             image_url_prefix=args.image_url_prefix.strip().strip("/"))  # fmt: skip
+    done = convert(DatasetPair(args.imageset, args.labelset), options, args.to, args.output)
+    for path in done.written:
+        print(path)
+    skipped = f", {done.skipped_rows} bad rows left out" if done.skipped_rows else ""
+    log.info("%d images, %d objects written as %s%s", done.images, done.objects, args.to, skipped)
     return ExitCode.OK
 
 

@@ -116,6 +116,7 @@ def evaluate_detection(
     from torchmetrics.detection import MeanAveragePrecision
 
     metric = MeanAveragePrecision(iou_type="bbox", box_format="xyxy", class_metrics=True)
+    crowd = getattr(getattr(loader, "records", None), "crowd", None)
     drawn = []
     for batch, predictions in _predictions(trainer, model, loader, amp):
         scale = torch.cat([batch.scales, batch.scales], dim=1)  # x, y, x, y
@@ -128,7 +129,15 @@ def evaluate_detection(
                     "labels": pred["labels"].cpu(),
                 }
             )
-            targets.append({"boxes": target["boxes"].cpu() / scale[i], "labels": target["labels"].cpu()})
+            truth = {"boxes": target["boxes"].cpu() / scale[i], "labels": target["labels"].cpu()}
+            if crowd is not None:
+                # Crowd regions: detections inside them count as neither true nor false positives.
+                boxes, ids = crowd.of(int(batch.indices[i]))
+                truth = {"boxes": torch.cat([truth["boxes"], torch.from_numpy(boxes).float()]),
+                         "labels": torch.cat([truth["labels"], torch.from_numpy(ids)]),
+                         "iscrowd": torch.cat([torch.zeros(len(truth["labels"]), dtype=torch.int64),
+                                               torch.ones(len(ids), dtype=torch.int64)])}  # fmt: skip
+            targets.append(truth)
             if len(drawn) < MAX_DRAWN:
                 drawn.append((str(loader.records.paths[int(batch.indices[i])]), preds[-1], targets[-1]))
         metric.update(preds, targets)

@@ -18,10 +18,11 @@ import numpy as np
 from trainkit.classmap import ClassMap
 from trainkit.data.class_names import ClassNames, class_renaming, fixed_renaming, rows_outside_class_map
 from trainkit.data.images import ImageInfo, detect_datastore, image_location, image_root, probe_images
-from trainkit.data.labels import ParsedLabels, RowIssue, parse_labels
+from trainkit.data.label_sets import LabelSource, read_labels
+from trainkit.data.labels import ParsedLabels, RowIssue
 from trainkit.data.literal import DEFAULT_MAX_CELL_CHARS
-from trainkit.data.records import Records, row_of_items
-from trainkit.data.tables import LabelTable, read_labelset
+from trainkit.data.records import Records, Regions, row_of_items
+from trainkit.data.tables import LabelTable
 from trainkit.errors import BadRowPolicy, DatasetError
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class SetReport:
     hint: str | None = None
     decoded_on_cpu: list[str] = field(default_factory=list)  # --decode-check: files DALI refuses, Pillow reads
     label_format: str = ""  # the format read, e.g. "csv (labelling API)", "jsonl (AutoML)"
+    crowd_regions: int = 0  # iscrowd objects: kept out of training, given to the mAP metric
     image_urls: str = ""  # how AzureML URIs in image_url map to files, shown with one example
 
     def to_json(self) -> dict:
@@ -147,8 +149,33 @@ class Dataset:
         return None
 
 
+@dataclass(frozen=True)
+class PairRows:
+    """One pair read and checked, before records are built: every row's labels (in the label set's own
+    units, float64), image path and displayed size, and which rows are usable."""
+
+    source: LabelSource
+    relative: list[str | None]  # each row's image path under `root` (None: a bad row)
+    root: Path
+    sizes: np.ndarray  # (rows, 2) int32 width, height (0 where unknown)
+    valid: np.ndarray  # (rows,) bool
+    units: str  # pixel | relative
+    report: SetReport
+
+
 def load_pair(pair: DatasetPair, options: DatasetOptions) -> tuple[Records, SetReport]:
     """Load one pair into records; rows with problems are left out and reported, never raised."""
+    rows = read_pair(pair, options)
+    report = rows.report
+    records = _build_records(rows.source.parsed, rows.valid, rows.relative, rows.sizes, rows.root, rows.units,
+                             options.min_confidence, report)  # fmt: skip
+    _summarise(records, report)
+    _check_pixel_guess(report, pair.labelset)
+    return records, report
+
+
+def read_pair(pair: DatasetPair, options: DatasetOptions) -> PairRows:
+    """Read one pair's label set, find its images and check every row (see load_pair)."""
     if not pair.imageset.is_dir():
         raise DatasetError(f"image set {pair.imageset} is not a folder; pass the folder the images are mounted in")
     datastore = options.datastore_name if pair.datastore_name is None else pair.datastore_name
@@ -161,8 +188,8 @@ def load_pair(pair: DatasetPair, options: DatasetOptions) -> tuple[Records, SetR
                 f"(or --datastore-name) to the datastore folder, or to empty for ML-studio datasets "
                 f"(folders there: {', '.join(subfolders) or 'none'})"
             )
-    table = read_labelset(pair.labelset)
-    parsed = parse_labels(table.label, table.confidence, options.max_cell_chars)
+    source = read_labels(pair.labelset, options.max_cell_chars)
+    table, parsed = source.table, source.parsed
     issues = dict(parsed.issues)
     if options.class_map is not None:
         for row, issue in rows_outside_class_map(parsed, options.class_map, options.class_names).items():
@@ -191,16 +218,17 @@ def load_pair(pair: DatasetPair, options: DatasetOptions) -> tuple[Records, SetR
         report.hint = f"none of its images is under {root}; check --imageset and DATASTORE_NAME / --datastore-name" + (
             f" (folders there: {', '.join(folders)})" if folders else ""
         )
-    units, report.box_units_reason = _decide_units(parsed, options.box_units)
+    report.label_format = source.format
+    if source.units is not None and options.box_units == "auto":
+        units, report.box_units_reason = source.units, source.units_reason
+    else:
+        units, report.box_units_reason = _decide_units(parsed, options.box_units)
     report.box_units = units
     valid = np.ones(len(table), bool)
     if issues:
         valid[np.fromiter(issues, np.int64, len(issues))] = False
     _record_problems(table, issues, report)
-    records = _build_records(parsed, valid, relative, sizes, root, units, options.min_confidence, report)
-    _summarise(records, report)
-    _check_pixel_guess(report, pair.labelset)
-    return records, report
+    return PairRows(source, relative, root, sizes, valid, units, report)
 
 
 def _relative_paths(
@@ -337,6 +365,14 @@ def _build_records(
     report.clipped_objects = int((keep & (clipped != boxes).any(axis=1)).sum())
 
     rows = np.flatnonzero(valid)
+    crowd = None
+    if parsed.crowd is not None:
+        regions = keep & parsed.crowd
+        report.crowd_regions = int(regions.sum())
+        region_counts = np.bincount(obj_row[regions], minlength=len(valid))[rows]
+        crowd = Regions(np.concatenate([[0], np.cumsum(region_counts)]).astype(np.int64),
+                        clipped[regions].astype(np.float32), parsed.class_codes[regions].astype(np.int64))  # fmt: skip
+        keep &= ~parsed.crowd
     counts = np.bincount(obj_row[keep], minlength=len(valid))[rows]
     return Records(
         paths=np.array([str(root / relative[r]) for r in rows], dtype=object),
@@ -347,6 +383,7 @@ def _build_records(
         class_ids=parsed.class_codes[keep].astype(np.int64),
         confidences=parsed.confidences[keep].astype(np.float32),
         classes=parsed.vocab,
+        crowd=crowd,
     )
 
 

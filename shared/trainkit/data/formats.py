@@ -8,6 +8,11 @@ CSV_DELIMITERS: dict[str, str] = {".csv": ",", ".tsv": "\t"}
 PARQUET_SUFFIXES: tuple[str, ...] = (".parquet", ".pq")
 LABEL_FILE_SUFFIXES: tuple[str, ...] = (*CSV_DELIMITERS, *PARQUET_SUFFIXES)
 LABEL_FILE_TYPES = ".csv, .tsv or .parquet"  # for messages
+JSONL_SUFFIXES: tuple[str, ...] = (".jsonl",)  # AutoML for images JSON Lines
+COCO_SUFFIXES: tuple[str, ...] = (".json",)
+# Every label file trainkit reads, in any format (submit's upload check; see trainkit.data.label_sets).
+ANY_LABEL_SUFFIXES: tuple[str, ...] = (*LABEL_FILE_SUFFIXES, *JSONL_SUFFIXES, *COCO_SUFFIXES)
+ANY_LABEL_TYPES = ".csv, .tsv, .parquet, .jsonl (AutoML) or .json (COCO)"
 
 
 def is_label_file(path: Path | str) -> bool:
@@ -18,3 +23,8 @@ def is_label_file(path: Path | str) -> bool:
 def is_parquet(path: Path | str) -> bool:
     """Whether the name has a Parquet suffix."""
     return Path(path).suffix.lower() in PARQUET_SUFFIXES
+
+
+def is_any_label_file(path: Path | str) -> bool:
+    """Whether the name has the suffix of a label file in any format trainkit reads."""
+    return Path(str(path).rstrip("/")).suffix.lower() in ANY_LABEL_SUFFIXES

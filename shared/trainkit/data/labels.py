@@ -65,6 +65,7 @@ class ParsedLabels:
     boxes: np.ndarray  # (objects, 4) float64: xmin, ymin, xmax, ymax in the label set's units
     confidences: np.ndarray  # (objects,) float64; 1.0 where the row gives none
     issues: dict[int, RowIssue]  # row index -> why the row is unusable
+    crowd: np.ndarray | None = None  # (objects,) bool: COCO's iscrowd / AutoML's isCrowd regions (None: none)
 
     @property
     def offsets(self) -> np.ndarray:
@@ -400,3 +401,23 @@ def _flag_bad_confidences(values: np.ndarray, counts: np.ndarray, issues: dict[i
                     "confidence", "label_confidence", "label_confidence holds a value that is not a finite number"
                 ),
             )
+
+
+# One object as the readers of other formats hand it over: class, xmin, ymin, xmax, ymax, crowd.
+ObjectTuple = tuple[str, float, float, float, float, bool]
+
+
+def parsed_from_objects(rows: Sequence[Sequence[ObjectTuple]], issues: dict[int, RowIssue]) -> ParsedLabels:
+    """ParsedLabels from per-row object lists that a format reader already validated and mapped to
+    corners (rows with an issue keep no objects). Boxes are kept as given, so an inverted one stays
+    degenerate and is dropped and counted later, not silently flipped."""
+    counts = np.array([0 if row in issues else len(objects) for row, objects in enumerate(rows)], np.int64)
+    kept = [obj for row, objects in enumerate(rows) if row not in issues for obj in objects]
+    vocab: dict[str, int] = {}
+    codes = np.array([vocab.setdefault(obj[0], len(vocab)) for obj in kept], np.int32)
+    boxes = np.array([obj[1:5] for obj in kept], np.float64).reshape(-1, 4)
+    crowd = np.array([bool(obj[5]) for obj in kept], bool)
+    return ParsedLabels(
+        counts=counts, class_codes=codes, vocab=tuple(vocab), boxes=boxes, confidences=np.ones(len(kept)),
+        issues=dict(issues), crowd=crowd if crowd.any() else None,
+    )  # fmt: skip

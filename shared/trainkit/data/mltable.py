@@ -2,7 +2,9 @@
 
 AzureML hands a tabular label set to a job as a folder holding an `MLTable` YAML file. trainkit
 honours its `paths` (file, folder, pattern; local or relative to the folder) and its
-`read_delimited` / `read_parquet` settings; other transformations are reported and not applied.
+`read_delimited` / `read_parquet` / `read_json_lines` settings; `convert_column_types` that makes
+`image_url` a `stream_info` is what trainkit does with such URIs anyway (trainkit.data.uris); other
+transformations are reported and not applied.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class TableFile:
     """One file of a label set and how to parse it."""
 
     path: Path
-    format: str  # "csv" or "parquet"
+    format: str  # "csv", "parquet" or "jsonl"
     delimiter: str = ","
     encoding: str = "utf8"
 
@@ -96,13 +98,34 @@ def _read_settings(spec_path: Path, transformations: list) -> tuple[str | None, 
                 )
         elif name == "read_parquet":
             fmt = "parquet"
+        elif name == "read_json_lines":
+            fmt = "jsonl"
+            if str(options.get("encoding", "utf8")).lower().replace("-", "") != "utf8":
+                raise DatasetError(f"{spec_path}: read_json_lines encoding {options['encoding']!r}: use utf8")
         elif name.startswith("read_"):
-            raise DatasetError(f"{spec_path}: {name} is not supported; use read_delimited or read_parquet")
+            raise DatasetError(
+                f"{spec_path}: {name} is not supported; use read_delimited, read_parquet or read_json_lines"
+            )
+        elif name == "convert_column_types" and isinstance(step, dict) and _image_url_stream_info(step[name]):
+            continue
         else:
             ignored.append(name)
     if ignored:
         log.warning("%s: transformations not applied by trainkit: %s", spec_path, ", ".join(ignored))
     return fmt, delimiter, encoding
+
+
+def _image_url_stream_info(conversions: object) -> bool:
+    """Whether a convert_column_types step only makes image_url a stream_info column (AutoML's MLTables)."""
+    items = conversions if isinstance(conversions, list) else [conversions]
+    for item in items:
+        if not isinstance(item, dict):
+            return False
+        columns = item.get("columns")
+        columns = [columns] if isinstance(columns, str) else columns
+        if columns != ["image_url"] or str(item.get("column_type")) != "stream_info":
+            return False
+    return bool(items)
 
 
 def _expand(spec_path: Path, folder: Path, entry: object) -> list[Path]:

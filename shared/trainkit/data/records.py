@@ -33,6 +33,40 @@ class ImageRecord:
 
 
 @dataclass(frozen=True)
+class Regions:
+    """Crowd regions (COCO's iscrowd, AutoML's isCrowd), per image like Records' objects: never training
+    targets, given to the mAP metric as areas where detections count neither right nor wrong."""
+
+    offsets: np.ndarray  # (n + 1,) int64
+    boxes: np.ndarray  # (k, 4) float32 pixel xyxy
+    class_ids: np.ndarray  # (k,) int64
+
+    def of(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image i's regions: (boxes, class ids)."""
+        start, stop = int(self.offsets[i]), int(self.offsets[i + 1])
+        return self.boxes[start:stop], self.class_ids[start:stop]
+
+    def subset(self, indices: np.ndarray) -> Regions:
+        """The given images' regions, in that order."""
+        counts = np.diff(self.offsets)[indices]
+        pick = segment_indices(self.offsets[indices], counts)
+        return Regions(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), self.boxes[pick],
+                       self.class_ids[pick])  # fmt: skip
+
+    def remapped(self, lookup: np.ndarray) -> Regions:
+        """Class ids through `lookup` (old id -> new id); regions whose class maps to -1 are dropped."""
+        ids = lookup[self.class_ids] if len(self.class_ids) else self.class_ids
+        keep = ids >= 0
+        counts = np.bincount(row_of_items(np.diff(self.offsets))[keep], minlength=len(self.offsets) - 1)
+        return Regions(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), self.boxes[keep], ids[keep])
+
+    @staticmethod
+    def empty(images: int) -> Regions:
+        """No regions for `images` images."""
+        return Regions(np.zeros(images + 1, np.int64), np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+
+
+@dataclass(frozen=True)
 class Records:
     """All images of a dataset. Image i's objects are rows offsets[i]:offsets[i+1] of the object arrays."""
 
@@ -44,6 +78,7 @@ class Records:
     class_ids: np.ndarray  # (objects,) int64
     confidences: np.ndarray  # (objects,) float32
     classes: tuple[str, ...]  # class_ids index this
+    crowd: Regions | None = None  # crowd regions, for evaluation only (None: the label set has none)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -83,6 +118,7 @@ class Records:
             boxes=self.boxes[pick],
             class_ids=self.class_ids[pick],
             confidences=self.confidences[pick],
+            crowd=self.crowd.subset(indices) if self.crowd is not None else None,
         )
 
     def with_classes(self, classes: tuple[str, ...]) -> Records:
@@ -92,7 +128,9 @@ class Records:
         ids = lookup[self.class_ids] if len(self.class_ids) else self.class_ids
         if (ids < 0).any():
             raise ValueError("with_classes: a used class is missing from the new class list")
-        return replace(self, class_ids=ids, classes=tuple(classes))
+        # A crowd region of a class no object has is no class of the model: it goes.
+        crowd = self.crowd.remapped(lookup) if self.crowd is not None else None
+        return replace(self, class_ids=ids, classes=tuple(classes), crowd=crowd)
 
     def renamed(self, rename: dict[str, str]) -> Records:
         """The same records with classes renamed (names mapped to one name merge), sorted and renumbered."""
@@ -100,7 +138,8 @@ class Records:
         position = {name: i for i, name in enumerate(classes)}
         lookup = np.array([position[rename.get(name, name)] for name in self.classes], dtype=np.int64)
         ids = lookup[self.class_ids] if len(self.class_ids) else self.class_ids
-        return replace(self, class_ids=ids, classes=classes)
+        crowd = self.crowd.remapped(lookup) if self.crowd is not None else None
+        return replace(self, class_ids=ids, classes=classes, crowd=crowd)
 
     @staticmethod
     def concat(parts: list[Records]) -> Records:
@@ -119,4 +158,17 @@ class Records:
             class_ids=np.concatenate([part.class_ids for part in parts]).astype(np.int64),
             confidences=np.concatenate([part.confidences for part in parts]).astype(np.float32),
             classes=classes,
+            crowd=_concat_regions(parts),
         )
+
+
+def _concat_regions(parts: list[Records]) -> Regions | None:
+    if all(part.crowd is None for part in parts):
+        return None
+    regions = [part.crowd if part.crowd is not None else Regions.empty(len(part)) for part in parts]
+    counts = np.concatenate([np.diff(r.offsets) for r in regions])
+    return Regions(
+        np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        np.concatenate([r.boxes for r in regions]).astype(np.float32),
+        np.concatenate([r.class_ids for r in regions]).astype(np.int64),
+    )

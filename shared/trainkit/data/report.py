@@ -46,16 +46,17 @@ def _set_lines(r: SetReport) -> list[str]:
     lines = [
         f"[{r.name}]",
         f"label set  {r.labelset} ({files}, {r.rows} rows{extra})",
-        *([f"format     {r.label_format}"] if r.label_format else []),
         f"image set  {r.imageset} (images under {r.image_root}: {r.datastore_reason})",
         *([f"image_url  {r.image_urls}"] if r.image_urls else []),
+        *([f"format     {r.label_format}"] if r.label_format else []),
         f"images     {r.images_found} found, {r.images_missing} missing; {r.usable_images} usable, "
         f"{r.images_without_objects} of them without objects",
         f"box units  {r.box_units_reason}",
     ]
     kept = sum(r.objects_per_class.values())
     dropped = f"dropped: {_counts(r.dropped_objects)}" if r.dropped_objects else "none dropped"
-    lines.append(f"objects    {kept} kept, {dropped}; {r.clipped_objects} clipped to the image")
+    crowd = f"; {r.crowd_regions} crowd regions (evaluation only)" if r.crowd_regions else ""
+    lines.append(f"objects    {kept} kept, {dropped}; {r.clipped_objects} clipped to the image{crowd}")
     width = max((len(name) for name in r.objects_per_class), default=0)
     lines += [f"  {name:<{width}}  {n}" for name, n in r.objects_per_class.items()]
     if r.box_size:

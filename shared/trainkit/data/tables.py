@@ -39,16 +39,17 @@ class LabelTable:
     file_index: np.ndarray  # (rows,) int32 into files
     row_number: np.ndarray  # (rows,) int64, 1-based within its file
     image_url: pa.Array
-    label: pa.Array
+    label: pa.Array | None  # None: a format whose reader parsed the labels itself (JSON Lines, COCO)
     confidence: pa.Array | None
     extra_columns: tuple[str, ...]
+    unit: str = "row"  # what row_number counts, for messages: row, line, image id
 
     def __len__(self) -> int:
         return len(self.image_url)
 
     def where(self, row: int) -> str:
-        """'file row N' for messages."""
-        return f"{self.files[self.file_index[row]]} row {self.row_number[row]}"
+        """'file row N' (or 'file line N', 'file image id N') for messages."""
+        return f"{self.files[self.file_index[row]]} {self.unit} {self.row_number[row]}"
 
 
 def read_labelset(path: str | Path) -> LabelTable:
@@ -60,6 +61,8 @@ def read_labelset(path: str | Path) -> LabelTable:
         )
     if root.is_dir() and (root / "MLTable").is_file():
         files = read_mltable(root)
+        if any(spec.format == "jsonl" for spec in files):
+            raise DatasetError(f"{root}: a JSON Lines MLTable; read it with trainkit.data.label_sets.read_labels")
     elif root.is_dir():
         files = _files_in_folder(root)
     else:

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainkit.data.formats import LABEL_FILE_TYPES, is_label_file
+from trainkit.data.formats import ANY_LABEL_TYPES, is_any_label_file, is_label_file
 from trainkit.data.uris import NotAnImagePath, datastore_path
 from trainkit.errors import UserError
 
@@ -71,18 +71,20 @@ def mounted_prefix(imageset: str) -> str:
     return found.path.strip("/") if found else ""
 
 
-def labelset_input(ref: str, labelset_type: str = "auto", base: Path | None = None) -> JobInput:
-    """The job input for a label set reference: uri_file, mltable or uri_folder (see the module doc)."""
+def labelset_input(ref: str, labelset_type: str = "auto", base: Path | None = None,
+                   bad_rows_fail: bool = True) -> JobInput:  # fmt: skip
+    """The job input for a label set reference: uri_file, mltable or uri_folder (see the module doc). A
+    local label set is read with train's own readers first, so what train would refuse is refused here
+    (a bad row too, unless `bad_rows_fail` is off: the job skips bad rows)."""
     if labelset_type not in ("auto", *INPUT_TYPES):
         raise UserError(f"--labelset-type {labelset_type}: expected auto or one of {', '.join(INPUT_TYPES)}")
     kind = _kind(ref, "--labelset")
     if kind == "local":
         path = _local(ref, base, "--labelset")
         found = "mltable" if (path / "MLTable").is_file() else "uri_folder" if path.is_dir() else "uri_file"
-        if found == "uri_file" and not is_label_file(path):
-            raise UserError(
-                f"--labelset {ref}: unsupported file type {path.suffix or '(none)'}; use {LABEL_FILE_TYPES}"
-            )
+        if found == "uri_file" and not is_any_label_file(path):
+            raise UserError(f"--labelset {ref}: unsupported file type {path.suffix or '(none)'}; use {ANY_LABEL_TYPES}")
+        _read_as_train_would(ref, path, bad_rows_fail)
         if labelset_type not in ("auto", found):
             raise UserError(f"--labelset {ref}: is a {found} (a {'folder' if path.is_dir() else 'file'}), "
                             f"not {labelset_type}; drop --labelset-type or fix the path")  # fmt: skip
@@ -91,7 +93,24 @@ def labelset_input(ref: str, labelset_type: str = "auto", base: Path | None = No
         return JobInput(labelset_type, ref)
     if kind == "asset":
         return JobInput("mltable", ref)
-    return JobInput("uri_file" if is_label_file(ref) else "uri_folder", ref)
+    return JobInput("uri_file" if is_any_label_file(ref) else "uri_folder", ref)
+
+
+def _read_as_train_would(ref: str, path: Path, bad_rows_fail: bool) -> None:
+    from trainkit.data.label_sets import read_labels
+    from trainkit.errors import DatasetError
+
+    try:
+        source = read_labels(path)
+    except DatasetError as exc:
+        raise UserError(f"--labelset {ref}: train would refuse it: {exc}") from None
+    if source.parsed.issues and bad_rows_fail:
+        row = min(source.parsed.issues)
+        issue = source.parsed.issues[row]
+        raise UserError(
+            f"--labelset {ref}: train would stop at {source.table.where(row)}, field {issue.field!r}: {issue.detail}; "
+            "fix the row, or pass `-- --on-bad-row skip` to leave such rows out"
+        )
 
 
 def weights_input(ref: str, weights_type: str = "auto", base: Path | None = None) -> JobInput:

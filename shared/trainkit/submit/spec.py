@@ -137,13 +137,21 @@ def _data_units(config: SubmitConfig, base: Path | None) -> list[_Data]:
     ]  # fmt: skip
 
 
+def _bad_rows_fail(config: SubmitConfig) -> bool:
+    """Whether the job's `trainkit train` stops at a bad row (its default), or skips such rows."""
+    args = list(config.train_args)
+    skip = any(a == "--on-bad-row=skip" for a in args) or any(
+        a == "--on-bad-row" and args[i + 1 : i + 2] == ["skip"] for i, a in enumerate(args))  # fmt: skip
+    return not skip
+
+
 def _dataset_units(config: SubmitConfig, base: Path | None) -> list[_Data]:
     if not config.train_pairs:
         units = []
         for pair in config.pairs:
             inputs = {
                 "imageset": imageset_input(pair.imageset, base),
-                "labelset": labelset_input(pair.labelset, config.labelset_type, base),
+                "labelset": labelset_input(pair.labelset, config.labelset_type, base, _bad_rows_fail(config)),
             }
             args = ["--imageset", "${{inputs.imageset}}", "--labelset", "${{inputs.labelset}}"]
             if mounted_prefix(pair.imageset):
@@ -155,7 +163,7 @@ def _dataset_units(config: SubmitConfig, base: Path | None) -> list[_Data]:
     for kind, pairs in (("train", config.train_pairs), ("test", config.test_pairs)):
         for i, pair in enumerate(pairs, 1):
             labels, images = f"{kind}_labelset_{i}", f"{kind}_imageset_{i}"
-            inputs[labels] = labelset_input(pair.labelset, config.labelset_type, base)
+            inputs[labels] = labelset_input(pair.labelset, config.labelset_type, base, _bad_rows_fail(config))
             inputs[images] = imageset_input(pair.imageset, base)
             args += [f"--{kind}-set", f"${{{{inputs.{labels}}}}}:${{{{inputs.{images}}}}}"]
             tags[f"trainkit.{kind}_set_{i}"] = f"{pair.labelset} {pair.imageset}"

@@ -1,0 +1,148 @@
+"""`trainkit convert`: a label set from one format to another, through the image sizes.
+
+    csv    the labelling API's table (pandas `to_csv`): `label` dicts with `type`, `bottomX` (xmin),
+           `topX` (xmax), `bottomY` (ymin), `topY` (ymax) in pixels, and `label_confidence`
+    jsonl  AzureML AutoML for images JSON Lines (normalised top-left/bottom-right corners) with an
+           MLTable file beside it (`read_json_lines`, image_url as stream_info), as AutoML takes it
+    coco   COCO JSON (pixel `bbox` = x, y, width, height; one category per class, ids from 1)
+
+Every row is read and checked as `validate` does (the same readers, the same image lookup, sizes
+from the image headers with EXIF orientation applied); pixels and normalised values are converted
+with those sizes in float64, so CSV -> JSONL -> CSV and CSV -> COCO -> CSV give back every object
+(up to float formatting). image_url values are written as they were read (URIs stay URIs). What a
+format cannot hold is counted and said: confidences other than 1 leave JSON Lines and COCO, crowd
+regions leave the labelling API's table. Bad rows follow `--on-bad-row`. The output is written
+whole, then renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from trainkit.atomic import write_bytes_atomic
+from trainkit.data.dataset import DatasetOptions, DatasetPair, read_pair
+from trainkit.data.records import row_of_items
+from trainkit.data.uris import datastore_path
+from trainkit.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("csv", "jsonl", "coco")
+MLTABLE = """\
+# Written by trainkit convert: AzureML AutoML for images reads this folder as a data asset.
+paths:
+  - file: ./{name}
+transformations:
+  - read_json_lines:
+      encoding: utf8
+      invalid_lines: error
+      include_path_column: false
+  - convert_column_types:
+      - columns: image_url
+        column_type: stream_info
+"""
+
+
+@dataclass(frozen=True)
+class Converted:
+    """What `convert` wrote and what it could not carry over."""
+
+    written: list[Path]
+    images: int
+    objects: int
+    skipped_rows: int
+    dropped_confidences: int  # objects whose confidence (not 1) the target format cannot hold
+    dropped_crowd: int  # crowd regions the target format cannot hold
+
+
+def convert(pair: DatasetPair, options: DatasetOptions, to: str, output: Path) -> Converted:
+    """Convert `pair`'s label set to format `to` at `output` (see the module doc)."""
+    if to not in FORMATS:
+        raise DatasetError(f"--to {to}: use one of {', '.join(FORMATS)}")
+    rows = read_pair(pair, options)
+    report, parsed = rows.report, rows.source.parsed
+    if report.first_problem and options.on_bad_row == "error":
+        raise DatasetError(f"{report.first_problem}; fix the row, or pass --on-bad-row skip to leave such rows out")
+    if not rows.valid.any():
+        raise DatasetError(f"{pair.labelset}: no usable row to convert")
+    obj_row = row_of_items(parsed.counts)
+    sizes = rows.sizes[obj_row].astype(np.float64)
+    scale = np.concatenate([sizes, sizes], axis=1)  # width, height, width, height
+    pixels = parsed.boxes * scale if rows.units == "relative" else parsed.boxes.astype(np.float64)
+    crowd = parsed.crowd if parsed.crowd is not None else np.zeros(len(obj_row), bool)
+    urls = rows.source.table.image_url.to_pylist()
+    images = [_Image(urls[r], int(rows.sizes[r, 0]), int(rows.sizes[r, 1]), rows.relative[r] or "")
+              for r in np.flatnonzero(rows.valid)]  # fmt: skip
+    offsets = np.concatenate([[0], np.cumsum(parsed.counts)])
+    for image, r in zip(images, np.flatnonzero(rows.valid), strict=True):
+        for j in range(int(offsets[r]), int(offsets[r + 1])):
+            image.objects.append((parsed.vocab[parsed.class_codes[j]], *pixels[j].tolist(),
+                                  float(parsed.confidences[j]), bool(crowd[j])))  # fmt: skip
+    objects = [obj for image in images for obj in image.objects]
+    dropped_confidences = sum(obj[5] != 1.0 for obj in objects) if to != "csv" else 0
+    dropped_crowd = sum(obj[6] for obj in objects) if to == "csv" else 0
+    written = {"csv": _write_csv, "jsonl": _write_jsonl, "coco": _write_coco}[to](images, output)
+    if dropped_confidences:
+        log.warning("%d objects have a confidence other than 1, which %s does not hold: written without it",
+                    dropped_confidences, to)  # fmt: skip
+    if dropped_crowd:
+        log.warning("%d crowd regions left out: the labelling API's table has no crowd flag", dropped_crowd)
+    return Converted(written, len(images), len(objects) - dropped_crowd, int((~rows.valid).sum()),
+                     dropped_confidences, dropped_crowd)  # fmt: skip
+
+
+@dataclass
+class _Image:
+    url: str
+    width: int
+    height: int
+    path: str  # relative to the image root
+    objects: list[tuple] = field(default_factory=list)  # (class, xmin, ymin, xmax, ymax, confidence, crowd), px
+
+
+def _write_csv(images: list[_Image], output: Path) -> list[Path]:
+    rows = []
+    for image in images:
+        kept = [o for o in image.objects if not o[6]]
+        label = [{"type": n, "bottomX": x0, "topX": x1, "bottomY": y0, "topY": y1} for n, x0, y0, x1, y1, _, _ in kept]
+        rows.append({"image_url": image.url, "label": label, "label_confidence": [o[5] for o in kept]})
+    # As the labelling API writes it: pandas to_csv of list-of-dict cells (index included).
+    return [write_bytes_atomic(output, pd.DataFrame(rows).to_csv().encode("utf-8"))]
+
+
+def _write_jsonl(images: list[_Image], output: Path) -> list[Path]:
+    lines = []
+    for image in images:
+        w, h = image.width, image.height
+        label = [{"label": n, "topX": x0 / w, "topY": y0 / h, "bottomX": x1 / w, "bottomY": y1 / h,
+                  "isCrowd": int(crowd)} for n, x0, y0, x1, y1, _, crowd in image.objects]  # fmt: skip
+        details = {"format": Path(image.path).suffix.lstrip(".").lower(), "width": f"{w}px", "height": f"{h}px"}
+        lines.append(json.dumps({"image_url": image.url, "image_details": details, "label": label}))
+    data = ("\n".join(lines) + "\n").encode("utf-8")
+    mltable = output.parent / "MLTable"
+    return [write_bytes_atomic(output, data), write_bytes_atomic(mltable, MLTABLE.format(name=output.name).encode())]
+
+
+def _write_coco(images: list[_Image], output: Path) -> list[Path]:
+    names = sorted({obj[0] for image in images for obj in image.objects})
+    category = {name: i for i, name in enumerate(names, start=1)}
+    coco_images, annotations = [], []
+    for image_id, image in enumerate(images, start=1):
+        entry = {"id": image_id, "file_name": image.url, "width": image.width, "height": image.height}
+        if datastore_path(image.url) is not None:  # an AzureML URI: where Data Labeling keeps it
+            entry.update(file_name=image.path, coco_url=image.url)
+        coco_images.append(entry)
+        for n, x0, y0, x1, y1, _, crowd in image.objects:
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": category[n],
+                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": int(crowd),
+            })  # fmt: skip
+    data = {"images": coco_images, "annotations": annotations,
+            "categories": [{"id": i, "name": n} for n, i in category.items()]}  # fmt: skip
+    return [write_bytes_atomic(output, json.dumps(data).encode("utf-8"))]

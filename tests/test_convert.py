@@ -1,0 +1,76 @@
+"""`trainkit convert`: CSV <-> AutoML JSON Lines <-> COCO through the image sizes, round-tripping every object."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from trainkit.data.dataset import DatasetOptions, DatasetPair, load_pair
+from trainkit.data.demo import DemoDataset
+from trainkit.data.label_sets import read_labels
+
+
+def objects(labelset: Path, imageset: Path) -> dict[str, list[tuple]]:
+    """image_url -> sorted (class, xmin, ymin, xmax, ymax) in pixels, as train reads them."""
+    rows = read_labels(labelset)
+    parsed = rows.parsed
+    out: dict[str, list[tuple]] = {}
+    offsets = parsed.offsets
+    for r, url in enumerate(rows.table.image_url.to_pylist()):
+        width, height = Image.open(imageset / url).size
+        scale = np.array([width, height, width, height]) if rows.units == "relative" else np.ones(4)
+        boxes = [(parsed.vocab[parsed.class_codes[j]], *np.round(parsed.boxes[j] * scale, 9).tolist())
+                 for j in range(offsets[r], offsets[r + 1])]  # fmt: skip
+        out[url] = sorted(boxes)
+    return out
+
+
+@pytest.mark.parametrize("via", ["jsonl", "coco"])
+def test_csv_round_trips_through_each_format(run_cli, demo: DemoDataset, tmp_path: Path, via: str) -> None:
+    suffix = {"jsonl": "jsonl", "coco": "json"}[via]
+    middle, back = tmp_path / "mid" / f"labels.{suffix}", tmp_path / "back.csv"
+    images = demo.imageset_studio
+    there = run_cli("convert", "--labelset", demo.labels_csv, "--imageset", images, "--to", via, "--output", middle)
+    assert there.code == 0, there.err
+    again = run_cli("convert", "--labelset", middle, "--imageset", images, "--to", "csv", "--output", back)
+    assert again.code == 0, again.err
+    original = objects(demo.labels_csv, images)
+    assert objects(middle, images) == original and objects(back, images) == original
+    assert sum(map(len, original.values())) == 27
+    # The round trip is still a dataset train reads the same way.
+    records, report = load_pair(DatasetPair(images, back), DatasetOptions(datastore_name=""))
+    assert not report.problems and records.num_objects == 27
+
+
+def test_jsonl_comes_with_an_mltable_automl_reads(run_cli, demo: DemoDataset, tmp_path: Path) -> None:
+    out = tmp_path / "automl" / "train.jsonl"
+    result = run_cli("convert", "--labelset", demo.labels_csv, "--imageset", demo.imageset_studio, "--to", "jsonl",
+                     "--output", out)  # fmt: skip
+    assert result.code == 0, result.err
+    assert result.out.split() == [str(out), str(out.parent / "MLTable")]
+    first = json.loads(out.read_text().splitlines()[0])
+    assert set(first) == {"image_url", "image_details", "label"} and first["image_details"]["width"].endswith("px")
+    box = first["label"][0]
+    assert 0 <= box["topX"] < box["bottomX"] <= 1 and 0 <= box["topY"] < box["bottomY"] <= 1
+    assert "confidence other than 1, which jsonl does not hold" in result.err  # the demo's confidences are < 1
+    records, report = load_pair(DatasetPair(demo.imageset_studio, out.parent), DatasetOptions(datastore_name=""))
+    assert report.label_format == "jsonl (AutoML for images)" and records.num_objects == 27
+
+
+def test_a_bad_row_stops_a_conversion_unless_skipped(run_cli, tmp_path: Path) -> None:
+    from conftest import make_image, obj, write_labels
+
+    make_image(tmp_path / "imgs" / "a.jpg", (100, 50))
+    labels = write_labels(tmp_path / "l.csv", [{"image_url": "a.jpg", "label": [obj("x", 1, 20, 1, 20)]},
+                                               {"image_url": "missing.jpg", "label": []}])  # fmt: skip
+    args = ["convert", "--labelset", labels, "--imageset", tmp_path / "imgs", "--to", "coco", "--output",
+            tmp_path / "c.json"]  # fmt: skip
+    stopped = run_cli(*args)
+    assert stopped.code == 2 and "missing.jpg does not exist" in stopped.err and not (tmp_path / "c.json").exists()
+    skipped = run_cli(*args, "--on-bad-row", "skip")
+    assert skipped.code == 0 and "1 bad rows left out" in skipped.err
+    assert len(json.loads((tmp_path / "c.json").read_text())["images"]) == 1

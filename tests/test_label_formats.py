@@ -1,0 +1,198 @@
+"""Label sets in AzureML's own formats (AutoML JSON Lines, COCO) read into the same records as the table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_image
+
+from trainkit.data.dataset import DataConfig, DatasetOptions, DatasetPair, load_dataset, load_pair
+from trainkit.data.label_sets import read_labels
+
+SKELETON = Path(__file__).resolve().parents[1] / "trainers" / "skeleton"
+
+
+def images(root: Path, names: list[str], size=(200, 100)) -> Path:
+    for name in names:
+        make_image(root / name, size)
+    return root
+
+
+def od_line(url: str, *objects: tuple, **extra) -> str:
+    label = [{"label": n, "topX": x0, "topY": y0, "bottomX": x1, "bottomY": y1, **({"isCrowd": c} if c else {})}
+             for n, x0, y0, x1, y1, c in objects]  # fmt: skip
+    return json.dumps({"image_url": url, "image_details": {"format": "jpg", "width": "200px", "height": "100px"},
+                       "label": label, **extra})  # fmt: skip
+
+
+def jsonl(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_automl_jsonl_maps_corners_by_its_own_definition(tmp_path: Path) -> None:
+    root = images(tmp_path / "mount" / "ds", ["a.jpg", "b.jpg", "c.jpg"])
+    labels = jsonl(tmp_path / "train.jsonl", [
+        od_line("azureml://datastores/ds/paths/a.jpg", ("can", 0.1, 0.2, 0.5, 0.6, 0),
+                ("carton", 0.5, 0.5, 0.9, 0.9, 0)),
+        od_line("AmlDatastore://ds/b.jpg", ("can", 0.0, 0.0, 1.0, 1.0, 1)),
+        od_line("azureml://datastores/ds/paths/c.jpg"),
+    ])  # fmt: skip
+    records, report = load_pair(DatasetPair(tmp_path / "mount", labels), DatasetOptions())
+    assert report.label_format == "jsonl (AutoML for images)" and report.box_units == "relative"
+    assert report.image_root == str(root) and not report.problems
+    assert records.boxes.tolist() == [[20, 20, 100, 60], [100, 50, 180, 90]]
+    assert report.crowd_regions == 1 and records.crowd.of(1)[0].tolist() == [[0, 0, 200, 100]]
+    assert report.images_without_objects == 2  # b has only a crowd region, c nothing
+
+
+def test_the_arrow_path_and_the_line_path_agree(tmp_path: Path) -> None:
+    lines = [od_line(f"{i}.jpg", ("a", 0.1 * i, 0.1, 0.1 * i + 0.2, 0.5, 0), ("b", 0.05, 0.2, 0.3, 0.4, i % 2))
+             for i in range(1, 5)]  # fmt: skip
+    fast = read_labels(jsonl(tmp_path / "fast.jsonl", lines))
+    slow = read_labels(jsonl(tmp_path / "slow.jsonl", [*lines[:2], "", *lines[2:]]))  # a blank line: by line
+    assert slow.table.row_number.tolist() == [1, 2, 4, 5] and fast.table.row_number.tolist() == [1, 2, 3, 4]
+    for field in ("counts", "class_codes", "boxes", "crowd"):
+        assert np.array_equal(getattr(fast.parsed, field), getattr(slow.parsed, field)), field
+    assert fast.parsed.vocab == slow.parsed.vocab == ("a", "b")
+
+
+def test_bad_lines_name_the_file_and_line(tmp_path: Path) -> None:
+    images(tmp_path / "imgs", ["a.jpg", "b.jpg", "c.jpg", "d.jpg"])
+    bad = od_line("b.jpg", ("can", 0.1, 0.2, 0.5, 0.6, 0)).replace('"topX": 0.1, ', "")
+    labels = jsonl(tmp_path / "l.jsonl", [od_line("a.jpg", ("can", 0.1, 0.2, 0.5, 0.6, 0)), bad, "{not json",
+                                          json.dumps({"image_url": "d.jpg", "label": "can"})])  # fmt: skip
+    dataset = load_dataset(DataConfig(DatasetPair(tmp_path / "imgs", labels),
+                                      options=DatasetOptions(datastore_name="", on_bad_row="skip")))  # fmt: skip
+    report = dataset.reports[0]
+    assert report.problems == {"label_box": 1, "json": 1, "label_structure": 1}
+    assert report.problem_examples[0] == (
+        f"{labels} line 2, field 'label': object 1 'topX' is None, expected a number 0..1"
+    )
+    assert "line 3, field 'line': not JSON" in report.problem_examples[1]
+    assert "line 4, field 'label': label holds class names (image classification) but the first labelled line " \
+           "holds boxes (object detection); one label set is one task" in report.problem_examples[2]  # fmt: skip
+    assert len(dataset.train) == 1 and dataset.usable("skip") is None
+    assert "line 2" in dataset.usable("error")
+
+
+def test_classification_jsonl_and_an_mltable_with_read_json_lines(tmp_path: Path) -> None:
+    images(tmp_path / "imgs", ["a.jpg", "b.jpg", "c.jpg"])
+    folder = tmp_path / "mlt"
+    folder.mkdir()
+    jsonl(folder / "part.jsonl", [json.dumps({"image_url": "a.jpg", "label": "can"}),
+                                 json.dumps({"image_url": "b.jpg", "label": ["can", "milk"]}),
+                                 json.dumps({"image_url": "c.jpg", "label": []})])  # fmt: skip
+    (folder / "MLTable").write_text(
+        "paths:\n  - file: ./part.jsonl\ntransformations:\n  - read_json_lines:\n      encoding: utf8\n"
+        "      invalid_lines: error\n  - convert_column_types:\n      - columns: image_url\n"
+        "        column_type: stream_info\n"
+    )
+    records, report = load_pair(DatasetPair(tmp_path / "imgs", folder), DatasetOptions(datastore_name=""))
+    assert not report.problems and report.label_format == "jsonl (AutoML for images)"
+    assert [records.classes[i] for i in records.class_ids] == ["can", "can", "milk"]
+    assert records.boxes.tolist() == [[0, 0, 200, 100]] * 3  # whole images
+    assert np.diff(records.offsets).tolist() == [1, 2, 0]
+
+
+def coco(path: Path, images_: list[dict], annotations: list[dict], categories=None) -> Path:
+    cats = categories or [{"id": 1, "name": "can"}, {"id": 2, "name": "milk"}]
+    path.write_text(json.dumps({"images": images_, "annotations": annotations, "categories": cats}))
+    return path
+
+
+def test_coco_pixel_boxes_crowd_and_images_without_annotations(tmp_path: Path) -> None:
+    images(tmp_path / "imgs", ["a.jpg", "b.jpg", "c.jpg"])
+    labels = coco(tmp_path / "coco.json", [
+        {"id": 1, "file_name": "a.jpg", "width": 200, "height": 100},
+        {"id": 2, "file_name": "b.jpg", "width": 200, "height": 100},
+        {"id": 3, "file_name": "c.jpg", "width": 200, "height": 100},
+    ], [
+        {"id": 10, "image_id": 1, "category_id": 1, "bbox": [10, 20, 50, 40], "iscrowd": 0},
+        {"id": 11, "image_id": 1, "category_id": 2, "bbox": [100, 10, 80, 80], "iscrowd": 1},
+        {"id": 12, "image_id": 3, "category_id": 9, "bbox": [1, 1, 5, 5]},
+    ])  # fmt: skip
+    records, report = load_pair(DatasetPair(tmp_path / "imgs", labels),
+                                DatasetOptions(datastore_name="", on_bad_row="skip"))  # fmt: skip
+    assert report.label_format == "coco" and report.box_units_reason == "coco: bbox in pixels"
+    assert records.boxes.tolist() == [[10, 20, 60, 60]] and report.crowd_regions == 1
+    assert report.problems == {"label_class": 1}
+    assert report.problem_examples[0] == (
+        f"{labels} image id 3, field 'annotations': annotation 12: category_id 9 is not in 'categories'"
+    )
+    assert len(records) == 2 and np.diff(records.offsets).tolist() == [1, 0]  # b: an image with no objects
+
+
+def test_coco_as_data_labeling_writes_it_is_normalised_with_uris(tmp_path: Path) -> None:
+    images(tmp_path / "mount" / "workspaceblobstore" / "UI", ["a.jpg"])
+    labels = coco(tmp_path / "coco.json", [
+        {"id": 1, "width": 0, "height": 0, "file_name": "UI/a.jpg",
+         "coco_url": "AmlDatastore://workspaceblobstore/UI/a.jpg"},
+    ], [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0.25, 0.5, 0.5, 0.25]}])  # fmt: skip
+    records, report = load_pair(DatasetPair(tmp_path / "mount", labels), DatasetOptions())
+    assert "width and height are 0" in report.box_units_reason and report.box_units == "relative"
+    assert records.boxes.tolist() == [[50, 50, 150, 75]]
+    assert report.image_urls.startswith("AmlDatastore://workspaceblobstore/UI/a.jpg -> ")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"images": []}, "needs 'images' and 'categories' lists"),
+        (
+            {"images": [], "annotations": [{"id": 4, "image_id": 8}], "categories": []},
+            "annotation 4 names image_id 8, which is not in 'images'",
+        ),
+        ({"images": [{"id": 1}, {"id": 1}], "categories": []}, "image id 1 is listed twice"),
+    ],
+)
+def test_coco_structure_errors_are_one_line(tmp_path: Path, content: dict, message: str) -> None:
+    from trainkit.errors import DatasetError
+
+    (tmp_path / "c.json").write_text(json.dumps(content))
+    images(tmp_path / "imgs", ["a.jpg"])
+    with pytest.raises(DatasetError, match=message):
+        load_pair(DatasetPair(tmp_path / "imgs", tmp_path / "c.json"), DatasetOptions(datastore_name=""))
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "coco"])
+def test_one_training_epoch_on_each_format(run_cli, tmp_path: Path, kind: str) -> None:
+    from trainkit.data.demo import write_demo_dataset
+
+    demo = write_demo_dataset(tmp_path / "demo", images=8, seed=3)
+    from trainkit.data.label_sets import read_labels as read
+
+    source = read(demo.labels_csv)
+    rows = source.parsed
+    sizes = {}
+    from PIL import Image
+
+    for url in source.table.image_url.to_pylist():
+        with Image.open(demo.imageset_studio / url) as image:
+            sizes[url] = image.size
+    offsets = rows.offsets
+    if kind == "jsonl":
+        lines = []
+        for r, url in enumerate(source.table.image_url.to_pylist()):
+            w, h = sizes[url]
+            objs = [(rows.vocab[rows.class_codes[j]], *(rows.boxes[j] / [w, h, w, h]).tolist(), j == 0)
+                    for j in range(offsets[r], offsets[r + 1])]  # fmt: skip
+            lines.append(od_line(url, *objs))
+        labels = jsonl(tmp_path / "demo.jsonl", lines)
+    else:
+        names = list(rows.vocab)
+        imgs = [{"id": r + 1, "file_name": url, "width": sizes[url][0], "height": sizes[url][1]}
+                for r, url in enumerate(source.table.image_url.to_pylist())]  # fmt: skip
+        anns = [{"id": j + 1, "image_id": r + 1, "category_id": int(rows.class_codes[j]) + 1, "iscrowd": int(j == 0),
+                 "bbox": [*rows.boxes[j][:2].tolist(), *(rows.boxes[j][2:] - rows.boxes[j][:2]).tolist()]}
+                for r in range(len(imgs)) for j in range(offsets[r], offsets[r + 1])]  # fmt: skip
+        labels = coco(tmp_path / "demo.json", imgs, anns, [{"id": i + 1, "name": n} for i, n in enumerate(names)])
+    out = tmp_path / "out"
+    result = run_cli("train", "--trainer", SKELETON, "--imageset", demo.imageset_studio, "--labelset", labels,
+                     "--output-dir", out, "--device", "cpu", "--val-fraction", 0.25, "--set", "epochs=1",
+                     "--set", "batch_size=2", "--set", "image_size=64", "--set", "max_steps=2")  # fmt: skip
+    assert result.code == 0, result.err
+    assert json.loads((out / "metrics.json").read_text())["val"]["map"] >= 0
