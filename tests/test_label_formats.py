@@ -196,3 +196,46 @@ def test_one_training_epoch_on_each_format(run_cli, tmp_path: Path, kind: str) -
                      "--set", "batch_size=2", "--set", "image_size=64", "--set", "max_steps=2")  # fmt: skip
     assert result.code == 0, result.err
     assert json.loads((out / "metrics.json").read_text())["val"]["map"] >= 0
+
+
+def _yolo_tree(root: Path) -> None:
+    images(root / "images" / "train", ["a.jpg", "b.jpg", "c.jpg"])
+    images(root / "images" / "val", ["d.jpg"])
+    (root / "labels" / "train").mkdir(parents=True)
+    (root / "labels" / "val").mkdir(parents=True)
+    (root / "labels" / "train" / "a.txt").write_text("0 0.5 0.5 0.2 0.4\n1 0.25 0.75 0.1 0.1\n")
+    (root / "labels" / "train" / "b.txt").write_text("0 0.5 0.5 0.2\n")  # four values: a bad row
+    # c.jpg has no label file: an image without objects
+    (root / "labels" / "val" / "d.txt").write_text("1 0.5 0.5 1 1\n")
+
+
+def test_yolo_data_yaml_splits_and_folder(tmp_path: Path) -> None:
+    root = tmp_path / "yolo"
+    _yolo_tree(root)
+    (root / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames: [can, milk]\n")
+    options = DatasetOptions(datastore_name="", on_bad_row="skip")
+    records, report = load_pair(DatasetPair(root, root / "data.yaml"), options)
+    assert report.label_format == "yolo" and report.box_units == "relative"
+    assert report.problems == {"label_box": 1}
+    assert report.problem_examples[0] == (
+        f"{root / 'labels' / 'train' / 'b.txt'}, field 'label': line 1: 4 values, expected 5: class cx cy w h"
+    )
+    assert records.image_urls.tolist() == ["images/train/a.jpg", "images/train/c.jpg"]
+    assert records.boxes.tolist() == [[80, 30, 120, 70], [40, 70, 60, 80]]
+    assert [records.classes[i] for i in records.class_ids] == ["can", "milk"]
+    val, _ = load_pair(DatasetPair(root, Path(f"{root / 'data.yaml'}#val")), options)
+    assert val.image_urls.tolist() == ["images/val/d.jpg"] and val.boxes.tolist() == [[0, 0, 200, 100]]
+    folder, _ = load_pair(DatasetPair(root, root), options)  # the folder: names from its data.yaml, every image
+    assert len(folder) == 3 and folder.num_objects == 3
+
+
+def test_a_yolo_folder_needs_class_names(tmp_path: Path) -> None:
+    from trainkit.errors import DatasetError
+
+    _yolo_tree(tmp_path / "y")
+    with pytest.raises(DatasetError, match="needs its class names: a data.yaml with names, or a classes.txt"):
+        load_pair(DatasetPair(tmp_path / "y", tmp_path / "y"), DatasetOptions(datastore_name=""))
+    (tmp_path / "y" / "classes.txt").write_text("can\nmilk\n")
+    records, _ = load_pair(DatasetPair(tmp_path / "y", tmp_path / "y"), DatasetOptions(datastore_name="",
+                                                                                       on_bad_row="skip"))  # fmt: skip
+    assert records.num_objects == 3

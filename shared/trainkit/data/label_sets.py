@@ -4,6 +4,7 @@ train, predict's labelled mode and submit's local check.
     .csv, .tsv, .parquet file, a folder of them, MLTable read_delimited/read_parquet: the labelling API's table
     .jsonl file, a folder of them, MLTable read_json_lines: AutoML for images JSON Lines
     .json file with images, annotations, categories: COCO
+    a folder with images/ and labels/, or a data.yaml[#split]: YOLO
 """
 
 from __future__ import annotations
@@ -35,8 +36,13 @@ def read_labels(path: str | Path, max_cell_chars: int = DEFAULT_MAX_CELL_CHARS) 
     """Read the label set at `path` in whichever format it is (see the module doc)."""
     from trainkit.data.coco import read_coco
     from trainkit.data.jsonl import read_jsonl
+    from trainkit.data.yolo import is_yolo, read_yolo
 
     root = Path(path)
+    if is_yolo(root):
+        table, parsed = read_yolo(root)
+        reason = "yolo: class cx cy w h, normalised to the image"
+        return LabelSource(table, parsed, "yolo", "relative", reason)
     jsonl = _jsonl_files(root)
     if jsonl:
         table, parsed = read_jsonl(jsonl, str(root))

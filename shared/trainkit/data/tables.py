@@ -42,13 +42,15 @@ class LabelTable:
     label: pa.Array | None  # None: a format whose reader parsed the labels itself (JSON Lines, COCO)
     confidence: pa.Array | None
     extra_columns: tuple[str, ...]
-    unit: str = "row"  # what row_number counts, for messages: row, line, image id
+    unit: str = "row"  # what row_number counts, for messages: row, line, image id (file: a file per row)
 
     def __len__(self) -> int:
         return len(self.image_url)
 
     def where(self, row: int) -> str:
-        """'file row N' (or 'file line N', 'file image id N') for messages."""
+        """'file row N' (or 'file line N', 'file image id N'; just 'file' for one file per row) for messages."""
+        if self.unit == "file":
+            return self.files[self.file_index[row]]
         return f"{self.files[self.file_index[row]]} {self.unit} {self.row_number[row]}"
 
 
