@@ -74,3 +74,15 @@ def test_a_bad_row_stops_a_conversion_unless_skipped(run_cli, tmp_path: Path) ->
     skipped = run_cli(*args, "--on-bad-row", "skip")
     assert skipped.code == 0 and "1 bad rows left out" in skipped.err
     assert len(json.loads((tmp_path / "c.json").read_text())["images"]) == 1
+
+
+def test_csv_round_trips_through_a_yolo_folder(run_cli, demo: DemoDataset, tmp_path: Path) -> None:
+    images, out, back = demo.imageset_studio, tmp_path / "yolo", tmp_path / "back.csv"
+    there = run_cli("convert", "--labelset", demo.labels_csv, "--imageset", images, "--to", "yolo", "--output", out)
+    assert there.code == 0, there.err
+    assert (out / "images").resolve() == images.resolve() and (out / "data.yaml").is_file()
+    again = run_cli("convert", "--labelset", out, "--imageset", out, "--to", "csv", "--output", back)
+    assert again.code == 0, again.err
+    original = objects(demo.labels_csv, images)
+    returned = {url.removeprefix("images/"): boxes for url, boxes in objects(back, out).items()}
+    assert returned == original

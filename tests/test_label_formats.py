@@ -158,7 +158,7 @@ def test_coco_structure_errors_are_one_line(tmp_path: Path, content: dict, messa
         load_pair(DatasetPair(tmp_path / "imgs", tmp_path / "c.json"), DatasetOptions(datastore_name=""))
 
 
-@pytest.mark.parametrize("kind", ["jsonl", "coco"])
+@pytest.mark.parametrize("kind", ["jsonl", "coco", "yolo"])
 def test_one_training_epoch_on_each_format(run_cli, tmp_path: Path, kind: str) -> None:
     from trainkit.data.demo import write_demo_dataset
 
@@ -182,6 +182,11 @@ def test_one_training_epoch_on_each_format(run_cli, tmp_path: Path, kind: str) -
                     for j in range(offsets[r], offsets[r + 1])]  # fmt: skip
             lines.append(od_line(url, *objs))
         labels = jsonl(tmp_path / "demo.jsonl", lines)
+    elif kind == "yolo":
+        labels = tmp_path / "yolo"
+        converted = run_cli("convert", "--labelset", demo.labels_csv, "--imageset", demo.imageset_studio,
+                            "--to", "yolo", "--output", labels)  # fmt: skip
+        assert converted.code == 0, converted.err
     else:
         names = list(rows.vocab)
         imgs = [{"id": r + 1, "file_name": url, "width": sizes[url][0], "height": sizes[url][1]}
@@ -190,8 +195,11 @@ def test_one_training_epoch_on_each_format(run_cli, tmp_path: Path, kind: str) -
                  "bbox": [*rows.boxes[j][:2].tolist(), *(rows.boxes[j][2:] - rows.boxes[j][:2]).tolist()]}
                 for r in range(len(imgs)) for j in range(offsets[r], offsets[r + 1])]  # fmt: skip
         labels = coco(tmp_path / "demo.json", imgs, anns, [{"id": i + 1, "name": n} for i, n in enumerate(names)])
+    imageset = labels if kind == "yolo" else demo.imageset_studio
+    checked = run_cli("validate", "--imageset", imageset, "--labelset", labels, "--val-fraction", 0)
+    assert checked.code == 0 and f"objects    {rows.boxes.shape[0] - (kind != 'yolo')} kept" in checked.out, checked.out
     out = tmp_path / "out"
-    result = run_cli("train", "--trainer", SKELETON, "--imageset", demo.imageset_studio, "--labelset", labels,
+    result = run_cli("train", "--trainer", SKELETON, "--imageset", imageset, "--labelset", labels,
                      "--output-dir", out, "--device", "cpu", "--val-fraction", 0.25, "--set", "epochs=1",
                      "--set", "batch_size=2", "--set", "image_size=64", "--set", "max_steps=2")  # fmt: skip
     assert result.code == 0, result.err
@@ -233,7 +241,7 @@ def test_a_yolo_folder_needs_class_names(tmp_path: Path) -> None:
     from trainkit.errors import DatasetError
 
     _yolo_tree(tmp_path / "y")
-    with pytest.raises(DatasetError, match="needs its class names: a data.yaml with names, or a classes.txt"):
+    with pytest.raises(DatasetError, match=r"needs its class names: a data\.yaml with names, or a classes\.txt"):
         load_pair(DatasetPair(tmp_path / "y", tmp_path / "y"), DatasetOptions(datastore_name=""))
     (tmp_path / "y" / "classes.txt").write_text("can\nmilk\n")
     records, _ = load_pair(DatasetPair(tmp_path / "y", tmp_path / "y"), DatasetOptions(datastore_name="",

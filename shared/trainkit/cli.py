@@ -21,6 +21,7 @@ from typing import NoReturn
 from trainkit import __version__
 from trainkit.contract import ENV_DATASTORE_NAME, ENV_OUTPUT_DIR, ENV_TRAINER, ENV_VARS, EXIT_CODE_HELP, ExitCode
 from trainkit.data.class_names import CLASS_NAMES
+from trainkit.data.formats import CONVERT_FORMATS
 from trainkit.data.literal import DEFAULT_MAX_CELL_CHARS
 from trainkit.errors import Stopped, UserError
 
@@ -221,14 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=_cmd_export)
 
     convert = commands.add_parser(
-        "convert", parents=[common], help="a label set in another format (csv, jsonl, coco)",
+        "convert", parents=[common], help="a label set in another format (csv, jsonl, coco, yolo)",
         description="Convert a label set between the labelling API's CSV, AzureML AutoML JSON Lines (with its "
-        "MLTable) and COCO, reading the image sizes from the image set.",
+        "MLTable), COCO and a YOLO folder, reading the image sizes from the image set.",
     )  # fmt: skip
     convert.add_argument("--labelset", type=Path, required=True, metavar="PATH", help="the label set to read")
     convert.add_argument("--imageset", type=Path, required=True, metavar="DIR", help="its image set (for sizes)")
-    convert.add_argument("--to", choices=("csv", "jsonl", "coco"), required=True, help="the format to write")
-    convert.add_argument("--output", type=Path, required=True, metavar="FILE", help="the file to write")
+    convert.add_argument("--to", choices=CONVERT_FORMATS, required=True, help="the format to write")
+    convert.add_argument("--output", type=Path, required=True, metavar="PATH", help="the file (yolo: folder) to write")
     convert.add_argument("--datastore-name", default=os.environ.get(ENV_DATASTORE_NAME.name), metavar="NAME",
                          help="as for validate")  # fmt: skip
     convert.add_argument("--box-units", choices=("auto", "pixel", "relative"), default="auto", help="as for validate")

@@ -5,6 +5,9 @@
     jsonl  AzureML AutoML for images JSON Lines (normalised top-left/bottom-right corners) with an
            MLTable file beside it (`read_json_lines`, image_url as stream_info), as AutoML takes it
     coco   COCO JSON (pixel `bbox` = x, y, width, height; one category per class, ids from 1)
+    yolo   a YOLO dataset folder: `labels/<image path>.txt` (`class cx cy w h`, normalised), `data.yaml`
+           (`names`; the classes sorted) and `images`, a link to the image root, so Ultralytics and
+           `trainkit` read the folder as it is (its image_url values gain the `images/` prefix)
 
 Every row is read and checked as `validate` does (the same readers, the same image lookup, sizes
 from the image headers with EXIF orientation applied); pixels and normalised values are converted
@@ -24,16 +27,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from trainkit.atomic import write_bytes_atomic
 from trainkit.data.dataset import DatasetOptions, DatasetPair, read_pair
+from trainkit.data.formats import CONVERT_FORMATS
 from trainkit.data.records import row_of_items
 from trainkit.data.uris import datastore_path
 from trainkit.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("csv", "jsonl", "coco")
 MLTABLE = """\
 # Written by trainkit convert: AzureML AutoML for images reads this folder as a data asset.
 paths:
@@ -63,8 +67,8 @@ class Converted:
 
 def convert(pair: DatasetPair, options: DatasetOptions, to: str, output: Path) -> Converted:
     """Convert `pair`'s label set to format `to` at `output` (see the module doc)."""
-    if to not in FORMATS:
-        raise DatasetError(f"--to {to}: use one of {', '.join(FORMATS)}")
+    if to not in CONVERT_FORMATS:
+        raise DatasetError(f"--to {to}: use one of {', '.join(CONVERT_FORMATS)}")
     rows = read_pair(pair, options)
     report, parsed = rows.report, rows.source.parsed
     if report.first_problem and options.on_bad_row == "error":
@@ -86,13 +90,16 @@ def convert(pair: DatasetPair, options: DatasetOptions, to: str, output: Path) -
                                   float(parsed.confidences[j]), bool(crowd[j])))  # fmt: skip
     objects = [obj for image in images for obj in image.objects]
     dropped_confidences = sum(obj[5] != 1.0 for obj in objects) if to != "csv" else 0
-    dropped_crowd = sum(obj[6] for obj in objects) if to == "csv" else 0
-    written = {"csv": _write_csv, "jsonl": _write_jsonl, "coco": _write_coco}[to](images, output)
+    dropped_crowd = sum(obj[6] for obj in objects) if to in ("csv", "yolo") else 0
+    if to == "yolo":
+        written = _write_yolo(images, output, rows.root)
+    else:
+        written = {"csv": _write_csv, "jsonl": _write_jsonl, "coco": _write_coco}[to](images, output)
     if dropped_confidences:
         log.warning("%d objects have a confidence other than 1, which %s does not hold: written without it",
                     dropped_confidences, to)  # fmt: skip
     if dropped_crowd:
-        log.warning("%d crowd regions left out: the labelling API's table has no crowd flag", dropped_crowd)
+        log.warning("%d crowd regions left out: %s has no crowd flag", dropped_crowd, to)
     return Converted(written, len(images), len(objects) - dropped_crowd, int((~rows.valid).sum()),
                      dropped_confidences, dropped_crowd)  # fmt: skip
 
@@ -146,3 +153,24 @@ def _write_coco(images: list[_Image], output: Path) -> list[Path]:
     data = {"images": coco_images, "annotations": annotations,
             "categories": [{"id": i, "name": n} for n, i in category.items()]}  # fmt: skip
     return [write_bytes_atomic(output, json.dumps(data).encode("utf-8"))]
+
+
+def _write_yolo(images: list[_Image], output: Path, image_root: Path) -> list[Path]:
+    names = sorted({obj[0] for image in images for obj in image.objects if not obj[6]})
+    ids = {name: i for i, name in enumerate(names)}
+    output.mkdir(parents=True, exist_ok=True)
+    link = output / "images"
+    if link.is_symlink() or link.exists():
+        if not (link.is_symlink() and link.resolve() == image_root.resolve()):
+            raise DatasetError(f"{link} exists and is not a link to {image_root}; choose an empty --output folder")
+    else:
+        link.symlink_to(image_root.resolve(), target_is_directory=True)
+    for image in images:
+        w, h = image.width, image.height
+        lines = [f"{ids[n]} {(x0 + x1) / 2 / w!r} {(y0 + y1) / 2 / h!r} {(x1 - x0) / w!r} {(y1 - y0) / h!r}"
+                 for n, x0, y0, x1, y1, _, crowd in image.objects if not crowd]  # fmt: skip
+        label = (output / "labels" / image.path).with_suffix(".txt")
+        write_bytes_atomic(label, "".join(f"{line}\n" for line in lines).encode())
+    data = {"path": ".", "train": "images", "names": names}
+    write_bytes_atomic(output / "data.yaml", yaml.safe_dump(data, sort_keys=False).encode())
+    return [output / "data.yaml", output / "labels", link]

@@ -13,6 +13,7 @@ COCO_SUFFIXES: tuple[str, ...] = (".json",)
 # Every label file trainkit reads, in any format (submit's upload check; see trainkit.data.label_sets).
 ANY_LABEL_SUFFIXES: tuple[str, ...] = (*LABEL_FILE_SUFFIXES, *JSONL_SUFFIXES, *COCO_SUFFIXES)
 ANY_LABEL_TYPES = ".csv, .tsv, .parquet, .jsonl (AutoML) or .json (COCO)"
+CONVERT_FORMATS: tuple[str, ...] = ("csv", "jsonl", "coco", "yolo")  # what `trainkit convert` writes
 
 
 def is_label_file(path: Path | str) -> bool:
