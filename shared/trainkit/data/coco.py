@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from trainkit.data.labels import ObjectTuple, ParsedLabels, RowIssue, parsed_from_objects
+from trainkit.data.labels import ObjectTuple, ParsedLabels, RowIssue, RowProblem, parsed_from_objects
 from trainkit.data.tables import LabelTable
 from trainkit.errors import DatasetError
 
@@ -63,7 +63,7 @@ def read_coco(path: Path) -> tuple[LabelTable, ParsedLabels, str, str]:
             continue
         try:
             objects[row] = [_object(a, categories) for a in found]
-        except _AnnotationProblem as problem:
+        except RowProblem as problem:
             issues[row] = problem.issue
     units, reason = _units(sizes, objects)
     urls = [image if isinstance(image, str) else None for image in images]
@@ -73,12 +73,6 @@ def read_coco(path: Path) -> tuple[LabelTable, ParsedLabels, str, str]:
         image_url=pa.array(urls, pa.string()), label=None, confidence=None, extra_columns=(), unit="image id",
     )  # fmt: skip
     return table, parsed_from_objects(objects, issues), units, reason
-
-
-class _AnnotationProblem(Exception):
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.issue = RowIssue("label_box" if "bbox" in detail else "label_class", "annotations", detail)
 
 
 def _categories(path: Path, entries: list) -> dict[object, str]:
@@ -129,18 +123,24 @@ def _object(annotation: dict, categories: dict[object, str]) -> ObjectTuple:
     name = annotation.get("id", "?")
     category = annotation.get("category_id")
     if category not in categories:
-        raise _AnnotationProblem(f"annotation {name!r}: category_id {category!r} is not in 'categories'")
+        raise RowProblem(
+            "label_class", "annotations", f"annotation {name!r}: category_id {category!r} is not in 'categories'"
+        )
     bbox = annotation.get("bbox")
     if (
         not isinstance(bbox, list)
         or len(bbox) != 4
         or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in bbox)
     ):
-        raise _AnnotationProblem(f"annotation {name!r}: bbox is {bbox!r}, expected [x, y, width, height]")
+        raise RowProblem(
+            "label_box", "annotations", f"annotation {name!r}: bbox is {bbox!r}, expected [x, y, width, height]"
+        )
     x, y, width, height = (float(v) for v in bbox)
     if width < 0 or height < 0:
-        raise _AnnotationProblem(f"annotation {name!r}: bbox {bbox!r} has a negative width or height")
+        raise RowProblem(
+            "label_box", "annotations", f"annotation {name!r}: bbox {bbox!r} has a negative width or height"
+        )
     crowd = annotation.get("iscrowd", 0)
     if crowd not in (0, 1, True, False):
-        raise _AnnotationProblem(f"annotation {name!r}: iscrowd is {crowd!r}, expected 0 or 1")
+        raise RowProblem("label_box", "annotations", f"annotation {name!r}: iscrowd is {crowd!r}, expected 0 or 1")
     return (categories[category], x, y, x + width, y + height, bool(crowd))

@@ -24,6 +24,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -86,11 +87,11 @@ def convert(pair: DatasetPair, options: DatasetOptions, to: str, output: Path) -
     offsets = np.concatenate([[0], np.cumsum(parsed.counts)])
     for image, r in zip(images, np.flatnonzero(rows.valid), strict=True):
         for j in range(int(offsets[r]), int(offsets[r + 1])):
-            image.objects.append((parsed.vocab[parsed.class_codes[j]], *pixels[j].tolist(),
+            image.objects.append(_Object(parsed.vocab[parsed.class_codes[j]], *pixels[j].tolist(),
                                   float(parsed.confidences[j]), bool(crowd[j])))  # fmt: skip
     objects = [obj for image in images for obj in image.objects]
-    dropped_confidences = sum(obj[5] != 1.0 for obj in objects) if to != "csv" else 0
-    dropped_crowd = sum(obj[6] for obj in objects) if to in ("csv", "yolo") else 0
+    dropped_confidences = sum(obj.confidence != 1.0 for obj in objects) if to != "csv" else 0
+    dropped_crowd = sum(obj.crowd for obj in objects) if to in ("csv", "yolo") else 0
     if to == "yolo":
         written = _write_yolo(images, output, rows.root)
     else:
@@ -104,21 +105,31 @@ def convert(pair: DatasetPair, options: DatasetOptions, to: str, output: Path) -
                      dropped_confidences, dropped_crowd)  # fmt: skip
 
 
+class _Object(NamedTuple):
+    name: str
+    x0: float  # pixels
+    y0: float
+    x1: float
+    y1: float
+    confidence: float
+    crowd: bool
+
+
 @dataclass
 class _Image:
     url: str
     width: int
     height: int
     path: str  # relative to the image root
-    objects: list[tuple] = field(default_factory=list)  # (class, xmin, ymin, xmax, ymax, confidence, crowd), px
+    objects: list[_Object] = field(default_factory=list)
 
 
 def _write_csv(images: list[_Image], output: Path) -> list[Path]:
     rows = []
     for image in images:
-        kept = [o for o in image.objects if not o[6]]
+        kept = [o for o in image.objects if not o.crowd]
         label = [{"type": n, "bottomX": x0, "topX": x1, "bottomY": y0, "topY": y1} for n, x0, y0, x1, y1, _, _ in kept]
-        rows.append({"image_url": image.url, "label": label, "label_confidence": [o[5] for o in kept]})
+        rows.append({"image_url": image.url, "label": label, "label_confidence": [o.confidence for o in kept]})
     # As the labelling API writes it: pandas to_csv of list-of-dict cells (index included).
     return [write_bytes_atomic(output, pd.DataFrame(rows).to_csv().encode("utf-8"))]
 
@@ -137,7 +148,7 @@ def _write_jsonl(images: list[_Image], output: Path) -> list[Path]:
 
 
 def _write_coco(images: list[_Image], output: Path) -> list[Path]:
-    names = sorted({obj[0] for image in images for obj in image.objects})
+    names = sorted({obj.name for image in images for obj in image.objects})
     category = {name: i for i, name in enumerate(names, start=1)}
     coco_images, annotations = [], []
     for image_id, image in enumerate(images, start=1):
@@ -156,7 +167,7 @@ def _write_coco(images: list[_Image], output: Path) -> list[Path]:
 
 
 def _write_yolo(images: list[_Image], output: Path, image_root: Path) -> list[Path]:
-    names = sorted({obj[0] for image in images for obj in image.objects if not obj[6]})
+    names = sorted({obj.name for image in images for obj in image.objects if not obj.crowd})
     ids = {name: i for i, name in enumerate(names)}
     output.mkdir(parents=True, exist_ok=True)
     link = output / "images"

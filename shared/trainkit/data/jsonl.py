@@ -28,18 +28,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from trainkit.data.labels import ObjectTuple, ParsedLabels, RowIssue, parsed_from_objects
+from trainkit.data.labels import ObjectTuple, ParsedLabels, RowIssue, RowProblem, parsed_from_objects
 from trainkit.data.tables import LabelTable
 from trainkit.errors import DatasetError
 
 CORNERS = ("topX", "topY", "bottomX", "bottomY")  # xmin, ymin, xmax, ymax in this schema
 WHOLE_IMAGE = (0.0, 0.0, 1.0, 1.0)
-
-
-class _LineProblem(Exception):
-    def __init__(self, reason: str, field: str, detail: str) -> None:
-        super().__init__(detail)
-        self.issue = RowIssue(reason, field, detail)
 
 
 def read_jsonl(files: list[Path], source: str) -> tuple[LabelTable, ParsedLabels]:
@@ -143,7 +137,7 @@ def _read_lines(
                 numbers.append(number)
                 try:
                     url, found, kind = _parse_line(line)
-                except _LineProblem as problem:
+                except RowProblem as problem:
                     url, found, kind = None, [], "empty"
                     issues[row] = problem.issue
                 urls.append(url)
@@ -158,19 +152,19 @@ def _parse_line(line: str) -> tuple[str, list[ObjectTuple], str]:
     try:
         value = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise _LineProblem("json", "line", f"not JSON ({exc.msg} at column {exc.colno})") from None
+        raise RowProblem("json", "line", f"not JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(value, dict):
-        raise _LineProblem("json", "line", f"a line must be a JSON object, not {type(value).__name__}")
+        raise RowProblem("json", "line", f"a line must be a JSON object, not {type(value).__name__}")
     url = value.get("image_url")
     if not isinstance(url, str) or not url.strip():
-        raise _LineProblem("image_url", "image_url", f"image_url is {url!r}, expected a path or URI")
+        raise RowProblem("image_url", "image_url", f"image_url is {url!r}, expected a path or URI")
     if "label" not in value:
-        raise _LineProblem("label_missing", "label", "no 'label'; write [] for an image with no objects")
+        raise RowProblem("label_missing", "label", "no 'label'; write [] for an image with no objects")
     label = value["label"]
     if isinstance(label, str):
         return url, [_whole_image(label, 1)], "classes"
     if not isinstance(label, list):
-        raise _LineProblem("label_structure", "label", f"label is {type(label).__name__}, expected a list or a string")
+        raise RowProblem("label_structure", "label", f"label is {type(label).__name__}, expected a list or a string")
     if not label:
         return url, [], "empty"
     if all(isinstance(item, str) for item in label):
@@ -180,25 +174,25 @@ def _parse_line(line: str) -> tuple[str, list[ObjectTuple], str]:
 
 def _whole_image(name: str, index: int) -> ObjectTuple:
     if not name.strip():
-        raise _LineProblem("label_class", "label", f"label {index} is an empty class name")
+        raise RowProblem("label_class", "label", f"label {index} is an empty class name")
     return (name, *WHOLE_IMAGE, False)
 
 
 def _box(item: object, index: int) -> ObjectTuple:
     if not isinstance(item, dict):
-        raise _LineProblem("label_structure", "label", f"object {index} is {type(item).__name__}, expected an object")
+        raise RowProblem("label_structure", "label", f"object {index} is {type(item).__name__}, expected an object")
     name = item.get("label")
     if not isinstance(name, str) or not name.strip():
-        raise _LineProblem("label_class", "label", f"object {index} 'label' is {name!r}, expected a class name")
+        raise RowProblem("label_class", "label", f"object {index} 'label' is {name!r}, expected a class name")
     corners = []
     for key in CORNERS:
         number = item.get(key)
         if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
-            raise _LineProblem("label_box", "label", f"object {index} {key!r} is {number!r}, expected a number 0..1")
+            raise RowProblem("label_box", "label", f"object {index} {key!r} is {number!r}, expected a number 0..1")
         corners.append(float(number))
     crowd = item.get("isCrowd", 0)
     if crowd not in (0, 1, True, False):
-        raise _LineProblem("label_box", "label", f"object {index} 'isCrowd' is {crowd!r}, expected 0 or 1")
+        raise RowProblem("label_box", "label", f"object {index} 'isCrowd' is {crowd!r}, expected 0 or 1")
     return (name, *corners, bool(crowd))
 
 

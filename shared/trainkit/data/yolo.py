@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
-from trainkit.data.labels import ObjectTuple, ParsedLabels, RowIssue, parsed_from_objects
+from trainkit.data.labels import ObjectTuple, ParsedLabels, RowIssue, RowProblem, parsed_from_objects
 from trainkit.data.tables import LabelTable
 from trainkit.errors import DatasetError
 
@@ -54,7 +54,7 @@ def read_yolo(path: Path) -> tuple[LabelTable, ParsedLabels]:
     for row, label_file in enumerate(label_files):
         try:
             objects.append(_read_label_file(label_file, names))
-        except _LineProblem as problem:
+        except RowProblem as problem:
             objects.append([])
             issues[row] = problem.issue
     table = LabelTable(
@@ -65,34 +65,32 @@ def read_yolo(path: Path) -> tuple[LabelTable, ParsedLabels]:
     return table, parsed_from_objects(objects, issues)
 
 
-class _LineProblem(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.issue = RowIssue(reason, "label", detail)
-
-
 def _read_label_file(path: Path, names: list[str]) -> list[ObjectTuple]:
     if not path.is_file():
         return []
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise _LineProblem("label_unreadable", f"cannot read it ({exc})") from None
+        raise RowProblem("label_unreadable", "label", f"cannot read it ({exc})") from None
     found = []
     for number, line in enumerate(text.splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue
         if len(parts) != 5:
-            raise _LineProblem("label_box", f"line {number}: {len(parts)} values, expected 5: class cx cy w h")
+            raise RowProblem("label_box", "label", f"line {number}: {len(parts)} values, expected 5: class cx cy w h")
         try:
             class_id, cx, cy, w, h = int(parts[0]), *(float(v) for v in parts[1:])
         except ValueError:
-            raise _LineProblem("label_box", f"line {number}: {line.strip()!r} is not class cx cy w h") from None
+            raise RowProblem("label_box", "label", f"line {number}: {line.strip()!r} is not class cx cy w h") from None
         if not 0 <= class_id < len(names):
-            raise _LineProblem("label_class", f"line {number}: class {class_id} is not one of the {len(names)} names")
+            raise RowProblem(
+                "label_class", "label", f"line {number}: class {class_id} is not one of the {len(names)} names"
+            )
         if not all(math.isfinite(v) for v in (cx, cy, w, h)) or w < 0 or h < 0:
-            raise _LineProblem("label_box", f"line {number}: {line.strip()!r} is not a box (finite, w and h >= 0)")
+            raise RowProblem(
+                "label_box", "label", f"line {number}: {line.strip()!r} is not a box (finite, w and h >= 0)"
+            )
         found.append((names[class_id], cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, False))
     return found
 
