@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/loader.py
 	$(BIN)/python benchmarks/harness.py
 	$(BIN)/python benchmarks/predict.py
+	$(BIN)/python benchmarks/large_images.py
 
 bench-quality: $(STAMP)
 	$(BIN)/python benchmarks/quality.py
