@@ -247,3 +247,22 @@ def test_a_yolo_folder_needs_class_names(tmp_path: Path) -> None:
     records, _ = load_pair(DatasetPair(tmp_path / "y", tmp_path / "y"), DatasetOptions(datastore_name="",
                                                                                        on_bad_row="skip"))  # fmt: skip
     assert records.num_objects == 3
+
+
+def test_a_detection_in_a_crowd_region_is_neither_right_nor_wrong() -> None:
+    import torch
+    from torchmetrics.detection import MeanAveragePrecision
+
+    from trainkit.evaluation import with_crowd
+
+    truth = {"boxes": torch.tensor([[10.0, 10, 50, 50]]), "labels": torch.tensor([0])}
+    preds = [{"boxes": torch.tensor([[10.0, 10, 50, 50], [100, 100, 180, 180]]), "scores": torch.tensor([0.9, 0.95]),
+              "labels": torch.tensor([0, 0])}]  # fmt: skip
+
+    def map_of(target: dict) -> float:
+        metric = MeanAveragePrecision(iou_type="bbox", box_format="xyxy")
+        metric.update(preds, [target])
+        return float(metric.compute()["map"])
+
+    assert map_of(truth) < 0.9  # the second detection is a false positive, and scores higher
+    assert map_of(with_crowd(truth, np.array([[90.0, 90, 200, 200]]), np.array([0]))) == pytest.approx(1.0)

@@ -283,6 +283,25 @@ def test_weights_are_a_read_only_input_the_command_names(
     assert "weights=/mnt/weights" in build_parser().parse_args(shlex.split(mounted)[1:]).set
 
 
+def test_a_class_map_is_checked_uploaded_and_named_by_the_command(run_cli, manifest, in_repo, tmp_path: Path) -> None:
+    (tmp_path / "classes.json").write_text('["square", "circle"]')
+    (tmp_path / "bad.json").write_text('{"a": 0, "b": 5}')
+    base = ["submit", "--trainer", "detector", "--manifest", manifest, "--pair", "azureml:l:1", "azureml:i:1",
+            "--compute", "c", "--dry-run", tmp_path / "jobs"]  # fmt: skip
+    result = run_cli(*base, "--class-map", tmp_path / "classes.json")
+    assert result.code == 0, result.err
+    [job] = jobs_in(tmp_path / "jobs")
+    assert job.inputs["class_map"].type == "uri_file" and job.inputs["class_map"].path == str(tmp_path / "classes.json")
+    from trainkit.cli import build_parser
+
+    mounted = job.command.replace("${{inputs.class_map}}", "/mnt/classes.json")
+    assert str(build_parser().parse_args(shlex.split(mounted)[1:]).class_map) == "/mnt/classes.json"
+    bad = run_cli(*base, "--class-map", tmp_path / "bad.json")
+    assert bad.code == 2 and "the ids must be the integers 0 to 1" in bad.err
+    v1 = run_cli(*base, "--class-map", tmp_path / "classes.json", "--sdk", "v1")
+    assert v1.code == 2 and "are job inputs of SDK v2 jobs" in v1.err
+
+
 def test_torchvision_weights_must_be_baked_into_the_image(run_cli, manifest, in_repo, tmp_path: Path) -> None:
     base = ["submit", "--trainer", "detector", "--manifest", manifest, "--pair", "azureml:l:1", "azureml:i:1",
             "--compute", "c", "--dry-run", tmp_path / "jobs"]  # fmt: skip

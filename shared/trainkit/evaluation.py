@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageOps
 
@@ -130,14 +131,7 @@ def evaluate_detection(
                 }
             )
             truth = {"boxes": target["boxes"].cpu() / scale[i], "labels": target["labels"].cpu()}
-            if crowd is not None:
-                # Crowd regions: detections inside them count as neither true nor false positives.
-                boxes, ids = crowd.of(int(batch.indices[i]))
-                truth = {"boxes": torch.cat([truth["boxes"], torch.from_numpy(boxes).float()]),
-                         "labels": torch.cat([truth["labels"], torch.from_numpy(ids)]),
-                         "iscrowd": torch.cat([torch.zeros(len(truth["labels"]), dtype=torch.int64),
-                                               torch.ones(len(ids), dtype=torch.int64)])}  # fmt: skip
-            targets.append(truth)
+            targets.append(with_crowd(truth, *crowd.of(int(batch.indices[i]))) if crowd is not None else truth)
             if len(drawn) < MAX_DRAWN:
                 drawn.append((str(loader.records.paths[int(batch.indices[i])]), preds[-1], targets[-1]))
         metric.update(preds, targets)
@@ -148,6 +142,17 @@ def evaluate_detection(
         if 0 <= class_id < len(classes) and ap >= 0:  # -1: the class has no true box in this set
             metrics[f"map_class/{classes.names[class_id]}"] = float(ap)
     return Evaluation(metrics, drawn)
+
+
+def with_crowd(target: dict[str, torch.Tensor], boxes: np.ndarray, labels: np.ndarray) -> dict[str, torch.Tensor]:
+    """A mAP target with crowd regions added (`iscrowd` 1): detections inside them count as neither
+    true nor false positives, as COCO's evaluation has it."""
+    return {
+        "boxes": torch.cat([target["boxes"], torch.from_numpy(np.asarray(boxes, np.float32)).reshape(-1, 4)]),
+        "labels": torch.cat([target["labels"], torch.from_numpy(np.asarray(labels, np.int64))]),
+        "iscrowd": torch.cat([torch.zeros(len(target["labels"]), dtype=torch.int64),
+                              torch.ones(len(labels), dtype=torch.int64)]),
+    }  # fmt: skip
 
 
 def draw_detections(

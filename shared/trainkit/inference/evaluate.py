@@ -21,6 +21,7 @@ import torch
 from trainkit.atomic import write_json_atomic
 from trainkit.classmap import ClassMap
 from trainkit.errors import UserError
+from trainkit.evaluation import with_crowd
 from trainkit.inference.predictor import BasePredictor, Prediction
 
 log = logging.getLogger(__name__)
@@ -124,10 +125,12 @@ def _evaluate_detection(predictor: BasePredictor, records, remap: np.ndarray, th
             labels = remap[item.class_ids] if len(item.class_ids) else np.zeros(0, np.int64)
             known = labels >= 0
             truth = _Image(item.path, item.boxes[known], labels[known], answer)
-            metric.update(
-                [answer.tensors()],
-                [{"boxes": torch.from_numpy(truth.truth_boxes), "labels": torch.from_numpy(truth.truth_labels)}],
-            )  # fmt: skip
+            target = {"boxes": torch.from_numpy(truth.truth_boxes), "labels": torch.from_numpy(truth.truth_labels)}
+            if records.crowd is not None:
+                boxes, ids = records.crowd.of(index)
+                ids = remap[ids] if len(ids) else ids
+                target = with_crowd(target, boxes[ids >= 0], ids[ids >= 0])
+            metric.update([answer.tensors()], [target])
             truth.errors = _count(truth, threshold, counts)
             images.append(truth)
     for path, reason in loader.skipped.items():

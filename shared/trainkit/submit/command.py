@@ -70,6 +70,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--weights-type", choices=("auto", "mlflow_model", "custom_model", "uri_file", "uri_folder"), default="auto",
         help="input type of --weights (auto: mlflow_model for a registered model, else from the path)",
     )  # fmt: skip
+    g.add_argument(
+        "--class-map", default="", metavar="REF",
+        help="fix the classes and their ids (as for train): a local file or run folder (uploaded), a URI or an asset",
+    )  # fmt: skip
     g = p.add_argument_group("sweep: one AzureML sweep job instead (SDK v2; see trainkit.submit.sweep)")
     g.add_argument("--sweep", action="store_true", help="submit a sweep job over --search")
     g.add_argument(
@@ -154,7 +158,7 @@ def config_from_args(args: argparse.Namespace) -> SubmitConfig:
         tags=tags, train_args=tuple(train_args),
         train_pairs=tuple(DatasetPairRef(labels, images) for labels, images in args.train_pair),
         test_pairs=tuple(DatasetPairRef(labels, images) for labels, images in args.test_pair),
-        weights=weights, weights_type=args.weights_type,
+        weights=weights, weights_type=args.weights_type, class_map=args.class_map,
     )  # fmt: skip
 
 

@@ -113,6 +113,21 @@ def _read_as_train_would(ref: str, path: Path, bad_rows_fail: bool) -> None:
         )
 
 
+def class_map_input(ref: str, base: Path | None = None) -> JobInput:
+    """The job input for `--class-map`: a local file or folder (checked here with the reader train uses,
+    then uploaded), a datastore or cloud URI, or a registered asset (a folder: `class_map.json` inside)."""
+    kind = _kind(ref, "--class-map")
+    if kind == "local":
+        from trainkit.classmap import ClassMap
+
+        path = _local(ref, base, "--class-map")
+        ClassMap.read_fixed(path)
+        return JobInput("uri_folder" if path.is_dir() else "uri_file", str(path))
+    if kind == "asset":
+        return JobInput("uri_folder", ref)
+    return JobInput("uri_file" if ref.lower().endswith(".json") else "uri_folder", ref)
+
+
 def weights_input(ref: str, weights_type: str = "auto", base: Path | None = None) -> JobInput:
     """The job input for a `--weights` reference that is not torchvision's name (see the module doc)."""
     if weights_type not in ("auto", *WEIGHTS_INPUT_TYPES):

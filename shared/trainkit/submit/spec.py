@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainkit.errors import UserError
-from trainkit.submit.refs import JobInput, imageset_input, labelset_input, mounted_prefix, weights_input
+from trainkit.submit.refs import (
+    JobInput,
+    class_map_input,
+    imageset_input,
+    labelset_input,
+    mounted_prefix,
+    weights_input,
+)
 from trainkit.submit.sweep import SweepConfig, sweep_spec
 
 SCHEMA_URL = "https://azuremlschemas.azureedge.net/latest/commandJob.schema.json"
@@ -69,6 +76,7 @@ class SubmitConfig:
     # weights are baked into the image and go in `hyperparameters` instead.
     weights: str = ""
     weights_type: str = "auto"
+    class_map: str = ""  # --class-map for every job: an input the command names (see refs.class_map_input)
 
     def check(self) -> None:
         """Reject what can be known to fail before anything is sent."""
@@ -127,6 +135,13 @@ def _data_units(config: SubmitConfig, base: Path | None) -> list[_Data]:
     """One unit per --pair (a job each), or one unit holding every train and test pair (one job); each
     with the weights input when there is one."""
     units = _dataset_units(config, base)
+    if config.class_map:
+        found = class_map_input(config.class_map, base)
+        units = [
+            _Data({**unit.inputs, "class_map": found}, [*unit.args, "--class-map", "${{inputs.class_map}}"],
+                  {**unit.tags, "trainkit.class_map": config.class_map}, unit.name)
+            for unit in units
+        ]  # fmt: skip
     if not config.weights:
         return units
     found = weights_input(config.weights, config.weights_type, base)

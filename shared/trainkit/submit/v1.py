@@ -61,6 +61,9 @@ def run_configs(config: SubmitConfig, source_dir: Path) -> list[V1Job]:
         raise UserError("--sdk v1 runs on a compute cluster: pass --compute CLUSTER")
     if config.train_pairs:
         raise UserError("--sdk v1 takes one pair per job (--pair); several pairs in one job need SDK v2")
+    if config.weights or config.class_map:
+        raise UserError("--weights and --class-map are job inputs of SDK v2 jobs; drop --sdk v1 (or pass torchvision "
+                        "weights with --set weights=NAME)")  # fmt: skip
     if config.labelset_type not in ("auto", "uri_folder", "uri_file", "tabular"):
         raise UserError(f"--labelset-type {config.labelset_type}: with --sdk v1 use auto (a file dataset) or tabular")
     core = _core()
