@@ -1,4 +1,5 @@
-"""Write files so that a reader never sees a partial one: temp file in the same folder, then rename."""
+"""Whole files: writes a reader never sees half done (temp file in the same folder, then rename), and
+JSON reads whose failure is one line naming the file."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import os
 import tempfile
 from pathlib import Path
+
+from trainkit.errors import UserError
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
@@ -28,3 +31,14 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
 def write_json_atomic(path: str | Path, value: object) -> Path:
     """Write `value` as indented JSON, atomically."""
     return write_bytes_atomic(path, (json.dumps(value, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+
+
+def read_json(path: str | Path, name: str, error: type[UserError] = UserError, encoding: str = "utf-8") -> object:
+    """The JSON value in `path`; `error` (exit 2) beginning with `name` (e.g. "--params FILE") when the file
+    cannot be read or is not JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding=encoding))
+    except OSError as exc:
+        raise error(f"{name}: cannot read it ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{name}: not valid JSON ({exc})") from None

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainkit.atomic import write_json_atomic
+from trainkit.atomic import read_json, write_json_atomic
 from trainkit.errors import UserError
 
 FORMAT_VERSION = 1
@@ -52,12 +52,7 @@ class ClassMap:
             if not found:
                 raise UserError(f"--class-map {path}: the folder holds no {CLASS_MAP_FILE}; pass the file itself")
             path = found[0]
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise UserError(f"--class-map {path}: cannot read it ({exc.strerror or exc})") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UserError(f"--class-map {path}: not JSON ({exc})") from None
+        data = read_json(path, f"--class-map {path}")
         if isinstance(data, dict) and "classes" in data and "format_version" in data:
             data = data["classes"]
         if isinstance(data, dict):

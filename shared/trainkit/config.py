@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 
+from trainkit.atomic import read_json
 from trainkit.classmap import ClassMap
 from trainkit.data.dataset import DataConfig, DatasetOptions, DatasetPair
 from trainkit.errors import UserError
@@ -136,12 +137,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def load_params_file(path: Path) -> dict[str, object]:
     """Hyperparameters from a JSON object file (as SageMaker's hyperparameters.json)."""
-    try:
-        value = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UserError(f"--params {path}: cannot read it ({exc.strerror})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"--params {path}: not valid JSON ({exc})") from None
+    value = read_json(path, f"--params {path}")
     if not isinstance(value, dict):
         raise UserError(f"--params {path}: expected a JSON object of name: value, got {type(value).__name__}")
     for key in value:

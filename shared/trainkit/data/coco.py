@@ -14,7 +14,6 @@ kept apart from training targets (see trainkit.data.records).
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from trainkit.atomic import read_json
 from trainkit.data.labels import ObjectTuple, ParsedLabels, RowIssue, RowProblem, parsed_from_objects
 from trainkit.data.tables import LabelTable
 from trainkit.errors import DatasetError
@@ -31,12 +31,7 @@ RELATIVE_LIMIT = 1.05
 
 def read_coco(path: Path) -> tuple[LabelTable, ParsedLabels, str, str]:
     """(rows, parsed labels, box units, why those units) of a COCO file; one row per image."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"{path}: not a JSON file ({exc})") from None
+    data = read_json(path, str(path), DatasetError, encoding="utf-8-sig")
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "categories")):
         raise DatasetError(f"{path}: not a COCO file: it needs 'images' and 'categories' lists (and 'annotations')")
     annotations = data.get("annotations", [])
