@@ -29,3 +29,12 @@ def is_parquet(path: Path | str) -> bool:
 def is_any_label_file(path: Path | str) -> bool:
     """Whether the name has the suffix of a label file in any format trainkit reads."""
     return Path(str(path).rstrip("/")).suffix.lower() in ANY_LABEL_SUFFIXES
+
+
+def files_in_folder(root: Path) -> list[Path]:
+    """The files under a label-set folder, recursively, in name order; anything under a name starting
+    with `.` or `_` (hidden files, `_SUCCESS` markers, `_temporary` folders) is left out."""
+    return sorted(
+        p for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)
+    )  # fmt: skip

@@ -70,14 +70,18 @@ def read_jsonl(files: list[Path], source: str) -> tuple[LabelTable, ParsedLabels
 def _read_detection_fast(path: Path) -> tuple[list[str | None], list[list[ObjectTuple]], list[int]] | None:
     """The whole file through Arrow when every line is a detection line with clean types, else None."""
     try:
-        table = pajson.read_json(path)
-    except (pa.ArrowException, OSError):
+        data = path.read_bytes()
+    except OSError:
+        return None  # the line path says why, naming the file
+    if any(not line.strip() for line in data.splitlines()):
+        return None  # blank lines: Arrow skips them, and line numbers would no longer match
+    try:
+        table = pajson.read_json(pa.BufferReader(data))
+    except pa.ArrowException:
         return None
     names = table.column_names
     if "image_url" not in names or "label" not in names or table.num_rows == 0:
         return None
-    if any(line.strip() == b"" for line in path.read_bytes().splitlines()):
-        return None  # blank lines: Arrow skips them, and line numbers would no longer match
     label = table.column("label").combine_chunks()
     url = table.column("image_url").combine_chunks()
     if not pa.types.is_list(label.type) or not pa.types.is_struct(label.type.value_type):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainkit.data.formats import JSONL_SUFFIXES, is_label_file
+from trainkit.data.formats import JSONL_SUFFIXES, files_in_folder, is_label_file
 from trainkit.data.labels import ParsedLabels, parse_labels
 from trainkit.data.literal import DEFAULT_MAX_CELL_CHARS
 from trainkit.data.mltable import read_mltable
@@ -69,7 +69,7 @@ def _jsonl_files(root: Path) -> list[Path]:
         if any(f.format == "jsonl" for f in files):
             raise DatasetError(f"{root}/MLTable: mixes JSON Lines with other files; one label set is one format")
         return []
-    found = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
+    found = files_in_folder(root)
     lines = [p for p in found if p.suffix.lower() in JSONL_SUFFIXES]
     if lines and any(is_label_file(p) for p in found):
         raise DatasetError(f"label set folder {root} holds both JSON Lines and table files; keep one format per folder")

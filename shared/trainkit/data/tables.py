@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from trainkit.data.formats import CSV_DELIMITERS, LABEL_FILE_TYPES, is_label_file, is_parquet
+from trainkit.data.formats import CSV_DELIMITERS, LABEL_FILE_TYPES, files_in_folder, is_label_file, is_parquet
 from trainkit.data.mltable import TableFile, read_mltable
 from trainkit.errors import DatasetError
 
@@ -98,13 +98,7 @@ def read_labelset(path: str | Path) -> LabelTable:
 
 
 def _files_in_folder(root: Path) -> list[TableFile]:
-    found = sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file()
-        and not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)
-        and is_label_file(p)
-    )
+    found = [p for p in files_in_folder(root) if is_label_file(p)]
     if not found:
         raise DatasetError(f"label set folder {root} holds no {LABEL_FILE_TYPES} file and no MLTable file")
     return [_table_file(p) for p in found]
