@@ -227,10 +227,12 @@ def sweep_from_args(args: argparse.Namespace, config: SubmitConfig) -> SweepConf
                     name, name)  # fmt: skip
         return sweep
     check_objective(metric, trainer.metric_names(), name)
+    from trainkit.params import parse_params
+
     for distribution in search:
         for value in distribution.reachable():
             try:
-                _check_params(name, folder, [{**config.hyperparameters, distribution.key: value}])
+                parse_params(trainer.Params, {**config.hyperparameters, distribution.key: value})
             except UserError as exc:
                 raise UserError(f"--search {distribution.key}={sweep.describe(distribution.key)}: the trainer "
                                 f"refuses {distribution.key}={value!r}: {exc}") from None  # fmt: skip

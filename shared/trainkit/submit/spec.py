@@ -169,8 +169,9 @@ def _dataset_units(config: SubmitConfig, base: Path | None) -> list[_Data]:
                 "labelset": labelset_input(pair.labelset, config.labelset_type, base, _bad_rows_fail(config)),
             }
             args = ["--imageset", "${{inputs.imageset}}", "--labelset", "${{inputs.labelset}}"]
-            if mounted_prefix(pair.imageset):
-                args += ["--image-url-prefix", mounted_prefix(pair.imageset)]
+            prefix = mounted_prefix(pair.imageset)
+            if prefix:
+                args += ["--image-url-prefix", prefix]
             tags = {"trainkit.labelset": pair.labelset, "trainkit.imageset": pair.imageset}
             units.append(_Data(inputs, args, tags, _short(pair.labelset)))
         return units
