@@ -22,11 +22,9 @@ import numpy as np
 import pyarrow as pa
 
 from trainkit.atomic import read_json
-from trainkit.data.labels import ObjectTuple, ParsedLabels, RowIssue, RowProblem, parsed_from_objects
+from trainkit.data.labels import RELATIVE_LIMIT, ObjectTuple, ParsedLabels, RowIssue, RowProblem, parsed_from_objects
 from trainkit.data.tables import LabelTable
 from trainkit.errors import DatasetError
-
-RELATIVE_LIMIT = 1.05
 
 
 def read_coco(path: Path) -> tuple[LabelTable, ParsedLabels, str, str]:

@@ -19,7 +19,7 @@ from trainkit.classmap import ClassMap
 from trainkit.data.class_names import ClassNames, class_renaming, fixed_renaming, rows_outside_class_map
 from trainkit.data.images import ImageInfo, detect_datastore, image_location, image_root, probe_images
 from trainkit.data.label_sets import LabelSource, read_labels
-from trainkit.data.labels import ParsedLabels, RowIssue
+from trainkit.data.labels import RELATIVE_LIMIT, ParsedLabels, RowIssue
 from trainkit.data.literal import DEFAULT_MAX_CELL_CHARS
 from trainkit.data.records import Records, Regions, row_of_items
 from trainkit.data.tables import LabelTable
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 BoxUnits = Literal["auto", "pixel", "relative"]
 MAX_EXAMPLES = 10
-RELATIVE_LIMIT = 1.05  # `auto`: every coordinate within [0, this] means normalised corners
 MIN_MEDIAN_BOX_PIXELS = 2.0  # `auto` guessed pixels and the median box is smaller: refused
 
 
@@ -170,7 +169,8 @@ def load_pair(pair: DatasetPair, options: DatasetOptions) -> tuple[Records, SetR
     records = _build_records(rows.source.parsed, rows.valid, rows.relative, rows.sizes, rows.root, rows.units,
                              options.min_confidence, report)  # fmt: skip
     _summarise(records, report)
-    _check_pixel_guess(report, pair.labelset)
+    if options.box_units == "auto" and rows.source.units is None and rows.units == "pixel":
+        _check_pixel_guess(report, pair.labelset)
     return records, report
 
 
@@ -320,9 +320,9 @@ def _decide_units(parsed: ParsedLabels, requested: BoxUnits) -> tuple[str, str]:
 
 
 def _check_pixel_guess(report: SetReport, labelset: Path) -> None:
-    """Normalised coordinates with a few outliers above the limit would be read as pixels: boxes of a
-    pixel or two. Refuse that guess instead of training on it."""
-    if not report.box_units_reason.startswith("auto -> pixel") or not report.box_size:
+    """After `auto` guessed pixels: normalised coordinates with a few outliers above the limit would be read
+    as pixels, boxes of a pixel or two. Refuse that guess instead of training on it."""
+    if not report.box_size:
         return
     width, height = report.box_size["width"]["median"], report.box_size["height"]["median"]
     if min(width, height) < MIN_MEDIAN_BOX_PIXELS:

@@ -21,6 +21,8 @@ from trainkit.data.literal import DEFAULT_MAX_CELL_CHARS, LiteralError, parse_li
 from trainkit.data.records import row_of_items, segment_indices
 
 COORD_KEYS = ("bottomX", "topX", "bottomY", "topY")
+# Every coordinate within [0, this] means normalised corners (tools write a hair past 1: 1.0004).
+RELATIVE_LIMIT = 1.05
 CLASS_KEYS = ("type", "label")
 
 # The fast path's grammar: exactly what `repr(list_of_dicts)` prints when no string needs escaping.
