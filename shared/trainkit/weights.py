@@ -23,11 +23,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from trainkit.errors import UserError
+
+if TYPE_CHECKING:  # torch is imported where a tensor is handled: `submit` and `--help` name weights without it
+    import torch
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,8 @@ class NamedWeights:
 
 def cache_dir() -> Path:
     """torchvision's weight cache: $TORCH_HOME/hub/checkpoints (default ~/.cache/torch/hub/checkpoints)."""
+    import torch
+
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
@@ -167,6 +171,8 @@ def load_state_dict(spec: str, hyperparameter: str = "weights") -> dict[str, tor
                 f"{path / 'checkpoints'} and {path}); give a run's output or checkpoint folder, or a weights file"
             )
         return checkpoint["model"]
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any reason it cannot be read is the user's to fix

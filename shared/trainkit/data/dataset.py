@@ -289,7 +289,7 @@ def _probe(
 def _check_training_decoder(root: Path, relative: list[str | None], rows: list[int], report: SetReport) -> None:
     """Decode the images Pillow read with the decoder training uses (DALI's, on the CPU): those it
     refuses train through the loader's Pillow fallback, and the report names them."""
-    from trainkit.loading.decode_check import DaliDecodeCheck
+    from trainkit.data.decode_check import DaliDecodeCheck
 
     check = DaliDecodeCheck()
     for row in rows:

@@ -72,8 +72,8 @@ class _Counts:
 
 def run_evaluate(config: EvaluateConfig) -> dict:
     """Evaluate, write metrics.json and the pictures, log to an active MLflow run; returns the metrics."""
+    from trainkit.inference.devices import resolve_device
     from trainkit.inference.predict import labelled_records, open_model
-    from trainkit.training.devices import resolve_device
 
     if config.min_score is not None and not 0 <= config.min_score <= 1:
         raise UserError(f"--min-score {config.min_score}: must be between 0 and 1")

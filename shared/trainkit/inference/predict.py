@@ -70,7 +70,7 @@ class PredictSummary:
 
 def run_predict(config: PredictConfig) -> PredictSummary:
     """Predict every image, then write predictions.csv, predictions.jsonl, drawn/ and predict.json."""
-    from trainkit.training.devices import resolve_device
+    from trainkit.inference.devices import resolve_device
 
     config.check()
     device = resolve_device(config.device)

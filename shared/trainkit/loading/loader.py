@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from trainkit.batch import ClassificationBatch, DetectionBatch, LoaderConfig
+from trainkit.data.decode_check import DaliDecodeCheck, transcoded
 from trainkit.data.records import Records
 from trainkit.errors import DatasetError
 from trainkit.loading.augment import (
@@ -34,7 +35,6 @@ from trainkit.loading.augment import (
     sample_rng,
 )
 from trainkit.loading.dali_pipeline import BadFile, BatchSource, Sample, loader_pipeline
-from trainkit.loading.decode_check import DaliDecodeCheck, transcoded
 from trainkit.loading.distributed import Shard, local_processes, usable_cores
 from trainkit.loading.large_images import is_large, reduced
 from trainkit.loading.resize import resize_into

@@ -31,6 +31,7 @@ from trainkit.contract import ExitCode
 from trainkit.data.dataset import Dataset
 from trainkit.errors import Stopped, UserError
 from trainkit.evaluation import Evaluation, plot_curves
+from trainkit.inference.devices import resolve_device
 from trainkit.inference.package import build_model_dir
 from trainkit.inference.predictor import Predictor
 from trainkit.inference.settings import ModelSettings
@@ -48,7 +49,6 @@ from trainkit.training.checkpoint import (
     set_rng_state,
 )
 from trainkit.training.ddp import ProcessGroup
-from trainkit.training.devices import resolve_device
 from trainkit.training.discovery import LoadedTrainer
 from trainkit.training.folder_lock import hold_folder
 from trainkit.training.outputs import StagedOutputs
