@@ -10,8 +10,10 @@ import base64
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -118,23 +120,31 @@ def test_the_pyfunc_takes_bytes_paths_arrays_and_min_score(model_dir: Path, tmp_
 
 
 @pytest.mark.slow
-def test_mlflow_models_serve_answers_a_real_request(model_dir: Path, tmp_path: Path) -> None:
+def test_trainkit_serve_answers_real_requests_without_the_venv_on_path(model_dir: Path, tmp_path: Path) -> None:
+    """`trainkit serve` runs MLflow's scoring server with its own interpreter: PATH without the venv's
+    bin/ (a venv that is not activated) is enough. It prints the URL and an example request that
+    works, answers a bad image with 400, and stops cleanly on SIGTERM."""
+    import signal
     import urllib.error
     import urllib.request
 
     port = vm.free_port()
     log = tmp_path / "serve.log"
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p).resolve() != BIN.resolve())
     with log.open("w") as sink:
         server = subprocess.Popen(
-            [str(BIN / "mlflow"), "models", "serve", "-m", str(model_dir), "--env-manager", "local",
-             "--host", "127.0.0.1", "--port", str(port)],
-            stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"},
+            [str(BIN / "trainkit"), "serve", "--model", str(model_dir.parent), "--port", str(port)],
+            stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "PATH": path},
         )  # fmt: skip
     try:
         vm.wait_for_port(port, server, 180, log)
+        deadline = time.monotonic() + 180
+        while "example request" not in log.read_text() and server.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
 
-        def post(body: dict) -> tuple[int, dict]:
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", json.dumps(body).encode(),
+        def post(body: dict | bytes) -> tuple[int, dict]:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data,
                                              {"Content-Type": "application/json"})  # fmt: skip
             try:
                 with urllib.request.urlopen(request, timeout=120) as response:
@@ -149,9 +159,28 @@ def test_mlflow_models_serve_answers_a_real_request(model_dir: Path, tmp_path: P
         assert row["boxes"][0]["label"] == "lamp" and row["boxes"][0]["box"]["topX"] == pytest.approx(0.2, abs=0.02)
         status, answer = post({"dataframe_split": {"columns": ["image"], "data": [["bm90IGFuIGltYWdl"]]}})
         assert status == 400 and "image 0 (0): not a decodable image" in answer["message"]
+        # The printed example is a request the server answers.
+        printed = log.read_text()
+        assert f"http://127.0.0.1:{port}/invocations" in printed, printed
+        example = printed.split("example request:", 1)[1].split("-d '", 1)[1].split("'", 1)[0]
+        status, answer = post(example.encode())
+        assert status == 200 and len(answer["predictions"]) == 1 and "boxes" in answer["predictions"][0], answer
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 0, log.read_text()[-2000:]
+        assert "stopped by SIGTERM" in log.read_text()
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=30)
+    with socket.create_server(("127.0.0.1", port)):  # the server and its workers are gone: the port is free
+        pass
+
+
+def test_trainkit_serve_refuses_a_port_in_use(model_dir: Path, run_cli) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        result = run_cli("serve", "--model", model_dir, "--port", port)
+    assert result.code == 2 and f"cannot listen on 127.0.0.1:{port}" in result.err, result.err
 
 
 def test_predict_writes_label_rows_that_validate_jsonl_and_pictures(model_dir: Path, run_cli, tmp_path: Path) -> None:

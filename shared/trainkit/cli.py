@@ -221,6 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", type=Path, required=True, metavar="FILE", help="the file to write, e.g. model.onnx")
     export.set_defaults(func=_cmd_export)
 
+    serve = commands.add_parser(
+        "serve", parents=[common], help="answer HTTP requests with a trained model (MLflow's scoring server)",
+        description="Serve a trained model locally with MLflow's scoring server (POST /invocations, GET /ping), "
+        "run by this Python whether or not its venv is activated; Ctrl-C or SIGTERM stops it.",
+    )  # fmt: skip
+    serve.add_argument("--model", required=True, help=MODEL_HELP)
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (0.0.0.0: every interface)")
+    serve.add_argument("--port", type=int, default=5000, help="the port to listen on")
+    serve.add_argument("--workers", type=int, default=1, metavar="N", help="server processes (each loads the model)")
+    serve.set_defaults(func=_cmd_serve)
+
     convert = commands.add_parser(
         "convert", parents=[common], help="a label set in another format (csv, jsonl, coco, yolo)",
         description="Convert a label set between the labelling API's CSV, AzureML AutoML JSON Lines (with its "
@@ -439,6 +450,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
         predictor = load_predictor(resolve_model(args.model, Path(scratch)), "cpu")
     print(export_onnx(predictor, args.output))
     return ExitCode.OK
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from trainkit.inference.serve import ServeConfig, run_serve
+
+    return run_serve(ServeConfig(args.model, args.host, args.port, args.workers))
 
 
 def _cmd_sweep_report(args: argparse.Namespace) -> int:
