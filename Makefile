@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench bench-publish bench-quality clean
+.PHONY: install demo test test-fast lint docs bench bench-publish bench-quality clean
 
 install: $(STAMP)
 
@@ -33,6 +33,10 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
+# The reference documentation (docs/) as a site in site/; `make test` builds it too, strictly.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not slow and not container"
 
@@ -50,4 +54,4 @@ bench-publish: $(STAMP)
 	$(BIN)/python benchmarks/publish.py --vm
 
 clean:
-	rm -rf $(VENV) demo .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo site .pytest_cache .ruff_cache

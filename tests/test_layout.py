@@ -1,4 +1,4 @@
-"""The library's layout: a trainer's imports stay light, and every module lives where the README says."""
+"""The library's layout: a trainer's imports stay light, and every module lives where docs/development.md says."""
 
 import ast
 import os
@@ -36,8 +36,9 @@ def test_top_level_holds_only_the_command_leaves_and_author_api() -> None:
     assert packages == SUBPACKAGES
 
 
-def test_readme_module_map_names_every_top_module_and_subpackage() -> None:
-    layout = (ROOT / "README.md").read_text(encoding="utf-8").split("## Layout", 1)[1].split("\n## ", 1)[0]
+def test_docs_module_map_names_every_top_module_and_subpackage() -> None:
+    page = (ROOT / "docs" / "development.md").read_text(encoding="utf-8")
+    layout = page.split("## Layout", 1)[1].split("\n## ", 1)[0]
     for name in TOP_MODULES:
         assert f"`{name}`" in layout, name
     for name in SUBPACKAGES:

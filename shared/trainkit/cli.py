@@ -497,7 +497,7 @@ def _cmd_weights_download(args: argparse.Namespace) -> int:
 
 
 def contract_markdown(parser: argparse.ArgumentParser | None = None) -> str:
-    """The contract as Markdown tables, generated from the parser itself so the README cannot drift."""
+    """The contract as Markdown tables, generated from the parser itself so docs/command.md cannot drift."""
     parser = parser or build_parser()
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     rows: dict[tuple[str, str, str], list[str]] = {}

@@ -1,6 +1,6 @@
 """The fixed contract every trainkit image honours: exit codes and environment variables.
 
-Defined once here; the CLI reads these names and `trainkit contract` renders them for the README.
+Defined once here; the CLI reads these names and `trainkit contract` renders them for docs/command.md.
 """
 
 from __future__ import annotations
