@@ -86,3 +86,45 @@ def test_csv_round_trips_through_a_yolo_folder(run_cli, demo: DemoDataset, tmp_p
     original = objects(demo.labels_csv, images)
     returned = {url.removeprefix("images/"): boxes for url, boxes in objects(back, out).items()}
     assert returned == original
+
+
+def test_yolo_to_yolo_and_coco_to_coco_keep_every_declared_id_and_name(run_cli, tmp_path: Path) -> None:
+    import yaml
+
+    root = tmp_path / "src"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    Image.new("RGB", (100, 80)).save(root / "images" / "a.jpg")
+    names = {0: "person", 1: "bicycle", 2: "car", 3: "motorcycle", 4: "airplane"}  # 1 and 3 occur
+    (root / "data.yaml").write_text(yaml.safe_dump({"path": ".", "train": "images", "names": names}))
+    (root / "labels" / "a.txt").write_text("3 0.5 0.5 0.2 0.25\n1 0.3 0.3 0.2 0.25\n")
+    out = tmp_path / "yolo"
+    result = run_cli("convert", "--labelset", root / "data.yaml", "--imageset", root, "--to", "yolo", "--output", out)
+    assert result.code == 0, result.err
+    assert yaml.safe_load((out / "data.yaml").read_text())["names"] == list(names.values())
+    assert sorted(line.split()[0] for line in (out / "labels" / "images" / "a.txt").read_text().splitlines()) == [
+        "1",
+        "3",
+    ]
+    assert "declares with no object, kept with their ids: airplane, car, person" in result.err, result.err
+    # COCO's own ids (gaps and all) survive COCO -> COCO; YOLO -> COCO numbers the declared list from 1
+    coco = tmp_path / "coco.json"
+    assert run_cli("convert", "--labelset", root / "data.yaml", "--imageset", root, "--to", "coco", "--output",
+                   coco).code == 0  # fmt: skip
+    data = json.loads(coco.read_text())
+    assert [(c["id"], c["name"]) for c in data["categories"]] == [(i + 1, n) for i, n in names.items()]
+    ids = {c["name"]: c["id"] for c in data["categories"]}
+    data["categories"] = [{"id": 90 - 10 * i, "name": n} for i, n in enumerate(names.values())]  # ids 90, 80, ..
+    for annotation in data["annotations"]:
+        name = next(n for n, i in ids.items() if i == annotation["category_id"])
+        annotation["category_id"] = 90 - 10 * list(names.values()).index(name)
+    coco.write_text(json.dumps(data))
+    again = tmp_path / "again.json"
+    assert run_cli("convert", "--labelset", coco, "--imageset", root, "--to", "coco", "--output", again).code == 0
+    back = json.loads(again.read_text())
+    assert sorted((c["id"], c["name"]) for c in back["categories"]) == sorted(
+        (c["id"], c["name"]) for c in data["categories"]
+    )
+    assert sorted(a["category_id"] for a in back["annotations"]) == sorted(
+        a["category_id"] for a in data["annotations"]
+    )

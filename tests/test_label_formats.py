@@ -266,3 +266,74 @@ def test_a_detection_in_a_crowd_region_is_neither_right_nor_wrong() -> None:
 
     assert map_of(truth) < 0.9  # the second detection is a false positive, and scores higher
     assert map_of(with_crowd(truth, np.array([[90.0, 90, 200, 200]]), np.array([0]))) == pytest.approx(1.0)
+
+
+def test_a_yolo_label_file_without_an_image_is_counted_named_and_warned(run_cli, tmp_path: Path) -> None:
+    root = tmp_path / "yolo"
+    _yolo_tree(root)
+    (root / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames: [can, milk]\n")
+    (root / "labels" / "train" / "e.txt").write_text("0 0.5 0.5 0.2 0.4\n1 0.2 0.2 0.1 0.1\n")  # e.png is missing
+    (root / "labels" / "train" / "f.txt").write_text("1 0.5 0.5 0.2 0.4\n")
+    (root / "labels" / "val" / "g.txt").write_text("1 0.5 0.5 0.2 0.4\n")  # the val split's: not train's
+    options = DatasetOptions(datastore_name="", on_bad_row="skip")
+    _, report = load_pair(DatasetPair(root, root / "data.yaml"), options)
+    assert (report.orphan_label_files, report.orphan_objects) == (2, 3)
+    assert report.orphan_label_examples == ["labels/train/e.txt", "labels/train/f.txt"]
+    result = run_cli("validate", "--imageset", root, "--labelset", root / "data.yaml", "--datastore-name", "",
+                     "--on-bad-row", "skip", "--val-fraction", "0")  # fmt: skip
+    assert result.code == 0, result.err  # a warning: the set stays usable
+    assert ("warning    2 label files have no image (3 objects, not used): labels/train/e.txt, labels/train/f.txt"
+            in result.out), result.out  # fmt: skip
+    _, folder = load_pair(DatasetPair(root, root), options)  # the folder form looks under all of labels/
+    assert folder.orphan_label_files == 3 and folder.orphan_objects == 4
+    _, val = load_pair(DatasetPair(root, Path(f"{root / 'data.yaml'}#val")), options)
+    assert val.orphan_label_examples == ["labels/val/g.txt"]
+
+
+def test_declared_yolo_names_are_the_class_map_in_their_order(run_cli, tmp_path: Path) -> None:
+    root = tmp_path / "yolo"
+    _yolo_tree(root)
+    # ids 0 and 3 occur as "can"/"milk" would: the map is all four names, in the declared order
+    (root / "labels" / "train" / "a.txt").write_text("3 0.5 0.5 0.2 0.4\n0 0.25 0.75 0.1 0.1\n")
+    (root / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames: {0: zebra, 1: bus, 2: "
+                                    "apple, 3: can}\n")  # fmt: skip
+    val = DatasetPair(root, Path(f"{root}/data.yaml#val"))
+    config = DataConfig(train=(DatasetPair(root, root / "data.yaml"),), val=(val,),
+                        options=DatasetOptions(datastore_name="", on_bad_row="skip"))  # fmt: skip
+    dataset = load_dataset(config)
+    assert dataset.class_map.names == ("zebra", "bus", "apple", "can")
+    assert [dataset.train.classes[i] for i in dataset.train.class_ids] == ["can", "zebra"]
+    result = run_cli("validate", "--imageset", root, "--labelset", root / "data.yaml", "--datastore-name", "",
+                     "--on-bad-row", "skip", "--val-fraction", "0")  # fmt: skip
+    assert "classes    4: zebra, bus, apple, can" in result.out, result.out
+    assert "with no object in the training set (kept, with their ids): apple, bus" in result.err, result.err
+
+
+def test_pairs_declaring_different_classes_are_refused_naming_the_first_difference(run_cli, tmp_path: Path) -> None:
+    roots = []
+    for name, names in (("one", "[can, milk]"), ("two", "[can, bus, milk]")):
+        roots.append(tmp_path / name)
+        _yolo_tree(roots[-1])
+        (roots[-1] / "data.yaml").write_text(f"path: .\ntrain: images/train\nnames: {names}\n")
+    pairs = [a for root in roots for a in ("--train-set", f"{root / 'data.yaml'}:{root}:")]
+    result = run_cli("validate", *pairs, "--datastore-name", "", "--on-bad-row", "skip")
+    assert result.code == 2, result.err
+    assert (f"{roots[0] / 'data.yaml'} and {roots[1] / 'data.yaml'} declare different classes: id 1 is 'milk' in one, "
+            "'bus' in the other; pass --class-map FILE" in result.err), result.err  # fmt: skip
+    (tmp_path / "map.json").write_text('["can", "milk", "bus"]')
+    fixed = run_cli(
+        "validate", *pairs, "--datastore-name", "", "--on-bad-row", "skip", "--class-map", tmp_path / "map.json"
+    )
+    assert fixed.code == 0 and "classes    3: can, milk, bus" in fixed.out, fixed.err
+
+
+def test_coco_categories_are_the_class_map_by_id(tmp_path: Path) -> None:
+    images(tmp_path / "imgs", ["a.jpg"])
+    labels = coco(tmp_path / "coco.json", [{"id": 1, "file_name": "a.jpg", "width": 200, "height": 100}],
+                  [{"id": 10, "image_id": 1, "category_id": 7, "bbox": [10, 20, 50, 40]}],
+                  [{"id": 7, "name": "milk"}, {"id": 3, "name": "can"}, {"id": 12, "name": "bus"}])  # fmt: skip
+    source = read_labels(labels)
+    assert source.declared.names == ("can", "milk", "bus") and source.declared.ids == (3, 7, 12)
+    config = DataConfig(train=(DatasetPair(tmp_path / "imgs", labels),), val_fraction=0,
+                        options=DatasetOptions(datastore_name=""))  # fmt: skip
+    assert load_dataset(config).class_map.names == ("can", "milk", "bus")

@@ -22,13 +22,14 @@ import numpy as np
 import pyarrow as pa
 
 from trainkit.atomic import read_json
+from trainkit.data.label_sets import DeclaredClasses
 from trainkit.data.labels import RELATIVE_LIMIT, ObjectTuple, ParsedLabels, RowIssue, RowProblem, parsed_from_objects
 from trainkit.data.tables import LabelTable
 from trainkit.errors import DatasetError
 
 
-def read_coco(path: Path) -> tuple[LabelTable, ParsedLabels, str, str]:
-    """(rows, parsed labels, box units, why those units) of a COCO file; one row per image."""
+def read_coco(path: Path) -> tuple[LabelTable, ParsedLabels, str, str, DeclaredClasses | None]:
+    """(rows, parsed labels, box units, why those units, its categories) of a COCO file; one row per image."""
     data = read_json(path, str(path), DatasetError, encoding="utf-8-sig")
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "categories")):
         raise DatasetError(f"{path}: not a COCO file: it needs 'images' and 'categories' lists (and 'annotations')")
@@ -65,7 +66,18 @@ def read_coco(path: Path) -> tuple[LabelTable, ParsedLabels, str, str]:
         row_number=np.array([i if isinstance(i, int) else -1 for i in ids], np.int64),
         image_url=pa.array(urls, pa.string()), label=None, confidence=None, extra_columns=(), unit="image id",
     )  # fmt: skip
-    return table, parsed_from_objects(objects, issues), units, reason
+    return table, parsed_from_objects(objects, issues), units, reason, _declared(path, categories)
+
+
+def _declared(path: Path, categories: dict[object, str]) -> DeclaredClasses | None:
+    """The categories by id; None when two share a name (a class map holds each name once, so the
+    classes are then those the annotations name, as before)."""
+    if len(set(categories.values())) != len(categories) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in categories
+    ):
+        return None
+    ids = sorted(categories)
+    return DeclaredClasses(tuple(categories[i] for i in ids), tuple(ids), str(path))
 
 
 def _categories(path: Path, entries: list) -> dict[object, str]:

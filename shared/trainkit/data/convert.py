@@ -4,10 +4,15 @@
            `topX` (xmax), `bottomY` (ymin), `topY` (ymax) in pixels, and `label_confidence`
     jsonl  AzureML AutoML for images JSON Lines (normalised top-left/bottom-right corners) with an
            MLTable file beside it (`read_json_lines`, image_url as stream_info), as AutoML takes it
-    coco   COCO JSON (pixel `bbox` = x, y, width, height; one category per class, ids from 1)
+    coco   COCO JSON (pixel `bbox` = x, y, width, height; one category per class, ids from 1, or
+           a COCO source's own category ids)
     yolo   a YOLO dataset folder: `labels/<image path>.txt` (`class cx cy w h`, normalised), `data.yaml`
-           (`names`; the classes sorted) and `images`, a link to the image root, so Ultralytics and
-           `trainkit` read the folder as it is (its image_url values gain the `images/` prefix)
+           (`names`) and `images`, a link to the image root, so Ultralytics and `trainkit` read the
+           folder as it is (its image_url values gain the `images/` prefix)
+
+The classes and their order (the ids of YOLO and COCO) are `--class-map`'s, else those the source
+declares (YOLO's names, COCO's categories: YOLO -> YOLO and COCO -> COCO keep every id and name,
+classes without objects included), else the names the objects carry, sorted.
 
 Every row is read and checked as `validate` does (the same readers, the same image lookup, sizes
 from the image headers with EXIF orientation applied); pixels and normalised values are converted
@@ -33,6 +38,7 @@ import yaml
 from trainkit.atomic import write_bytes_atomic
 from trainkit.data.dataset import DatasetOptions, DatasetPair, read_pair
 from trainkit.data.formats import CONVERT_FORMATS
+from trainkit.data.label_sets import DeclaredClasses
 from trainkit.data.records import row_of_items
 from trainkit.data.uris import datastore_path
 from trainkit.errors import DatasetError
@@ -92,10 +98,13 @@ def convert(pair: DatasetPair, options: DatasetOptions, to: str, output: Path) -
     objects = [obj for image in images for obj in image.objects]
     dropped_confidences = sum(obj.confidence != 1.0 for obj in objects) if to != "csv" else 0
     dropped_crowd = sum(obj.crowd for obj in objects) if to in ("csv", "yolo") else 0
+    classes = _classes(rows.source.declared, rows.source.format == "coco", options.class_map, objects)
     if to == "yolo":
-        written = _write_yolo(images, output, rows.root)
+        written = _write_yolo(images, output, rows.root, [name for name, _ in classes])
+    elif to == "coco":
+        written = _write_coco(images, output, classes)
     else:
-        written = {"csv": _write_csv, "jsonl": _write_jsonl, "coco": _write_coco}[to](images, output)
+        written = {"csv": _write_csv, "jsonl": _write_jsonl}[to](images, output)
     if dropped_confidences:
         log.warning("%d objects have a confidence other than 1, which %s does not hold: written without it",
                     dropped_confidences, to)  # fmt: skip
@@ -103,6 +112,24 @@ def convert(pair: DatasetPair, options: DatasetOptions, to: str, output: Path) -
         log.warning("%d crowd regions left out: %s has no crowd flag", dropped_crowd, to)
     return Converted(written, len(images), len(objects) - dropped_crowd, int((~rows.valid).sum()),
                      dropped_confidences, dropped_crowd)  # fmt: skip
+
+
+def _classes(
+    declared: DeclaredClasses | None, coco_ids: bool, fixed: tuple[str, ...] | None, objects: list[_Object]
+) -> list[tuple[str, int]]:
+    """(name, COCO category id) of every class written, in class-id order (see the module doc); `coco_ids`:
+    the declared ids are COCO's own, kept."""
+    if fixed is not None:
+        return [(name, i) for i, name in enumerate(fixed, start=1)]
+    if declared is not None:
+        absent = sorted(set(declared.names) - {obj.name for obj in objects})
+        if absent:
+            log.warning("classes %s declares with no object, kept with their ids: %s", declared.where,
+                        ", ".join(absent))  # fmt: skip
+        # COCO's ids start anywhere and may have gaps: kept. Other formats' 0.. become COCO's 1..
+        ids = declared.ids if coco_ids else tuple(range(1, len(declared.names) + 1))
+        return list(zip(declared.names, ids, strict=True))
+    return [(name, i) for i, name in enumerate(sorted({obj.name for obj in objects}), start=1)]
 
 
 class _Object(NamedTuple):
@@ -147,9 +174,8 @@ def _write_jsonl(images: list[_Image], output: Path) -> list[Path]:
     return [write_bytes_atomic(output, data), write_bytes_atomic(mltable, MLTABLE.format(name=output.name).encode())]
 
 
-def _write_coco(images: list[_Image], output: Path) -> list[Path]:
-    names = sorted({obj.name for image in images for obj in image.objects})
-    category = {name: i for i, name in enumerate(names, start=1)}
+def _write_coco(images: list[_Image], output: Path, classes: list[tuple[str, int]]) -> list[Path]:
+    category = dict(classes)
     coco_images, annotations = [], []
     for image_id, image in enumerate(images, start=1):
         entry = {"id": image_id, "file_name": image.url, "width": image.width, "height": image.height}
@@ -166,8 +192,7 @@ def _write_coco(images: list[_Image], output: Path) -> list[Path]:
     return [write_bytes_atomic(output, json.dumps(data).encode("utf-8"))]
 
 
-def _write_yolo(images: list[_Image], output: Path, image_root: Path) -> list[Path]:
-    names = sorted({obj.name for image in images for obj in image.objects if not obj.crowd})
+def _write_yolo(images: list[_Image], output: Path, image_root: Path, names: list[str]) -> list[Path]:
     ids = {name: i for i, name in enumerate(names)}
     output.mkdir(parents=True, exist_ok=True)
     link = output / "images"

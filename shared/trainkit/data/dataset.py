@@ -25,6 +25,7 @@ from trainkit.data.records import Records, Regions, row_of_items
 from trainkit.data.tables import LabelTable
 from trainkit.errors import BadRowPolicy, DatasetError
 
+ORPHAN_EXAMPLES = 3  # label files without an image named in the log and report
 log = logging.getLogger(__name__)
 
 BoxUnits = Literal["auto", "pixel", "relative"]
@@ -110,6 +111,11 @@ class SetReport:
     label_format: str = ""  # the format read, e.g. "csv (labelling API)", "jsonl (AutoML)"
     crowd_regions: int = 0  # iscrowd objects: kept out of training, given to the mAP metric
     image_urls: str = ""  # how AzureML URIs in image_url map to files, shown with one example
+    declared_classes: list[str] = field(default_factory=list)  # the format's declared classes, in id order
+    declared_in: str = ""  # the file that declares them
+    orphan_label_files: int = 0  # label files no image belongs to (their objects are lost)
+    orphan_label_examples: list[str] = field(default_factory=list)
+    orphan_objects: int = 0
 
     def to_json(self) -> dict:
         """The report as plain JSON types."""
@@ -219,6 +225,17 @@ def read_pair(pair: DatasetPair, options: DatasetOptions) -> PairRows:
             f" (folders there: {', '.join(folders)})" if folders else ""
         )
     report.label_format = source.format
+    if source.declared is not None:
+        report.declared_classes, report.declared_in = list(source.declared.names), source.declared.where
+    if source.orphans is not None and source.orphans.files:
+        report.orphan_label_files = len(source.orphans.files)
+        report.orphan_label_examples = list(source.orphans.files[:ORPHAN_EXAMPLES])
+        report.orphan_objects = source.orphans.objects
+        log.warning(
+            "%s: %d label files have no image (%d objects, not used): %s%s; check the images' names and extensions",
+            pair.labelset, report.orphan_label_files, report.orphan_objects, ", ".join(report.orphan_label_examples),
+            " ..." if report.orphan_label_files > ORPHAN_EXAMPLES else "",
+        )  # fmt: skip
     if source.units is not None and options.box_units == "auto":
         units, report.box_units_reason = source.units, source.units_reason
     else:
@@ -428,6 +445,12 @@ def load_dataset(config: DataConfig) -> Dataset:
         val, split = None, "no validation set"
     used = [train] + ([val] if val is not None else [])
     fixed = config.options.class_map
+    absent_note = "classes of the class map with no object in the training set"
+    if fixed is None:
+        declared = declared_classes(reports, used)
+        if declared is not None:
+            fixed = declared.names
+            absent_note = f"classes {declared.where} declares with no object in the training set (kept, with their ids)"
     if fixed is None:
         rename, notes, class_problem = class_renaming(used, config.options.class_names)
     else:
@@ -443,7 +466,7 @@ def load_dataset(config: DataConfig) -> Dataset:
         class_map = ClassMap(fixed)
         absent = sorted(set(fixed) - {train.classes[i] for i in np.unique(train.class_ids)})
         if absent:
-            log.warning("classes of the class map with no object in the training set: %s", ", ".join(absent))
+            log.warning("%s: %s", absent_note, ", ".join(absent))
     train = train.with_classes(class_map.names)
     val = val.with_classes(class_map.names) if val is not None else None
     if val is not None and val.num_objects:
@@ -451,6 +474,43 @@ def load_dataset(config: DataConfig) -> Dataset:
         if unseen:
             log.warning("classes only in the validation set: %s", ", ".join(class_map.names[i] for i in unseen))
     return Dataset(train, val, class_map, tuple(reports), split, class_problem)
+
+
+@dataclass(frozen=True)
+class _Declared:
+    names: tuple[str, ...]
+    where: str
+
+
+def declared_classes(reports: list[SetReport], parts: list[Records]) -> _Declared | None:
+    """The class list the label sets' formats declare (YOLO's names, COCO's categories), which every
+    declaring set must declare alike and which must hold every class the records name; None when no
+    set declares one."""
+    declaring = [r for r in reports if r.declared_in]
+    if not declaring:
+        return None
+    first = declaring[0]
+    for other in declaring[1:]:
+        if other.declared_classes != first.declared_classes:
+            a, b = first.declared_classes, other.declared_classes
+            at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+            raise DatasetError(
+                f"{first.declared_in} and {other.declared_in} declare different classes: id {at} is "
+                f"{_class_at(a, at)} in one, {_class_at(b, at)} in the other; pass --class-map FILE to fix the "
+                "classes and their ids for both"
+            )
+    names = tuple(first.declared_classes)
+    extra = sorted({r.classes[i] for r in parts for i in np.unique(r.class_ids)} - set(names))
+    if extra:
+        raise DatasetError(
+            f"objects name classes that {first.declared_in} does not declare ({', '.join(map(repr, extra[:5]))}); "
+            "pass --class-map FILE listing every class"
+        )
+    return _Declared(names, first.declared_in)
+
+
+def _class_at(names: list[str], at: int) -> str:
+    return repr(names[at]) if at < len(names) else f"absent ({len(names)} classes)"
 
 
 def load_dataset_strict(config: DataConfig) -> Dataset:

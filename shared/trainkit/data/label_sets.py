@@ -21,15 +21,37 @@ from trainkit.errors import DatasetError
 
 
 @dataclass(frozen=True)
+class DeclaredClasses:
+    """The classes a format declares (YOLO's `names`, COCO's `categories`), in the order of their ids,
+    whether or not any object names them: the run's class map unless `--class-map` says otherwise."""
+
+    names: tuple[str, ...]
+    ids: tuple[int, ...]  # the format's own ids: YOLO's 0..n-1, COCO's category ids (sorted)
+    where: str  # the file that declares them, for messages
+
+
+@dataclass(frozen=True)
+class OrphanLabels:
+    """Label files no image of the set belongs to (a misnamed image, another extension): their objects
+    are lost to training, so `validate` names them."""
+
+    files: tuple[str, ...]
+    objects: int
+
+
+@dataclass(frozen=True)
 class LabelSource:
     """A label set read: its rows, their objects, the format's name and, when the format fixes them, the
-    box units (None: decided from the values, `--box-units auto`)."""
+    box units (None: decided from the values, `--box-units auto`), its declared classes and its label
+    files without an image (formats with a file per image)."""
 
     table: LabelTable
     parsed: ParsedLabels
     format: str
     units: str | None = None
     units_reason: str = ""
+    declared: DeclaredClasses | None = None
+    orphans: OrphanLabels | None = None
 
 
 def read_labels(path: str | Path, max_cell_chars: int = DEFAULT_MAX_CELL_CHARS) -> LabelSource:
@@ -40,17 +62,17 @@ def read_labels(path: str | Path, max_cell_chars: int = DEFAULT_MAX_CELL_CHARS) 
 
     root = Path(path)
     if is_yolo(root):
-        table, parsed = read_yolo(root)
+        table, parsed, declared, orphans = read_yolo(root)
         reason = "yolo: class cx cy w h, normalised to the image"
-        return LabelSource(table, parsed, "yolo", "relative", reason)
+        return LabelSource(table, parsed, "yolo", "relative", reason, declared, orphans)
     jsonl = _jsonl_files(root)
     if jsonl:
         table, parsed = read_jsonl(jsonl, str(root))
         reason = "jsonl (AutoML): topX/topY, bottomX/bottomY are the normalised top-left, bottom-right corners"
         return LabelSource(table, parsed, "jsonl (AutoML for images)", "relative", reason)
     if root.is_file() and root.suffix.lower() == ".json":
-        table, parsed, units, reason = read_coco(root)
-        return LabelSource(table, parsed, "coco", units, reason)
+        table, parsed, units, reason, declared = read_coco(root)
+        return LabelSource(table, parsed, "coco", units, reason, declared)
     table = read_labelset(root)
     parsed = parse_labels(table.label, table.confidence, max_cell_chars)
     return LabelSource(table, parsed, "table (labelling API)")

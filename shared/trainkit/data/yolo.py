@@ -9,9 +9,10 @@ Two ways in, both read as one row per image, with image_url the image's path und
     --labelset data.yaml#val     `train` / `val` / `test` (folders or .txt lists of images, relative to
                                  `path`), `names` (a list, or {id: name}); `#split` picks one (default train)
 
-An image without a label file has no objects (YOLO's convention). A line that is not five numbers
-with a known class id is a bad row naming the label file and line; the box's corners are
-cx -/+ w/2, cy -/+ h/2.
+An image without a label file has no objects (YOLO's convention); a label file without an image
+(a misnamed image, another extension) is counted and named, with the objects it holds, as they are
+lost. A line that is not five numbers with a known class id is a bad row naming the label file and
+line; the box's corners are cx -/+ w/2, cy -/+ h/2. The class map is `names`, in their ids' order.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
+from trainkit.data.label_sets import DeclaredClasses, OrphanLabels
 from trainkit.data.labels import ObjectTuple, ParsedLabels, RowIssue, RowProblem, parsed_from_objects
 from trainkit.data.tables import LabelTable
 from trainkit.errors import DatasetError
@@ -41,13 +43,16 @@ def is_yolo(path: Path) -> bool:
     return base.suffix.lower() in (".yaml", ".yml")
 
 
-def read_yolo(path: Path) -> tuple[LabelTable, ParsedLabels]:
-    """Rows (one per image, image_url relative to the dataset root) and their parsed labels."""
+def read_yolo(path: Path) -> tuple[LabelTable, ParsedLabels, DeclaredClasses, OrphanLabels]:
+    """Rows (one per image, image_url relative to the dataset root), their parsed labels, the declared
+    class names and the label files without an image."""
     if path.is_dir():
-        root, names = path, _folder_names(path)
+        root, (names, names_file) = path, _folder_names(path)
         images = _images_under(root / "images")
+        searched, lists = [(root / "labels", True)], []
     else:
-        root, names, images = _from_data_yaml(path)
+        root, names, images, searched, lists = _from_data_yaml(path)
+        names_file = path
     label_files = [_label_file(image) for image in images]
     objects: list[list[ObjectTuple]] = []
     issues: dict[int, RowIssue] = {}
@@ -62,7 +67,28 @@ def read_yolo(path: Path) -> tuple[LabelTable, ParsedLabels]:
         row_number=np.zeros(len(images), np.int64), image_url=pa.array([str(i.relative_to(root)) for i in images]),
         label=None, confidence=None, extra_columns=(), unit="file",
     )  # fmt: skip
-    return table, parsed_from_objects(objects, issues)
+    declared = DeclaredClasses(tuple(names), tuple(range(len(names))), str(names_file))
+    orphans = _orphans(searched, set(label_files) | set(lists), root)
+    return table, parsed_from_objects(objects, issues), declared, orphans
+
+
+def _orphans(searched: list[tuple[Path, bool]], expected: set[Path], root: Path) -> OrphanLabels:
+    """The .txt files in the label folders (recursively where `True`) that no image's label file is."""
+    found: set[Path] = set()
+    for folder, recursive in searched:
+        if folder.is_dir():
+            found.update(p for p in (folder.rglob("*.txt") if recursive else folder.glob("*.txt")) if p.is_file())
+    lost = sorted(p for p in found - expected if p.name != "classes.txt")
+    objects = 0
+    for label in lost:
+        try:
+            objects += sum(
+                1 for line in label.read_text(encoding="utf-8", errors="replace").splitlines() if line.split()
+            )
+        except OSError:
+            continue  # unreadable: still named, its objects uncounted
+    shown = tuple(str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in lost)
+    return OrphanLabels(shown, objects)
 
 
 def _read_label_file(path: Path, names: list[str]) -> list[ObjectTuple]:
@@ -122,13 +148,14 @@ def _names(value: object, where: str) -> list[str]:
     return [n.strip() for n in value]
 
 
-def _folder_names(root: Path) -> list[str]:
+def _folder_names(root: Path) -> tuple[list[str], Path]:
     for name in DATA_YAMLS:
         if (root / name).is_file():
-            return _names(_load_yaml(root / name).get("names"), str(root / name))
+            return _names(_load_yaml(root / name).get("names"), str(root / name)), root / name
     for classes in (root / "classes.txt", root / "labels" / "classes.txt"):
         if classes.is_file():
-            return _names([line.strip() for line in classes.read_text().splitlines() if line.strip()], str(classes))
+            lines = [line.strip() for line in classes.read_text().splitlines() if line.strip()]
+            return _names(lines, str(classes)), classes
     raise DatasetError(f"{root}: a YOLO folder needs its class names: a data.yaml with names, or a classes.txt")
 
 
@@ -142,7 +169,9 @@ def _load_yaml(path: Path) -> dict:
     return data
 
 
-def _from_data_yaml(spec: Path) -> tuple[Path, list[str], list[Path]]:
+def _from_data_yaml(spec: Path) -> tuple[Path, list[str], list[Path], list[tuple[Path, bool]], list[Path]]:
+    """The split's root, names and images; the label folders to look for label files without an image
+    in (recursively for a folder entry), and the split's .txt image lists (which are no label files)."""
     text, _, split = str(spec).partition("#")
     path, split = Path(text), split or "train"
     if split not in SPLITS:
@@ -155,14 +184,18 @@ def _from_data_yaml(spec: Path) -> tuple[Path, list[str], list[Path]]:
     if not entries:
         raise DatasetError(f"{path}: no {split!r} split")
     images: list[Path] = []
+    searched: list[tuple[Path, bool]] = []
+    lists: list[Path] = []
     for entry in entries if isinstance(entries, list) else [entries]:
         where = root / str(entry)
         if where.is_dir():
             images += _images_under(where)
+            searched.append((_label_file(where / "_").parent, True))
         elif where.suffix == ".txt" and where.is_file():
-            images += [
-                root / line.strip().removeprefix("./") for line in where.read_text().splitlines() if line.strip()
-            ]
+            listed = [root / line.strip().removeprefix("./") for line in where.read_text().splitlines() if line.strip()]
+            images += listed
+            lists.append(where)
+            searched += [(folder, False) for folder in sorted({_label_file(image).parent for image in listed})]
         else:
             raise DatasetError(f"{path}: {split} entry {entry!r} is neither a folder nor a .txt list under {root}")
-    return root, names, images
+    return root, names, images, searched, lists
