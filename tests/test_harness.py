@@ -322,6 +322,11 @@ def test_images_dali_refuses_train_through_pillow_and_unreadable_ones_are_named(
     images = json.loads((out / "run.json").read_text())["images"]
     assert list(images["skipped"]) == [str(broken)] and list(images["decoded_on_cpu"]) == [str(quirk)]
     assert "1 images decoded with Pillow" in result.stderr
+    # The decoding library's own lines stay out of the log; its reason is folded into trainkit's warning.
+    assert all(line.startswith(("trainkit: ", "20")) for line in result.stderr.splitlines() if line.strip()), (
+        result.stderr[-3000:]
+    )
+    assert f"image {quirk}: DALI cannot decode it (" in result.stderr and "Invalid marker" in result.stderr
 
 
 def test_sigterm_while_starting_exits_3_with_a_failure_file(demo: DemoDataset, tmp_path: Path) -> None:

@@ -464,3 +464,21 @@ def test_large_images_are_decoded_reduced_with_boxes_on_their_pixels(tmp_path: P
     assert {(w, h) for w, h, _ in calls} == {(1600, 1200)} and len(calls) == 2 * 4
     full = [w for _, _, w in calls[:2]]  # evaluation: whole images, at most twice the needed size
     assert all(96 <= min(w.width, w.height) < 2 * 96 + 2 for w in full), full
+
+
+def test_the_decoders_own_stderr_lines_are_kept_apart_and_others_pass(capfd: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    from trainkit.data.native_messages import installed
+
+    with installed() as messages:
+        start = messages.position()
+        os.write(2, b"\x1b[0;31m[ERROR] \x1b[0m[jpeg_parser] Invalid marker\n")  # as nvImageCodec prints it
+        os.write(2, b"a line of someone else's\n")
+        with installed() as inner:  # nested: the same filter
+            assert inner is messages
+        assert messages.since(start) == ["jpeg_parser: Invalid marker"]
+    os.write(2, b"after\n")
+    err = capfd.readouterr().err
+    assert "a line of someone else's\n" in err and "after\n" in err
+    assert "Invalid marker" not in err and "trainkit-sync" not in err

@@ -27,6 +27,7 @@ from trainkit.errors import Stopped, UserError
 
 log = logging.getLogger("trainkit")
 FAILURE_FILE = "failure.txt"
+DECODING_COMMANDS = ("train", "validate", "predict", "evaluate")  # the commands that run DALI's decoders
 
 
 class _Parser(argparse.ArgumentParser):
@@ -553,7 +554,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The training loop answers SIGTERM by checkpointing (trainkit.training.harness); before and
         # after it, SIGTERM stops the run at once, with the same exit code and failure file.
         signal.signal(signal.SIGTERM, _stop)
-    code, reason = _run(args)
+    if args.command in DECODING_COMMANDS:
+        from trainkit.data.native_messages import installed
+
+        with installed():  # the image decoders' own stderr lines stay out of trainkit's log
+            code, reason = _run(args)
+    else:
+        code, reason = _run(args)
     if reason:
         print(f"trainkit: {reason}", file=sys.stderr)
     if args.command == "train":

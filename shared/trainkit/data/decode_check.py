@@ -15,6 +15,8 @@ import io
 import numpy as np
 from PIL import Image, ImageOps
 
+from trainkit.data.native_messages import active
+
 
 class DaliDecodeCheck:
     """Decode single files with DALI's image decoder (`cpu`, or `mixed` on a GPU).
@@ -32,13 +34,17 @@ class DaliDecodeCheck:
         encoded = np.frombuffer(data, np.uint8) if isinstance(data, bytes) else np.ascontiguousarray(data, np.uint8)
         if not len(encoded):
             return "the file is empty"
+        messages = active()
+        start = messages.position() if messages is not None else 0
         try:
             pipe = self._pipeline()
             pipe.build()
             pipe.feed_input("encoded", [encoded])
             pipe.run()
         except Exception as exc:  # DALI raises RuntimeError with the decoder's message
-            return _reason(str(exc))
+            # The decoding library's own words (printed, not raised) name the fault; DALI's often do not.
+            printed = messages.since(start) if messages is not None else []
+            return "; ".join(dict.fromkeys([_reason(str(exc)), *printed]))
         return None
 
     def _pipeline(self):
