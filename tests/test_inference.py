@@ -117,6 +117,41 @@ def test_the_pyfunc_takes_bytes_paths_arrays_and_min_score(model_dir: Path, tmp_
     assert model.predict([encoded(picture(rect=None))]).iloc[0]["boxes"] == []
     with pytest.raises(MlflowException, match=r"image 1 \(1\): neither an existing file path nor base64"):
         model.predict(pd.DataFrame({"image": [base64.b64encode(encoded(picture())).decode(), "not an image"]}))
+    assert len(model.predict([str(path)], params={"agnostic_nms": 0.5}).iloc[0]["boxes"]) == 1
+    with pytest.raises(MlflowException, match=r"parameter agnostic_nms: agnostic_nms 2.0: must be an IoU"):
+        model.predict([str(path)], params={"agnostic_nms": 2.0})
+
+
+class _TwoClassesOnOneObject:
+    """A detector's raw answer: one object taken for both classes (IoU 0.85 between the boxes), and a
+    second object far away."""
+
+    @staticmethod
+    def outputs() -> dict[str, np.ndarray]:
+        boxes = np.array([[10, 10, 60, 60], [12, 12, 62, 58], [100, 100, 140, 130]], np.float32)
+        return {"boxes": boxes, "labels": np.array([0, 1, 1]), "scores": np.array([0.9, 0.7, 0.8], np.float32)}
+
+
+def test_agnostic_nms_keeps_one_box_per_object_whatever_its_classes() -> None:
+    from trainkit.inference.predictor import BasePredictor
+    from trainkit.inference.settings import ModelSettings
+
+    class Fixed(BasePredictor):
+        classes = CLASSES
+        settings = ModelSettings("t", "t", "detection", 200, (0.0,) * 3, (1.0,) * 3)
+        device = __import__("torch").device("cpu")
+
+        def run(self, images, sizes):
+            return [_TwoClassesOnOneObject.outputs() for _ in range(len(images))]
+
+    image = np.zeros((200, 200, 3), np.uint8)
+    [both] = Fixed().predict([image], 0.5)
+    assert both.labels.tolist() == [0, 1, 1]
+    [one] = Fixed().predict([image], 0.5, agnostic_nms=0.7)
+    assert one.labels.tolist() == [0, 1] and one.scores.tolist() == pytest.approx([0.9, 0.8])
+    assert one.boxes[1].tolist() == [100, 100, 140, 130]
+    [kept] = Fixed().predict([image], 0.5, agnostic_nms=0.9)  # overlapping less than that: both stay
+    assert len(kept.labels) == 3
 
 
 @pytest.mark.slow
@@ -222,6 +257,7 @@ def test_predict_names_what_is_wrong_in_one_line(model_dir: Path, run_cli, tmp_p
         (["--model", tmp_path / "nowhere", "--imageset", tmp_path / "empty"], "no such folder"),
         (["--model", model_dir, "--imageset", tmp_path / "empty"], "no image files"),
         (["--model", model_dir, "--imageset", tmp_path / "empty", "--min-score", "2"], "between 0 and 1"),
+        (["--model", model_dir, "--imageset", tmp_path / "empty", "--agnostic-nms", "1.5"], "--agnostic-nms 1.5: must"),
     ]
     for args, message in cases:
         result = run_cli("predict", *args, "--output-dir", tmp_path / "out")

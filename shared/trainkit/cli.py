@@ -184,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
         min_score="leave out detections below X (default: the model's)",
         draw="draw the predictions on the first N images",
     )
+    predict.add_argument(
+        "--agnostic-nms", type=float, default=1.0, metavar="IOU",
+        help="one box per object: of detections overlapping by more than IOU, whatever their classes, keep the "
+        "best (e.g. 0.7; default 1: keep all)",
+    )  # fmt: skip
     predict.set_defaults(func=_cmd_predict)
 
     evaluate = commands.add_parser(
@@ -418,7 +423,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     config = PredictConfig(
         model=args.model, imageset=args.imageset, output_dir=args.output_dir, labelset=args.labelset,
         datastore_name=args.datastore_name, min_score=args.min_score, draw=args.draw, device=args.device,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, agnostic_nms=args.agnostic_nms,
     )  # fmt: skip
     summary = run_predict(config)
     print(f"{summary.images} images predicted, {summary.objects} objects, {len(summary.skipped)} skipped: "

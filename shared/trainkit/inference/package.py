@@ -33,7 +33,7 @@ from torch import nn
 import trainkit
 from trainkit.classmap import CLASS_MAP_FILE, ClassMap
 from trainkit.inference import served_model
-from trainkit.inference.predictor import SETTINGS_FILE
+from trainkit.inference.predictor import NMS_OFF, SETTINGS_FILE
 from trainkit.inference.settings import ModelSettings
 
 # MLflow draws a progress bar for every local "download" while saving; not the user's concern.
@@ -105,8 +105,8 @@ def save_model(path: str, mlflow_model: Any, prebuilt: str, **_: Any) -> None:
 
 
 def signature(settings: ModelSettings) -> Any:
-    """Output: AutoML's answer; parameter `min_score`. No input schema: MLflow would enforce it on every
-    call, turning away the raw bytes, paths and arrays that batch endpoints and Python callers pass
+    """Output: AutoML's answer; parameters `min_score` and `agnostic_nms`. No input schema: MLflow would
+    enforce it on every call, turning away the raw bytes, paths and arrays that batch endpoints and Python callers pass
     (the pyfunc checks its input itself); the input example shows the online endpoints' form."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
@@ -118,7 +118,10 @@ def signature(settings: ModelSettings) -> Any:
     return ModelSignature(
         inputs=None,
         outputs=outputs,
-        params=ParamSchema([ParamSpec("min_score", "double", settings.min_score)]),
+        # agnostic_nms: the IoU above which boxes of any classes count as one object (1.0: off)
+        params=ParamSchema(
+            [ParamSpec("min_score", "double", settings.min_score), ParamSpec("agnostic_nms", "double", NMS_OFF)]
+        ),
     )
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from trainkit.atomic import write_bytes_atomic, write_json_atomic
 from trainkit.classmap import ClassMap
 from trainkit.errors import UserError
-from trainkit.inference.predictor import BasePredictor, Prediction, load_predictor
+from trainkit.inference.predictor import NMS_OFF, BasePredictor, Prediction, check_agnostic_nms, load_predictor
 from trainkit.inference.responses import jsonl_line, labelling_row
 from trainkit.inference.sources import resolve_model
 
@@ -43,6 +43,7 @@ class PredictConfig:
     labelset: Path | None = None  # predict its rows' images; else every image file under the image set
     datastore_name: str | None = None  # None: found from the label set, or the image set itself without one
     min_score: float | None = None  # None: the model's own setting
+    agnostic_nms: float = NMS_OFF  # < 1: one box per object whatever its classes (IoU above which boxes merge)
     draw: int = 10
     device: str = "auto"
     batch_size: int = 8
@@ -53,6 +54,7 @@ class PredictConfig:
             raise UserError(f"--imageset {self.imageset}: not a folder; pass the folder the images are in")
         if self.min_score is not None and not 0 <= self.min_score <= 1:
             raise UserError(f"--min-score {self.min_score}: must be between 0 and 1")
+        check_agnostic_nms(self.agnostic_nms)
         if self.batch_size < 1 or self.draw < 0:
             raise UserError("--batch-size must be at least 1 and --draw at least 0")
 
@@ -179,7 +181,7 @@ def _predict_all(predictor: BasePredictor, records, config: PredictConfig):
     answers: list[tuple[int, Prediction]] = []
     for n, batch in enumerate(loader, 1):
         indices = batch.indices.numpy()
-        predicted = predictor.predict_batch(batch.images, records.sizes[indices], config.min_score)
+        predicted = predictor.predict_batch(batch.images, records.sizes[indices], config.min_score, config.agnostic_nms)
         answers += list(zip(indices.tolist(), predicted, strict=True))
         bar.update(len(indices))
         if not terminal and n % LOG_EVERY == 0:
@@ -213,6 +215,7 @@ def _write(config: PredictConfig, predictor: BasePredictor, records, answers, sk
         "images": len(answers),
         "objects": int(sum(len(a.labels) for _, a in answers)),
         "min_score": predictor.settings.min_score if config.min_score is None else config.min_score,
+        "agnostic_nms": config.agnostic_nms,
         "seconds": round(seconds, 2),
         "skipped": skipped,
     }

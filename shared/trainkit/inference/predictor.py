@@ -40,6 +40,9 @@ class Prediction:
                 "scores": torch.from_numpy(self.scores)}  # fmt: skip
 
 
+NMS_OFF = 1.0  # class-agnostic NMS at IoU 1 suppresses nothing
+
+
 class BasePredictor:
     """What every predictor shares: the training resize before the model, answers in image pixels after."""
 
@@ -51,8 +54,10 @@ class BasePredictor:
     def detects(self) -> bool:
         return self.settings.task == "detection"
 
-    def predict(self, images: list[np.ndarray], min_score: float | None = None) -> list[Prediction]:
-        """Answers for (H, W, 3) uint8 RGB images, resized as in training."""
+    def predict(
+        self, images: list[np.ndarray], min_score: float | None = None, agnostic_nms: float = NMS_OFF
+    ) -> list[Prediction]:
+        """Answers for (H, W, 3) uint8 RGB images, resized as in training; see `predict_batch` for the rest."""
         size = self.settings.image_size
         batch = torch.empty((len(images), 3, size, size), dtype=torch.uint8, device=self.device)
         batch = batch.contiguous(memory_format=torch.channels_last)
@@ -60,17 +65,21 @@ class BasePredictor:
             chw = torch.tensor(np.ascontiguousarray(image), device=self.device).permute(2, 0, 1).unsqueeze(0)
             resize_into(chw, batch[i : i + 1])
         sizes = np.array([(image.shape[1], image.shape[0]) for image in images], np.float32).reshape(-1, 2)
-        return self.predict_batch(batch, sizes, min_score)
+        return self.predict_batch(batch, sizes, min_score, agnostic_nms)
 
     def predict_batch(
-        self, images: torch.Tensor, sizes: np.ndarray, min_score: float | None = None
+        self, images: torch.Tensor, sizes: np.ndarray, min_score: float | None = None, agnostic_nms: float = NMS_OFF
     ) -> list[Prediction]:
         """Answers for a batch already resized to the model's input, (N, 3, S, S) uint8 on the model's
-        device (what trainkit's loader yields), given each image's original (width, height)."""
+        device (what trainkit's loader yields), given each image's original (width, height).
+
+        `agnostic_nms` < 1: of detections overlapping by more than that IoU, whatever their classes,
+        only the best-scoring stays (one box per object, as pre-labels need); 1 keeps them all."""
         threshold = self.settings.min_score if min_score is None else min_score
         sizes = np.asarray(sizes, np.float32).reshape(len(images), 2)
         outputs = self.run(images, sizes)
-        return [self._answer(out, size, threshold) for out, size in zip(outputs, sizes, strict=True)]
+        answers = [self._answer(out, size, threshold) for out, size in zip(outputs, sizes, strict=True)]
+        return answers if agnostic_nms >= NMS_OFF or not self.detects else [_agnostic(a, agnostic_nms) for a in answers]
 
     def run(self, images: torch.Tensor, sizes: np.ndarray) -> list[dict[str, np.ndarray]]:
         """The model's raw outputs per image (see `Trainer.predict`), as numpy arrays."""
@@ -87,6 +96,23 @@ class BasePredictor:
         scale = np.tile(self.settings.image_size / size, 2)  # model pixels per image pixel: x, y, x, y
         boxes = np.clip(out["boxes"][keep] / scale, 0, [width, height, width, height]).astype(np.float32)
         return Prediction(width, height, boxes, out["labels"][keep].astype(np.int64), out["scores"][keep])
+
+
+def _agnostic(answer: Prediction, iou: float) -> Prediction:
+    """`answer` after non-maximum suppression across classes at `iou`, best score first."""
+    from torchvision.ops import nms
+
+    if len(answer.scores) < 2:
+        return answer
+    keep = nms(torch.from_numpy(answer.boxes).float(), torch.from_numpy(answer.scores).float(), iou).numpy()
+    return Prediction(answer.width, answer.height, answer.boxes[keep], answer.labels[keep], answer.scores[keep])
+
+
+def check_agnostic_nms(iou: float, name: str = "--agnostic-nms") -> float:
+    """`iou` if it is an IoU (0..1), else a UserError naming `name`."""
+    if not 0 <= iou <= 1:
+        raise UserError(f"{name} {iou}: must be an IoU between 0 and 1 (1 keeps every box)")
+    return iou
 
 
 class Predictor(BasePredictor):

@@ -2,7 +2,8 @@
 
 `predict` takes what AzureML sends: a DataFrame with an `image` column of base64-encoded files
 (online endpoints' `input_data`), file paths or raw bytes (batch endpoints), or uint8 H x W x 3
-arrays; and the parameter `min_score`. It returns one row per image: `filename` and `boxes`
+arrays; and the parameters `min_score` and `agnostic_nms` (an IoU: of boxes overlapping more, whatever
+their classes, the best stays; 1.0, the default, keeps all). It returns one row per image: `filename` and `boxes`
 (detection: normalised corners, label, score) or `probs` and `labels` (classifiers).
 """
 
@@ -38,7 +39,14 @@ class TrainkitModel(mlflow.pyfunc.PythonModel):
         from trainkit.inference.responses import automl_answer
 
         predictor = self._predictor
+        from trainkit.errors import UserError
+        from trainkit.inference.predictor import NMS_OFF, check_agnostic_nms
+
         min_score = (params or {}).get("min_score")
+        try:
+            agnostic = check_agnostic_nms(float((params or {}).get("agnostic_nms", NMS_OFF)), "agnostic_nms")
+        except (TypeError, ValueError, UserError) as exc:
+            raise _bad_input(f"parameter agnostic_nms: {exc}") from None
         items = input_items(model_input)
         rows = []
         for start in range(0, len(items), BATCH):
@@ -49,7 +57,7 @@ class TrainkitModel(mlflow.pyfunc.PythonModel):
                     arrays.append(to_array(source))
                 except UnreadableImage as exc:
                     raise _bad_input(f"image {n} ({filename}): {exc}") from None
-            answers = predictor.predict(arrays, None if min_score is None else float(min_score))
+            answers = predictor.predict(arrays, None if min_score is None else float(min_score), agnostic)
             rows += [automl_answer(a, predictor.classes, f) for (f, _), a in zip(chunk, answers, strict=True)]
         columns = ["filename", "boxes"] if predictor.detects else ["filename", "probs", "labels"]
         return pd.DataFrame(rows, columns=columns)
