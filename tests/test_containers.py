@@ -10,6 +10,8 @@ import hashlib
 import io
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import vm
+import yaml
 
 from trainkit.data.demo import DemoDataset, write_demo_dataset
 from trainkit.weights import ENV_WEIGHTS_URL
@@ -220,3 +223,170 @@ def test_trainer_images_bake_weights_in_a_layer_code_changes_reuse(
         assert f"trainkit: error: {small}: {mirror}mobilenet_v3_small-047dcff4.pth invalid hash value" in third.stderr
     finally:
         subprocess.run(["podman", "rmi", "--force", *tags], capture_output=True)
+
+
+# An AzureML job's exact command, in its image, where AzureML puts things.
+#
+# `trainkit submit --dry-run` writes the job YAML; here the YAML's command runs as AzureML's common
+# runtime runs a command job: with bash (not the image's ENTRYPOINT), in the job's working directory
+# `/mnt/azureml/cr/j/<job>/exe/wd` (whose `outputs/` AzureML uploads afterwards), inputs mounted
+# read-only and outputs read-write under `/mnt/azureml/cr/j/<job>/cap/data-capability/wd/`
+# (`INPUT_<name>` for inputs, the output's name for outputs; a `uri_file` input is the file inside
+# its mount), `${{inputs.*}}` / `${{outputs.*}}` replaced by those paths, and the environment
+# variables the platform sets: the job's own, AZUREML_*, AZURE_ML_INPUT_* / AZURE_ML_OUTPUT_*, and
+# MLflow's run (here a local store, as the workspace's tracking server is out of reach). A job with a
+# PyTorch distribution runs the command once per process with the launcher's RANK, LOCAL_RANK,
+# WORLD_SIZE, MASTER_ADDR and MASTER_PORT. A preemption restart is the same job again: a fresh
+# working directory, the same checkpoint mount and MLflow run.
+
+JOB = "trainkit-ci-job"
+CAPABILITY = f"/mnt/azureml/cr/j/{JOB}/cap/data-capability/wd"
+WORKING_DIR = f"/mnt/azureml/cr/j/{JOB}/exe/wd"
+STORE = "/mnt/trainkit-mlflow"  # where this test's MLflow store is mounted (AzureML's is a server)
+MASTER_PORT = 6105  # the port AzureML's PyTorch launcher gives rank 0
+JOB_QUICK = ["--set", "batch_size=2", "--set", "image_size=64", "--set", "epochs=2"]
+
+
+def pinned(images: dict[str, str], trainer: str) -> str:
+    """The trainer image as a job names it: repository@sha256:digest (podman knows local images by it)."""
+    ref = images[trainer]
+    digest = podman("image", "inspect", "--format", "{{.Digest}}", ref).stdout.strip()
+    assert digest.startswith("sha256:"), digest
+    return f"{ref.rsplit(':', 1)[0]}@{digest}"
+
+
+def dry_run(run_cli, tmp_path: Path, image: str, data: DemoDataset, *extra: object) -> dict:
+    """The job YAML `trainkit submit --dry-run` writes for the demo pair, read back (run from the
+    repository root, where trainers/skeleton lets submit check the hyperparameters)."""
+    folder = tmp_path / "job"
+    result = run_cli(
+        "submit", "--trainer", "skeleton", "--image", image, "--labelset", data.labels_csv,
+        "--imageset", data.imageset_datastore, "--datastore-name", data.datastore_name, "--compute", "cpu-cluster",
+        *JOB_QUICK, *extra, "--dry-run", folder,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    [spec] = sorted(folder.glob("job-*.yml"))
+    return yaml.safe_load(spec.read_text())
+
+
+def mlflow_run(store: Path) -> str:
+    """A run in a local store, as AzureML creates the job's run before the command starts."""
+    import mlflow
+
+    store.mkdir(parents=True, exist_ok=True)
+    client = mlflow.MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    experiment = client.create_experiment("trainkit-skeleton", artifact_location=f"file://{STORE}/artifacts")
+    run_id = client.create_run(experiment).info.run_id
+    for path in [store, *store.rglob("*")]:
+        path.chmod(0o777 if path.is_dir() else 0o666)  # the image's user (uid 1000) writes it
+    return run_id
+
+
+def azureml_command(job: dict, host: dict[str, Path]) -> tuple[list[str], list[str], str]:
+    """(mounts, environment, command) for podman, from the job's YAML and the host folders standing for
+    its inputs and outputs."""
+    mounts, env, paths = [], dict(job.get("environment_variables") or {}), {}
+    for name, spec in job["inputs"].items():
+        source = Path(spec["path"])
+        mount = f"{CAPABILITY}/INPUT_{name}"
+        folder = source if spec["type"] != "uri_file" else source.parent
+        mounts += ["-v", f"{folder}:{mount}:ro"]
+        paths[f"inputs.{name}"] = mount if spec["type"] != "uri_file" else f"{mount}/{source.name}"
+        env[f"AZURE_ML_INPUT_{name}"] = paths[f"inputs.{name}"]
+    for name, spec in job["outputs"].items():
+        assert spec["mode"] == "rw_mount"
+        mount = f"{CAPABILITY}/{name}"
+        mounts += ["-v", f"{writable(host[name])}:{mount}"]
+        paths[f"outputs.{name}"] = env[f"AZURE_ML_OUTPUT_{name}"] = mount
+    mounts += ["-v", f"{writable(host['wd'])}:{WORKING_DIR}", "-v", f"{host['store']}:{STORE}"]
+    command = re.sub(r"\$\{\{\s*([\w.]+)\s*\}\}", lambda m: shlex.quote(paths[m.group(1)]), job["command"])
+    assert "${{" not in command
+    env |= {
+        "AZUREML_RUN_ID": host["run_id"], "AZUREML_ARM_SUBSCRIPTION": "00000000-0000-0000-0000-000000000000",
+        "AZUREML_ARM_RESOURCEGROUP": "rg", "AZUREML_ARM_WORKSPACE_NAME": "ws",
+        "AZUREML_ARM_PROJECT_NAME": job["experiment_name"], "AZUREML_CR_EXECUTION_WORKING_DIR_PATH": WORKING_DIR,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{STORE}/mlflow.db", "MLFLOW_RUN_ID": host["run_id"],
+        "MLFLOW_EXPERIMENT_NAME": job["experiment_name"],
+    }  # fmt: skip
+    return mounts, [a for k, v in env.items() for a in ("-e", f"{k}={v}")], command
+
+
+def launched(job: dict, command: str) -> str:
+    """The command as AzureML's PyTorch launcher runs it on one node: once per process, each with its
+    rank; without a distribution, once."""
+    processes = (job.get("distribution") or {}).get("process_count_per_instance", 1)
+    if processes == 1:
+        return command
+    world = processes * job["resources"].get("instance_count", 1)
+    launcher = (
+        f"WORLD_SIZE={world} LOCAL_WORLD_SIZE={processes} NODE_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT={MASTER_PORT}"
+    )
+    ranks = [f"RANK={r} LOCAL_RANK={r} {launcher} {command} & pids+=($!)" for r in range(processes)]
+    wait = 'code=0; for p in "${pids[@]}"; do wait "$p" || code=$?; done; exit $code'
+    return "pids=(); " + "; ".join(ranks) + "; " + wait
+
+
+def run_job(job: dict, host: dict, *, detach: str = "") -> object:
+    mounts, env, command = azureml_command(job, host)
+    shm = ["--shm-size", job["resources"]["shm_size"]] if job["resources"].get("shm_size") else []
+    args = [*(["-d", "--name", detach] if detach else ["--rm"]), *mounts, *env, *shm, "-w", WORKING_DIR,
+            "--entrypoint", "bash", job["environment"]["image"], "-c", launched(job, command)]  # fmt: skip
+    return podman("run", *args, timeout=900)
+
+
+def test_the_job_command_trains_in_its_image_and_a_restart_resumes(
+    images, data, run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    image = pinned(images, "skeleton")
+    long = ("--set", "epochs=100", "--set", "max_steps=400", "--", "--checkpoint-every", "2", "--log-every", "1")
+    job = dry_run(run_cli, tmp_path, image, data, *long)
+    assert job["environment"]["image"] == image
+    host = {"checkpoints": tmp_path / "checkpoints", "wd": tmp_path / "wd", "store": tmp_path / "store"}
+    host["run_id"] = mlflow_run(host["store"])
+    name = f"trainkit-azureml-{os.getpid()}"
+    assert run_job(job, host, detach=name).returncode == 0
+    try:  # preempted: the node vanishes once a checkpoint is on the output mount
+        deadline = time.monotonic() + 600
+        while not (host["checkpoints"] / "last.pt").is_file() or "step 5:" not in podman("logs", name).stderr:
+            assert time.monotonic() < deadline, podman("logs", name).stderr[-3000:]
+            time.sleep(0.5)
+        podman("kill", "--signal", "KILL", name)
+        podman("wait", name)
+    finally:
+        podman("rm", "-f", name)
+    assert not (host["wd"] / "outputs" / "model").exists()
+    # The restart: the same job, a fresh working directory, the checkpoint mount as it was.
+    host["wd"] = tmp_path / "wd-restart"
+    short = {**job, "command": job["command"].replace("max_steps=400", "max_steps=12")}
+    restarted = run_job(short, host)
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    resumed = re.search(r"resuming at step (\d+)", restarted.stderr)
+    assert resumed and int(resumed.group(1)) >= 4, restarted.stderr[-3000:]
+    outputs = host["wd"] / "outputs"  # what AzureML uploads as the job's outputs
+    assert (outputs / "model" / "MLmodel").is_file() and json.loads((outputs / "metrics.json").read_text())[
+        "step"
+    ] == 12
+    assert json.loads((outputs / "run.json").read_text())["mlflow_run_id"] == host["run_id"]
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{host['store'] / 'mlflow.db'}")
+    steps = [m.step for m in client.get_metric_history(host["run_id"], "train/loss")]
+    assert max(steps) == 12 and min(steps) < int(resumed.group(1)), steps  # one run across the restart
+
+
+def test_a_distributed_job_runs_one_process_per_rank(
+    images, data, run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    job = dry_run(run_cli, tmp_path, pinned(images, "skeleton"), data, "--processes-per-node", "2",
+                  "--set", "max_steps=4")  # fmt: skip
+    assert job["distribution"] == {"type": "pytorch", "process_count_per_instance": 2}
+    host = {"checkpoints": tmp_path / "checkpoints", "wd": tmp_path / "wd", "store": tmp_path / "store"}
+    host["run_id"] = mlflow_run(host["store"])
+    result = run_job(job, host)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 processes, batch 2 each: global batch 4" in result.stderr
+    outputs = host["wd"] / "outputs"
+    assert (outputs / "model" / "MLmodel").is_file() and json.loads((outputs / "metrics.json").read_text())["step"] == 4
+    assert sorted(p.name for p in host["checkpoints"].iterdir()) == ["last.pt", "previous.pt"]
