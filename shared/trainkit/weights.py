@@ -241,6 +241,8 @@ def download(spec: str, folder: Path | None = None) -> Path:
     it into place once its sha256 starts with the prefix the name carries, so a failed, cut short
     or altered download leaves nothing in the folder.
     """
+    import torch
+
     weights = downloadable(spec)
     target = weights.path(folder)
     if target.is_file():
