@@ -262,7 +262,7 @@ def dry_run(run_cli, tmp_path: Path, image: str, data: DemoDataset, *extra: obje
     result = run_cli(
         "submit", "--trainer", "skeleton", "--image", image, "--labelset", data.labels_csv,
         "--imageset", data.imageset_datastore, "--datastore-name", data.datastore_name, "--compute", "cpu-cluster",
-        *JOB_QUICK, *extra, "--dry-run", folder,
+        "--dry-run", folder, *JOB_QUICK, *extra,
     )  # fmt: skip
     assert result.code == 0, result.err
     [spec] = sorted(folder.glob("job-*.yml"))
@@ -389,4 +389,4 @@ def test_a_distributed_job_runs_one_process_per_rank(
     assert "2 processes, batch 2 each: global batch 4" in result.stderr
     outputs = host["wd"] / "outputs"
     assert (outputs / "model" / "MLmodel").is_file() and json.loads((outputs / "metrics.json").read_text())["step"] == 4
-    assert sorted(p.name for p in host["checkpoints"].iterdir()) == ["last.pt", "previous.pt"]
+    assert sorted(p.name for p in host["checkpoints"].glob("*.pt")) == ["last.pt", "previous.pt"]
