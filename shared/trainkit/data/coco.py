@@ -22,8 +22,15 @@ import numpy as np
 import pyarrow as pa
 
 from trainkit.atomic import read_json
-from trainkit.data.label_sets import DeclaredClasses
-from trainkit.data.labels import RELATIVE_LIMIT, ObjectTuple, ParsedLabels, RowIssue, RowProblem, parsed_from_objects
+from trainkit.data.labels import (
+    RELATIVE_LIMIT,
+    DeclaredClasses,
+    ObjectTuple,
+    ParsedLabels,
+    RowIssue,
+    RowProblem,
+    parsed_from_objects,
+)
 from trainkit.data.tables import LabelTable
 from trainkit.errors import DatasetError
 

@@ -38,7 +38,7 @@ import yaml
 from trainkit.atomic import write_bytes_atomic
 from trainkit.data.dataset import DatasetOptions, DatasetPair, read_pair
 from trainkit.data.formats import CONVERT_FORMATS
-from trainkit.data.label_sets import DeclaredClasses
+from trainkit.data.labels import DeclaredClasses
 from trainkit.data.records import row_of_items
 from trainkit.data.uris import datastore_path
 from trainkit.errors import DatasetError

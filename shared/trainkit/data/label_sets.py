@@ -13,30 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainkit.data.formats import JSONL_SUFFIXES, files_in_folder, is_label_file
-from trainkit.data.labels import ParsedLabels, parse_labels
+from trainkit.data.labels import DeclaredClasses, OrphanLabels, ParsedLabels, parse_labels
 from trainkit.data.literal import DEFAULT_MAX_CELL_CHARS
 from trainkit.data.mltable import read_mltable
 from trainkit.data.tables import LabelTable, read_labelset
 from trainkit.errors import DatasetError
-
-
-@dataclass(frozen=True)
-class DeclaredClasses:
-    """The classes a format declares (YOLO's `names`, COCO's `categories`), in the order of their ids,
-    whether or not any object names them: the run's class map unless `--class-map` says otherwise."""
-
-    names: tuple[str, ...]
-    ids: tuple[int, ...]  # the format's own ids: YOLO's 0..n-1, COCO's category ids (sorted)
-    where: str  # the file that declares them, for messages
-
-
-@dataclass(frozen=True)
-class OrphanLabels:
-    """Label files no image of the set belongs to (a misnamed image, another extension): their objects
-    are lost to training, so `validate` names them."""
-
-    files: tuple[str, ...]
-    objects: int
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,25 @@ class ParsedLabels:
         return np.asarray(self.vocab, dtype=object)[self.class_codes] if len(self.vocab) else np.array([], object)
 
 
+@dataclass(frozen=True)
+class DeclaredClasses:
+    """The classes a format declares (YOLO's `names`, COCO's `categories`), in the order of their ids,
+    whether or not any object names them: the run's class map unless `--class-map` says otherwise."""
+
+    names: tuple[str, ...]
+    ids: tuple[int, ...]  # the format's own ids: YOLO's 0..n-1, COCO's category ids (sorted)
+    where: str  # the file that declares them, for messages
+
+
+@dataclass(frozen=True)
+class OrphanLabels:
+    """Label files no image of the set belongs to (a misnamed image, another extension): their objects
+    are lost to training, so `validate` names them."""
+
+    files: tuple[str, ...]
+    objects: int
+
+
 def parse_labels(
     label: pa.Array | pa.ChunkedArray,
     confidence: pa.Array | pa.ChunkedArray | None = None,

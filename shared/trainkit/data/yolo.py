@@ -24,8 +24,15 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
-from trainkit.data.label_sets import DeclaredClasses, OrphanLabels
-from trainkit.data.labels import ObjectTuple, ParsedLabels, RowIssue, RowProblem, parsed_from_objects
+from trainkit.data.labels import (
+    DeclaredClasses,
+    ObjectTuple,
+    OrphanLabels,
+    ParsedLabels,
+    RowIssue,
+    RowProblem,
+    parsed_from_objects,
+)
 from trainkit.data.tables import LabelTable
 from trainkit.errors import DatasetError
 
