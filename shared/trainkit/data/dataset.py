@@ -19,7 +19,7 @@ from trainkit.classmap import ClassMap
 from trainkit.data.class_names import ClassNames, class_renaming, fixed_renaming, rows_outside_class_map
 from trainkit.data.images import ImageInfo, detect_datastore, image_location, image_root, probe_images
 from trainkit.data.label_sets import LabelSource, read_labels
-from trainkit.data.labels import RELATIVE_LIMIT, ParsedLabels, RowIssue
+from trainkit.data.labels import RELATIVE_LIMIT, DeclaredClasses, ParsedLabels, RowIssue
 from trainkit.data.literal import DEFAULT_MAX_CELL_CHARS
 from trainkit.data.records import Records, Regions, row_of_items
 from trainkit.data.tables import LabelTable
@@ -476,13 +476,7 @@ def load_dataset(config: DataConfig) -> Dataset:
     return Dataset(train, val, class_map, tuple(reports), split, class_problem)
 
 
-@dataclass(frozen=True)
-class _Declared:
-    names: tuple[str, ...]
-    where: str
-
-
-def declared_classes(reports: list[SetReport], parts: list[Records]) -> _Declared | None:
+def declared_classes(reports: list[SetReport], parts: list[Records]) -> DeclaredClasses | None:
     """The class list the label sets' formats declare (YOLO's names, COCO's categories), which every
     declaring set must declare alike and which must hold every class the records name; None when no
     set declares one."""
@@ -506,7 +500,7 @@ def declared_classes(reports: list[SetReport], parts: list[Records]) -> _Declare
             f"objects name classes that {first.declared_in} does not declare ({', '.join(map(repr, extra[:5]))}); "
             "pass --class-map FILE listing every class"
         )
-    return _Declared(names, first.declared_in)
+    return DeclaredClasses(names, tuple(range(len(names))), first.declared_in)
 
 
 def _class_at(names: list[str], at: int) -> str:

@@ -59,7 +59,7 @@ def read_yolo(path: Path) -> tuple[LabelTable, ParsedLabels, DeclaredClasses, Or
         searched, lists = [(root / "labels", True)], []
     else:
         root, names, images, searched, lists = _from_data_yaml(path)
-        names_file = path
+        names_file = Path(str(path).partition("#")[0])
     label_files = [_label_file(image) for image in images]
     objects: list[list[ObjectTuple]] = []
     issues: dict[int, RowIssue] = {}
