@@ -482,3 +482,14 @@ def test_the_decoders_own_stderr_lines_are_kept_apart_and_others_pass(capfd: pyt
     err = capfd.readouterr().err
     assert "a line of someone else's\n" in err and "after\n" in err
     assert "Invalid marker" not in err and "trainkit-sync" not in err
+
+
+def test_a_partial_line_that_is_not_the_decoders_passes_at_once(capfd: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    from trainkit.data.native_messages import installed
+
+    with installed() as messages:
+        os.write(2, b"\r 40%|####      | 4/10")  # a progress bar: no newline until it ends
+        messages.sync()
+        assert "4/10" in capfd.readouterr().err

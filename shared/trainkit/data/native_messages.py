@@ -94,6 +94,11 @@ class NativeMessages:
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
                     self._handle(line + b"\n")
+                if pending and not _may_start_kept_line(pending):
+                    # A line still being written that is not the library's (a progress bar redrawn with
+                    # \r): on to the terminal now, not when its newline comes.
+                    os.write(self._real, pending)
+                    pending = b""
             if pending:
                 self._handle(pending)
 
@@ -116,6 +121,12 @@ class NativeMessages:
                 os.write(self._real, f"trainkit: DEBUG: decoder: {native}\n".encode())
         except Exception:  # the pump must never stop: a stopped pump would block every write to stderr
             os.write(self._real, raw)
+
+
+def _may_start_kept_line(partial: bytes) -> bool:
+    """Whether `partial` may be the start of a line the filter keeps (the library's, or a sync mark)."""
+    text = _COLOUR.sub("", partial.decode("utf-8", errors="replace"))
+    return text.startswith(("[", "\x1b", "\x00")) or not text
 
 
 _active: NativeMessages | None = None
