@@ -142,11 +142,11 @@ def test_docker_stop_leaves_a_checkpoint_and_a_second_run_resumes(images, data: 
         assert code == "3", podman("logs", name).stderr[-3000:]
     finally:
         podman("rm", "-f", name)
-    assert (out / "checkpoints" / "last.pt").is_file()
-    # A resumed run may train for a different length: stop early this time.
-    resumed = podman("run", "--rm", *command[:-2], "--set", "max_steps=6", "--resume", "auto")
+    stopped_at = torch.load(out / "checkpoints" / "last.pt", weights_only=False)["step"]
+    # A resumed run may train for a different length: a few steps past the stop this time.
+    resumed = podman("run", "--rm", *command[:-2], "--set", f"max_steps={stopped_at + 3}", "--resume", "auto")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming at step" in resumed.stderr
+    assert f"resuming at step {stopped_at}" in resumed.stderr
 
 
 def test_metrics_and_model_reach_a_real_mlflow_server(images, data: DemoDataset, tmp_path: Path) -> None:
@@ -356,23 +356,25 @@ def test_the_job_command_trains_in_its_image_and_a_restart_resumes(
     finally:
         podman("rm", "-f", name)
     assert not (host["wd"] / "outputs" / "model").exists()
-    # The restart: the same job, a fresh working directory, the checkpoint mount as it was.
-    host["wd"] = tmp_path / "wd-restart"
-    short = {**job, "command": job["command"].replace("max_steps=400", "max_steps=12")}
+    from trainkit.training.checkpoint import load_latest_checkpoint
+
+    saved = load_latest_checkpoint(host["checkpoints"])["step"]  # the last whole one: a kill may tear one
+    # The restart: the same job, a fresh working directory, the checkpoint mount as it was; told to stop
+    # a few steps on (wherever the kill landed) rather than after its 400.
+    host["wd"], end = tmp_path / "wd-restart", saved + 4
+    short = {**job, "command": job["command"].replace("max_steps=400", f"max_steps={end}")}
     restarted = run_job(short, host)
     assert restarted.returncode == 0, restarted.stderr[-3000:]
-    resumed = re.search(r"resuming at step (\d+)", restarted.stderr)
-    assert resumed and int(resumed.group(1)) >= 4, restarted.stderr[-3000:]
+    assert f"resuming at step {saved}" in restarted.stderr, restarted.stderr[-3000:]
     outputs = host["wd"] / "outputs"  # what AzureML uploads as the job's outputs
-    assert (outputs / "model" / "MLmodel").is_file() and json.loads((outputs / "metrics.json").read_text())[
-        "step"
-    ] == 12
+    assert (outputs / "model" / "MLmodel").is_file()
+    assert json.loads((outputs / "metrics.json").read_text())["step"] == end
     assert json.loads((outputs / "run.json").read_text())["mlflow_run_id"] == host["run_id"]
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{host['store'] / 'mlflow.db'}")
     steps = [m.step for m in client.get_metric_history(host["run_id"], "train/loss")]
-    assert max(steps) == 12 and min(steps) < int(resumed.group(1)), steps  # one run across the restart
+    assert max(steps) == end and min(steps) < saved, steps  # one MLflow run across the restart
 
 
 def test_a_distributed_job_runs_one_process_per_rank(

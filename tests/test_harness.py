@@ -161,16 +161,20 @@ def start(command: list[str], log: Path) -> subprocess.Popen:
 
 SETTINGS = ("--set", "epochs=2", "--set", "batch_size=2", "--set", "image_size=64", "--set", "seed=11",
             "--log-every", 1, "--checkpoint-every", 3)  # fmt: skip
+# For runs stopped midway: 120 steps, so that a signal sent at step 5 (or a kill by step 20) lands in the
+# middle of the run on any CPU, however fast, instead of after its end.
+LONG = (*SETTINGS, "--set", "epochs=20", "--eval-every", 5)
+LONG_STEPS = 120  # 11 training images, batches of 2, 20 epochs
 
 
 def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(demo: DemoDataset, tmp_path: Path) -> None:
     straight = tmp_path / "straight"
-    assert run(train_command(demo, straight, SKELETON, *SETTINGS)).returncode == 0
+    assert run(train_command(demo, straight, SKELETON, *LONG)).returncode == 0
     total = torch.load(straight / "checkpoints" / "last.pt", weights_only=False)["step"]
-    assert total == 12  # 11 training images, batches of 2, 2 epochs
+    assert total == LONG_STEPS
 
     out, log = tmp_path / "stopped", tmp_path / "stopped.log"
-    process = start(train_command(demo, out, SKELETON, *SETTINGS), log)
+    process = start(train_command(demo, out, SKELETON, *LONG), log)
     wait_for_step(process, log, 5)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) == 3, log.read_text()[-3000:]
@@ -179,12 +183,12 @@ def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(demo: DemoD
     stopped_at = torch.load(out / "checkpoints" / "last.pt", weights_only=False)["step"]
     assert 5 <= stopped_at < total
 
-    again = run(train_command(demo, out, SKELETON, *SETTINGS))
+    again = run(train_command(demo, out, SKELETON, *LONG))
     assert again.returncode == 2 and "pass --resume auto" in again.stderr
     reason = (out / "failure.txt").read_text().strip()  # the same one line as stderr's error
     assert f"trainkit: error: {reason}" in again.stderr.splitlines()
 
-    resumed = run(train_command(demo, out, SKELETON, *SETTINGS, "--resume", "auto"))
+    resumed = run(train_command(demo, out, SKELETON, *LONG, "--resume", "auto"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming at step {stopped_at}" in resumed.stderr
     assert not (out / "failure.txt").exists()  # a success clears the last failure
@@ -206,7 +210,7 @@ def test_restart_with_an_empty_output_dir_resumes_from_the_checkpoint_dir(demo: 
     """As AzureML restarts a preempted job: ./outputs is empty again; only the mounted output survives."""
     checkpoints = tmp_path / "mounted-checkpoints"
     first, log = tmp_path / "outputs-1", tmp_path / "first.log"
-    command = [*train_command(demo, first, SKELETON, *SETTINGS), "--checkpoint-dir", str(checkpoints)]
+    command = [*train_command(demo, first, SKELETON, *LONG), "--checkpoint-dir", str(checkpoints)]
     process = start([*command, "--resume", "auto"], log)
     wait_for_step(process, log, 5)
     process.send_signal(signal.SIGTERM)
@@ -215,25 +219,26 @@ def test_restart_with_an_empty_output_dir_resumes_from_the_checkpoint_dir(demo: 
     assert not (first / "checkpoints").exists()
 
     second = tmp_path / "outputs-2"  # a fresh, empty output folder, the same checkpoint folder
-    command = [*train_command(demo, second, SKELETON, *SETTINGS), "--checkpoint-dir", str(checkpoints)]
+    command = [*train_command(demo, second, SKELETON, *LONG), "--checkpoint-dir", str(checkpoints)]
     resumed = run([*command, "--resume", "auto"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming at step {stopped_at}" in resumed.stderr
-    assert torch.load(checkpoints / "last.pt", weights_only=False)["step"] == 12
+    assert torch.load(checkpoints / "last.pt", weights_only=False)["step"] == LONG_STEPS
     assert (second / "model" / "MLmodel").is_file() and (second / "metrics.json").is_file()
 
 
 def test_sigkill_at_a_random_moment_still_resumes(demo: DemoDataset, tmp_path: Path) -> None:
     out, log = tmp_path / "killed", tmp_path / "killed.log"
-    process = start(train_command(demo, out, SKELETON, *SETTINGS), log)
-    wait_for_step(process, log, 4)
-    time.sleep(random.uniform(0.0, 2.0))
+    process = start(train_command(demo, out, SKELETON, *LONG), log)
+    wait_for_step(process, log, random.randint(4, 20))
+    time.sleep(random.uniform(0.0, 0.2))  # anywhere within a step: writing a checkpoint, or not
+    assert process.poll() is None, "the run ended before it could be killed"
     process.kill()
     process.wait(timeout=60)
-    resumed = run(train_command(demo, out, SKELETON, *SETTINGS, "--resume", "auto"))
+    resumed = run(train_command(demo, out, SKELETON, *LONG, "--resume", "auto"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming at step" in resumed.stderr
-    assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["step"] == 12
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["step"] == LONG_STEPS
 
 
 def test_a_torn_checkpoint_falls_back_to_the_previous_one(tmp_path: Path) -> None:
