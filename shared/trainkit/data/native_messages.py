@@ -140,7 +140,12 @@ def installed() -> Iterator[NativeMessages]:
         yield _active
         return
     messages = NativeMessages()
-    messages.start()
+    try:
+        messages.start()
+    except OSError as exc:  # no descriptor 2 to stand in front of (closed by whoever started us)
+        log.debug("decoder messages not filtered: %s", exc)
+        yield messages
+        return
     _active = messages
     try:
         yield messages
