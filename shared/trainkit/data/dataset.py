@@ -117,6 +117,15 @@ class SetReport:
     orphan_label_examples: list[str] = field(default_factory=list)
     orphan_objects: int = 0
 
+    def orphan_warning(self) -> str | None:
+        """The warning for label files without an image, as the log and `validate` say it; None if none."""
+        if not self.orphan_label_files:
+            return None
+        hidden = self.orphan_label_files - len(self.orphan_label_examples)
+        named = ", ".join(self.orphan_label_examples) + (f" and {hidden} more" if hidden else "")
+        return (f"{self.orphan_label_files} label files have no image ({self.orphan_objects} objects, not used): "
+                f"{named}; check the images' names and extensions")  # fmt: skip
+
     def to_json(self) -> dict:
         """The report as plain JSON types."""
         out = dict(self.__dict__)
@@ -231,11 +240,7 @@ def read_pair(pair: DatasetPair, options: DatasetOptions) -> PairRows:
         report.orphan_label_files = len(source.orphans.files)
         report.orphan_label_examples = list(source.orphans.files[:ORPHAN_EXAMPLES])
         report.orphan_objects = source.orphans.objects
-        log.warning(
-            "%s: %d label files have no image (%d objects, not used): %s%s; check the images' names and extensions",
-            pair.labelset, report.orphan_label_files, report.orphan_objects, ", ".join(report.orphan_label_examples),
-            " ..." if report.orphan_label_files > ORPHAN_EXAMPLES else "",
-        )  # fmt: skip
+        log.warning("%s: %s", pair.labelset, report.orphan_warning())
     if source.units is not None and options.box_units == "auto":
         units, report.box_units_reason = source.units, source.units_reason
     else:

@@ -70,7 +70,7 @@ class NativeMessages:
             return self._count
 
     def since(self, position: int) -> list[str]:
-        """The native lines seen after `position` (call `sync()` first), oldest first."""
+        """The native lines seen after `position`, oldest first (everything written so far is handled first)."""
         self.sync()
         with self._lock:
             return [text for number, text in self._lines if number >= position]

@@ -70,12 +70,7 @@ def _set_lines(r: SetReport) -> list[str]:
         note = f"; {len(absent)} with no object here" if absent else ""
         lines.append(f"declared   {len(r.declared_classes)} classes in {r.declared_in} (the class ids){note}")
     if r.orphan_label_files:
-        hidden = r.orphan_label_files - len(r.orphan_label_examples)
-        named = ", ".join(r.orphan_label_examples) + (f" and {hidden} more" if hidden else "")
-        lines.append(
-            f"warning    {r.orphan_label_files} label files have no image ({r.orphan_objects} objects, not used): "
-            f"{named}; check the images' names and extensions"
-        )
+        lines.append(f"warning    {r.orphan_warning()}")
     if r.decoded_on_cpu:
         names = ", ".join(r.decoded_on_cpu[:3]) + (
             f" and {len(r.decoded_on_cpu) - 3} more" if len(r.decoded_on_cpu) > 3 else ""
