@@ -319,6 +319,16 @@ def test_onnx_export_answers_as_the_torch_model_does(trainer: str, overrides: di
     assert compared >= len(images), compared
 
 
+def _from_row(row: pd.Series):
+    """A predictions.csv row (the labelling API's pixel dicts) back as a Prediction, to compare as one."""
+    from trainkit.inference.predictor import Prediction
+
+    objects, scores = eval(row.label), eval(row.label_confidence)
+    boxes = np.array([[o["bottomX"], o["bottomY"], o["topX"], o["topY"]] for o in objects], np.float32).reshape(-1, 4)
+    labels = np.array([PARITY_CLASSES.names.index(o["type"]) for o in objects], np.int64)
+    return Prediction(0, 0, boxes, labels, np.array(scores, np.float32))
+
+
 def test_export_and_predict_with_the_onnx_file(run_cli, tmp_path: Path) -> None:
     folder = _built(ROOT / "trainers" / "skeleton", tmp_path / "run" / "model", {"image_size": 96}, PARITY_CLASSES, 60)
     result = run_cli("export", "--model", folder.parent, "--output", tmp_path / "model.onnx")
@@ -335,18 +345,8 @@ def test_export_and_predict_with_the_onnx_file(run_cli, tmp_path: Path) -> None:
     by_torch = pd.read_csv(tmp_path / "torch" / "predictions.csv")
     by_onnx = pd.read_csv(tmp_path / "onnx" / "predictions.csv")
     assert by_torch.image_url.tolist() == by_onnx.image_url.tolist()
-    compared = 0
-    for cell_a, cell_b, conf_a, conf_b in zip(by_torch.label, by_onnx.label, by_torch.label_confidence,
-                                              by_onnx.label_confidence, strict=True):  # fmt: skip
-        rows = [list(zip(eval(cell), eval(conf), strict=True)) for cell, conf in ((cell_a, conf_a), (cell_b, conf_b))]
-        for one, other in (rows, rows[::-1]):
-            for obj, score in one:
-                if score < CUT + 0.05:
-                    continue
-                compared += 1
-                assert any(o["type"] == obj["type"] and abs(s - score) <= 1e-3
-                           and all(abs(o[k] - obj[k]) <= 1.0 for k in ("bottomX", "topX", "bottomY", "topY"))
-                           for o, s in other), (obj, score, other)  # fmt: skip
+    compared = sum(assert_same_answer(_from_row(a), _from_row(b), CUT) for (_, a), (_, b) in
+                   zip(by_torch.iterrows(), by_onnx.iterrows(), strict=True))  # fmt: skip
     assert compared >= len(by_torch), compared
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not onnx")
