@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import torch
 
 from trainkit.errors import BadRowPolicy
+
+if TYPE_CHECKING:
+    from trainkit.loading.tiles import TileSpec
 
 Task = Literal["detection", "object_crops", "image_labels"]
 
@@ -31,6 +34,7 @@ class LoaderConfig:
     hflip: float = 0.5
     random_crop: bool = True
     seed: int = 0
+    tiles: TileSpec | None = None  # detection: cut images into windows (trainkit.loading.tiles)
     num_threads: int | None = None
     prefetch: int = 2
     on_bad_row: BadRowPolicy = "error"
@@ -41,12 +45,16 @@ class DetectionBatch:
     """Images and torchvision-style targets; `indices` are record indices, `scales` map boxes back.
 
     A box in the batch equals the record's box times `scales[i]` (x, y) when no crop was applied.
+    With tiling (trainkit.loading.tiles) an image is several inputs, one per window; `windows` says
+    which part of the image each input shows (image pixels), so a box maps back as
+    box / scales + window's corner. An image's inputs are consecutive, with the same index.
     """
 
     images: torch.Tensor  # (N, 3, S, S) uint8
     targets: list[dict[str, torch.Tensor]]
     indices: torch.Tensor  # (N,) int64
     scales: torch.Tensor  # (N, 2) float32: output pixels per original pixel (x, y)
+    windows: torch.Tensor | None = None  # (N, 4) float32 x0, y0, x1, y1 in image pixels; None: the whole image
 
 
 @dataclass

@@ -289,6 +289,14 @@ def _add_model_run_args(
     p.add_argument("--draw", type=int, default=10, metavar="N", help=draw)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model runs")
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per batch")
+    g = p.add_argument_group("tiles", "small objects in large images: predict on overlapping windows (and the "
+                             "whole image) and merge their boxes; default: as the model was trained")  # fmt: skip
+    g.add_argument("--tile-grid", metavar="CxR", help="COLUMNSxROWS, e.g. 3x2; none: whole images only")
+    g.add_argument("--tile-size", type=int, metavar="PX", help="square tiles of PX source pixels instead of a grid")
+    g.add_argument("--tile-overlap", type=float, metavar="F", help="share of a tile neighbours overlap (0.25)")
+    g.add_argument("--tile-nms", type=float, metavar="IOU", help="overlap above which boxes merge (0.25)")
+    g.add_argument("--tile-merge", choices=("nms", "nmm"), help="class-wise NMS, or SAHI's merging (NMM)")
+    g.add_argument("--tile-whole", choices=("yes", "no"), help="the whole image is a window too (yes)")
 
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
@@ -423,12 +431,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     config = PredictConfig(
         model=args.model, imageset=args.imageset, output_dir=args.output_dir, labelset=args.labelset,
         datastore_name=args.datastore_name, min_score=args.min_score, draw=args.draw, device=args.device,
-        batch_size=args.batch_size, agnostic_nms=args.agnostic_nms,
+        batch_size=args.batch_size, agnostic_nms=args.agnostic_nms, tiles=_tile_options(args),
     )  # fmt: skip
     summary = run_predict(config)
     print(f"{summary.images} images predicted, {summary.objects} objects, {len(summary.skipped)} skipped: "
           f"{config.output_dir / 'predictions.csv'}")  # fmt: skip
     return ExitCode.OK
+
+
+def _tile_options(args: argparse.Namespace) -> dict[str, object]:
+    """The --tile-* options given, as trainkit.loading.tiles.override_tiles takes them."""
+    names = ("grid", "size", "overlap", "nms", "merge", "whole")
+    options = {name: getattr(args, f"tile_{name}") for name in names if getattr(args, f"tile_{name}") is not None}
+    if "whole" in options:
+        options["whole"] = options["whole"] == "yes"
+    return options
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -437,7 +454,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     config = EvaluateConfig(
         model=args.model, imageset=args.imageset, labelset=args.labelset, output_dir=args.output_dir,
         datastore_name=args.datastore_name, min_score=args.min_score, min_confidence=args.min_confidence,
-        draw=args.draw, device=args.device, batch_size=args.batch_size,
+        draw=args.draw, device=args.device, batch_size=args.batch_size, tiles=_tile_options(args),
     )  # fmt: skip
     metrics = run_evaluate(config)
     headline = ("map", "map_50", "map_75") if "map" in metrics else ("accuracy",)

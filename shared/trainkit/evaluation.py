@@ -113,27 +113,32 @@ def draw_confusion(evaluation: Evaluation, classes: ClassMap, folder: Path) -> l
 def evaluate_detection(
     trainer, model: torch.nn.Module, loader: BatchLoader, classes: ClassMap, amp: bool
 ) -> Evaluation:
-    """mAP@0.5:0.95, mAP@0.5 and per-class AP over `loader` (eval mode), in original image pixels."""
+    """mAP@0.5:0.95, mAP@0.5 and per-class AP over `loader` (eval mode), in original image pixels,
+    against every labelled box of each image (with tiling, the windows' detections merged first)."""
     from torchmetrics.detection import MeanAveragePrecision
 
+    from trainkit.inference.tile_merge import per_image
+
     metric = MeanAveragePrecision(iou_type="bbox", box_format="xyxy", class_metrics=True)
-    crowd = getattr(getattr(loader, "records", None), "crowd", None)
+    records = loader.records
+    spec = getattr(getattr(loader, "config", None), "tiles", None)
     drawn = []
     for batch, predictions in _predictions(trainer, model, loader, amp):
-        scale = torch.cat([batch.scales, batch.scales], dim=1)  # x, y, x, y
+        outputs = [{key: value.float().cpu().numpy() if value.is_floating_point() else value.cpu().numpy()
+                    for key, value in p.items()} for p in predictions]  # fmt: skip
+        owners = batch.indices.numpy()
+        windows = batch.windows.numpy() if batch.windows is not None else None
+        sizes = records.sizes[_distinct(owners)]
         preds, targets = [], []
-        for i, (pred, target) in enumerate(zip(predictions, batch.targets, strict=True)):
-            preds.append(
-                {
-                    "boxes": pred["boxes"].float().cpu() / scale[i],
-                    "scores": pred["scores"].float().cpu(),
-                    "labels": pred["labels"].cpu(),
-                }
-            )
-            truth = {"boxes": target["boxes"].cpu() / scale[i], "labels": target["labels"].cpu()}
-            targets.append(with_crowd(truth, *crowd.of(int(batch.indices[i]))) if crowd is not None else truth)
+        for image, boxes, scores, labels in per_image(outputs, windows, owners, batch.images.shape[-1], sizes, spec):
+            preds.append({"boxes": torch.from_numpy(boxes), "scores": torch.from_numpy(scores),
+                          "labels": torch.from_numpy(labels)})  # fmt: skip
+            true = records[image]
+            truth = {"boxes": torch.from_numpy(np.asarray(true.boxes, np.float32)).reshape(-1, 4),
+                     "labels": torch.from_numpy(np.asarray(true.class_ids, np.int64))}  # fmt: skip
+            targets.append(with_crowd(truth, *records.crowd.of(image)) if records.crowd is not None else truth)
             if len(drawn) < MAX_DRAWN:
-                drawn.append((str(loader.records.paths[int(batch.indices[i])]), preds[-1], targets[-1]))
+                drawn.append((true.path, preds[-1], targets[-1]))
         metric.update(preds, targets)
     result = metric.compute()
     metrics = {name: float(result[name]) for name in DETECTION_METRICS}
@@ -142,6 +147,11 @@ def evaluate_detection(
         if 0 <= class_id < len(classes) and ap >= 0:  # -1: the class has no true box in this set
             metrics[f"map_class/{classes.names[class_id]}"] = float(ap)
     return Evaluation(metrics, drawn)
+
+
+def _distinct(owners: np.ndarray) -> np.ndarray:
+    """The owners of consecutive runs, in order (an image's inputs are consecutive)."""
+    return owners[np.r_[True, owners[1:] != owners[:-1]]] if len(owners) else owners
 
 
 def with_crowd(target: dict[str, torch.Tensor], boxes: np.ndarray, labels: np.ndarray) -> dict[str, torch.Tensor]:

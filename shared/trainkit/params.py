@@ -8,9 +8,12 @@ import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from trainkit.errors import UserError
+
+if TYPE_CHECKING:
+    from trainkit.loading.tiles import TileSpec
 
 P = TypeVar("P", bound="CommonParams")
 
@@ -32,6 +35,16 @@ class CommonParams:
     monitor: str = ""  # the validation metric that picks the best model, e.g. val/map (empty: the trainer's)
     patience: int = 0  # stop after this many evaluations without a better `monitor`; 0: never stop early
     min_delta: float = 0.0  # how much better counts as better
+    # Detection on tiles (trainkit.loading.tiles): small objects in large images. A grid (COLUMNSxROWS)
+    # or a tile side in source pixels turns it on, for training, evaluation and the saved model alike.
+    tile_grid: str = ""  # e.g. 3x2; empty: no tiles
+    tile_size: int = 0  # square tiles of this many source pixels instead of a grid; 0: none
+    tile_overlap: float = 0.25  # neighbouring tiles share at least this share of a tile
+    tile_whole: bool = True  # the whole image is a sample (training) and a window (prediction) too
+    tile_nms: float = 0.25  # overlap above which boxes from different windows merge
+    tile_merge: str = "nms"  # nms (class-wise NMS at IoU tile_nms) or nmm (SAHI's merging, tile_nms of the smaller)
+    tile_min_visible: float = 0.6  # training: a cut object keeps its box with this share inside, else is ignored
+    tile_train: bool = True  # false: train on whole images, tile only to evaluate and predict
 
     def __post_init__(self) -> None:
         checks = {
@@ -49,6 +62,18 @@ class CommonParams:
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"hyperparameter {name!r} = {getattr(self, name)!r} is out of range")
+        tile_spec(self)  # a ValueError naming the tile hyperparameter that is wrong
+
+
+def tile_spec(params: CommonParams) -> TileSpec | None:
+    """The tiling the tile_* hyperparameters ask for, or None (no tile_grid, no tile_size)."""
+    from trainkit.loading.tiles import TileSpec, parse_grid
+
+    grid = parse_grid(params.tile_grid)
+    if grid is None and not params.tile_size:
+        return None
+    return TileSpec(grid=grid, size=params.tile_size, overlap=params.tile_overlap, nms=params.tile_nms,
+                    whole=params.tile_whole, merge=params.tile_merge, min_visible=params.tile_min_visible)  # fmt: skip
 
 
 def require_choice(params: CommonParams, name: str, choices: Iterable[str]) -> None:

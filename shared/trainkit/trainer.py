@@ -17,6 +17,7 @@ from torch import nn
 
 from trainkit.batch import Batch, BatchLoader, LoaderConfig, Task
 from trainkit.classmap import ClassMap
+from trainkit.errors import UserError
 from trainkit.evaluation import (
     CLASSIFICATION_METRICS,
     DETECTION_METRICS,
@@ -26,7 +27,7 @@ from trainkit.evaluation import (
     evaluate_classification,
     evaluate_detection,
 )
-from trainkit.params import CommonParams
+from trainkit.params import CommonParams, tile_spec
 
 
 class Trainer:
@@ -83,9 +84,19 @@ class Trainer:
         return draw_confusion(evaluation, classes, folder)
 
     def loader_config(self, params: CommonParams, train: bool) -> LoaderConfig:
-        """How the harness loads batches for this trainer."""
+        """How the harness loads batches for this trainer: tiles when the tile_* hyperparameters ask
+        (training on them unless `tile_train` is off; evaluation always on them)."""
+        tiles = tile_spec(params)
+        if tiles is not None and self.task != "detection":
+            raise UserError(f"hyperparameters 'tile_grid'/'tile_size' are for detection trainers; "
+                            f"{self.name} is a {self.task} trainer: leave them out")  # fmt: skip
         return LoaderConfig(
-            batch_size=params.batch_size, image_size=params.image_size, train=train, task=self.task, seed=params.seed
+            batch_size=params.batch_size,
+            image_size=params.image_size,
+            train=train,
+            task=self.task,
+            seed=params.seed,
+            tiles=None if train and not params.tile_train else tiles,
         )
 
     def configure_optimizer(self, model: nn.Module, params: CommonParams) -> torch.optim.Optimizer:

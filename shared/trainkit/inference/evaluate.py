@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ class EvaluateConfig:
     draw: int = 10  # images with the most errors to draw
     device: str = "auto"
     batch_size: int = 8
+    tiles: Mapping[str, object] = field(default_factory=dict)  # --tile-* options (override_tiles' keys)
 
 
 @dataclass
@@ -77,7 +79,7 @@ def run_evaluate(config: EvaluateConfig) -> dict:
 
     if config.min_score is not None and not 0 <= config.min_score <= 1:
         raise UserError(f"--min-score {config.min_score}: must be between 0 and 1")
-    predictor = open_model(config.model, resolve_device(config.device))
+    predictor = open_model(config.model, resolve_device(config.device), config.tiles)
     threshold = predictor.settings.min_score if config.min_score is None else config.min_score
     records, report = labelled_records(config.imageset, config.labelset, config.datastore_name,
                                        config.min_confidence)  # fmt: skip
@@ -109,7 +111,7 @@ def _class_ids(names: tuple[str, ...], classes: ClassMap) -> tuple[np.ndarray, l
 def _evaluate_detection(predictor: BasePredictor, records, remap: np.ndarray, threshold: float, config):
     from torchmetrics.detection import MeanAveragePrecision
 
-    from trainkit.inference.predict import batch_loader
+    from trainkit.inference.predict import batch_answers, batch_loader
 
     classes = predictor.classes
     loader = batch_loader(predictor, records, config.batch_size)
@@ -118,9 +120,7 @@ def _evaluate_detection(predictor: BasePredictor, records, remap: np.ndarray, th
     counts = _Counts.empty(k)
     images: list[_Image] = []
     for batch in loader:
-        indices = batch.indices.numpy()
-        answers = predictor.predict_batch(batch.images, records.sizes[indices], 0.0)
-        for index, answer in zip(indices.tolist(), answers, strict=True):
+        for index, answer in batch_answers(predictor, batch, records, 0.0):
             item = records[index]
             labels = remap[item.class_ids] if len(item.class_ids) else np.zeros(0, np.int64)
             known = labels >= 0

@@ -115,14 +115,24 @@ def signature(settings: ModelSettings) -> Any:
         outputs = Schema([ColSpec("string", "filename"), ColSpec("string", "boxes")])
     else:
         outputs = Schema([ColSpec("string", "filename"), ColSpec("string", "probs"), ColSpec("string", "labels")])
-    return ModelSignature(
-        inputs=None,
-        outputs=outputs,
-        # agnostic_nms: the IoU above which boxes of any classes count as one object (1.0: off)
-        params=ParamSchema(
-            [ParamSpec("min_score", "double", settings.min_score), ParamSpec("agnostic_nms", "double", NMS_OFF)]
-        ),
-    )
+    # agnostic_nms: the IoU above which boxes of any classes count as one object (1.0: off)
+    params = [ParamSpec("min_score", "double", settings.min_score), ParamSpec("agnostic_nms", "double", NMS_OFF)]
+    if settings.task == "detection":
+        params += [ParamSpec(name, kind, value) for name, kind, value in tile_params(settings)]
+    return ModelSignature(inputs=None, outputs=outputs, params=ParamSchema(params))
+
+
+def tile_params(settings: ModelSettings) -> list[tuple[str, str, Any]]:
+    """The served model's tile parameters (name, MLflow type, default): the model's own tiling, which a
+    request may change as `trainkit predict --tile-*` does (tile_grid none: whole images)."""
+    from trainkit.loading.tiles import TileSpec
+
+    tiles = TileSpec.from_json(settings.tiling) if settings.tiling else None
+    grid = f"{tiles.grid[0]}x{tiles.grid[1]}" if tiles is not None and tiles.grid else "none"
+    spec = tiles or TileSpec(grid=(1, 1))  # the defaults of a model trained without tiles
+    return [("tile_grid", "string", grid), ("tile_size", "long", tiles.size if tiles else 0),
+            ("tile_overlap", "double", spec.overlap), ("tile_nms", "double", spec.nms),
+            ("tile_merge", "string", spec.merge), ("tile_whole", "boolean", spec.whole)]  # fmt: skip
 
 
 def input_example() -> Any:

@@ -12,11 +12,14 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +29,9 @@ from trainkit.errors import UserError
 from trainkit.inference.predictor import NMS_OFF, BasePredictor, Prediction, check_agnostic_nms, load_predictor
 from trainkit.inference.responses import jsonl_line, labelling_row
 from trainkit.inference.sources import resolve_model
+
+if TYPE_CHECKING:
+    from trainkit.loading.tiles import TileSpec
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,7 @@ class PredictConfig:
     draw: int = 10
     device: str = "auto"
     batch_size: int = 8
+    tiles: Mapping[str, object] = field(default_factory=dict)  # --tile-* options (override_tiles' keys)
 
     def check(self) -> None:
         """Reject settings that cannot work, before the model is loaded."""
@@ -76,7 +83,7 @@ def run_predict(config: PredictConfig) -> PredictSummary:
 
     config.check()
     device = resolve_device(config.device)
-    predictor = open_model(config.model, device)
+    predictor = open_model(config.model, device, config.tiles)
     records, skipped = image_records(config, predictor.classes)
     start = time.perf_counter()
     answers, loader_skipped = _predict_all(predictor, records, config)
@@ -91,14 +98,33 @@ def run_predict(config: PredictConfig) -> PredictSummary:
     return PredictSummary(len(answers), objects, skipped, seconds, files)
 
 
-def open_model(spec: str, device) -> BasePredictor:
-    """A predictor for `spec`: an exported .onnx file (onnxruntime, CPU), or a trainkit MLflow model."""
+def open_model(spec: str, device, tiles: Mapping[str, object] | None = None) -> BasePredictor:
+    """A predictor for `spec`: an exported .onnx file (onnxruntime, CPU), or a trainkit MLflow model;
+    `tiles` changes its tiling (--tile-* options, see trainkit.loading.tiles.override_tiles)."""
     if spec.endswith(".onnx") and Path(spec).is_file():
         from trainkit.inference.onnx_predictor import OnnxPredictor
 
-        return OnnxPredictor(Path(spec))
-    with tempfile.TemporaryDirectory(prefix="trainkit-model-") as scratch:
-        return load_predictor(resolve_model(spec, Path(scratch)), device)
+        predictor: BasePredictor = OnnxPredictor(Path(spec))
+    else:
+        with tempfile.TemporaryDirectory(prefix="trainkit-model-") as scratch:
+            predictor = load_predictor(resolve_model(spec, Path(scratch)), device)
+    if tiles:
+        predictor.with_tiles(checked_tiles(predictor, tiles, "--tile-"))
+    return predictor
+
+
+def checked_tiles(predictor: BasePredictor, options: Mapping[str, object], prefix: str) -> TileSpec | None:
+    """The predictor's tiling changed by `options`, or a UserError naming the option (`prefix` + name)."""
+    from trainkit.loading.tiles import override_tiles
+
+    if not predictor.detects:
+        raise UserError(f"{prefix}{next(iter(options))}: tiling is for detection models; this one classifies")
+    try:
+        return override_tiles(predictor.tiles, options)
+    except ValueError as exc:
+        # The spec's messages name hyperparameters (tile_overlap); here the option given is named.
+        message = re.sub(r"(hyperparameters? )?'?tile_(\w+)'?", lambda m: prefix + m[2], str(exc))
+        raise UserError(message) from None
 
 
 def image_records(config: PredictConfig, classes: ClassMap):
@@ -168,8 +194,22 @@ def batch_loader(predictor: BasePredictor, records, batch_size: int, task: str =
     from trainkit.loading.loader import create_loader
 
     config = LoaderConfig(batch_size=batch_size, image_size=predictor.settings.image_size, train=False, task=task,
-                          on_bad_row="skip")  # fmt: skip
+                          on_bad_row="skip", tiles=predictor.tiles)  # fmt: skip
     return create_loader(records, config, predictor.device)
+
+
+def batch_answers(
+    predictor: BasePredictor, batch, records, min_score: float | None = None, agnostic_nms: float = NMS_OFF
+) -> list[tuple[int, Prediction]]:
+    """(record index, answer) for each image of a `batch_loader` batch (its windows merged when tiled)."""
+    indices = batch.indices.numpy()
+    if getattr(batch, "windows", None) is None:
+        answers = predictor.predict_batch(batch.images, records.sizes[indices], min_score, agnostic_nms)
+        return list(zip(indices.tolist(), answers, strict=True))
+    images = indices[np.r_[True, indices[1:] != indices[:-1]]]
+    answers = predictor.predict_batch(batch.images, records.sizes[images], min_score, agnostic_nms,
+                                      batch.windows.numpy(), indices)  # fmt: skip
+    return list(zip(images.tolist(), answers, strict=True))
 
 
 def _predict_all(predictor: BasePredictor, records, config: PredictConfig):
@@ -180,10 +220,9 @@ def _predict_all(predictor: BasePredictor, records, config: PredictConfig):
     bar = tqdm(total=len(records), unit="img", disable=not terminal, file=sys.stderr)
     answers: list[tuple[int, Prediction]] = []
     for n, batch in enumerate(loader, 1):
-        indices = batch.indices.numpy()
-        predicted = predictor.predict_batch(batch.images, records.sizes[indices], config.min_score, config.agnostic_nms)
-        answers += list(zip(indices.tolist(), predicted, strict=True))
-        bar.update(len(indices))
+        found = batch_answers(predictor, batch, records, config.min_score, config.agnostic_nms)
+        answers += found
+        bar.update(len(found))
         if not terminal and n % LOG_EVERY == 0:
             log.info("predicted %d of %d images", len(answers), len(records))
     bar.close()

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import importlib
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,8 +17,12 @@ from trainkit.batch import ClassificationBatch, DetectionBatch, to_float
 from trainkit.classmap import CLASS_MAP_FILE, ClassMap
 from trainkit.errors import UserError
 from trainkit.inference.settings import ModelSettings
+from trainkit.loading.augment import full_window
 from trainkit.loading.resize import resize_into
 from trainkit.trainer import Trainer
+
+if TYPE_CHECKING:
+    from trainkit.loading.tiles import TileSpec
 
 SETTINGS_FILE = "settings.json"
 
@@ -44,7 +49,8 @@ NMS_OFF = 1.0  # class-agnostic NMS at IoU 1 suppresses nothing
 
 
 class BasePredictor:
-    """What every predictor shares: the training resize before the model, answers in image pixels after."""
+    """What every predictor shares: the training resize before the model, answers in image pixels after,
+    and tiling (the model's own `tiling` setting, or what `with_tiles` says)."""
 
     classes: ClassMap
     settings: ModelSettings
@@ -54,48 +60,91 @@ class BasePredictor:
     def detects(self) -> bool:
         return self.settings.task == "detection"
 
+    @property
+    def tiles(self) -> TileSpec | None:
+        """How images are cut before the model (None: whole images): the saved model's setting unless
+        replaced by `with_tiles`."""
+        from trainkit.loading.tiles import TileSpec
+
+        return TileSpec.from_json(self.settings.tiling) if self.settings.tiling and self.detects else None
+
+    def with_tiles(self, tiles: TileSpec | None) -> None:
+        """Predict on these tiles from now on (None: whole images), whatever the model was trained with."""
+        self.settings = replace(self.settings, tiling=tiles.to_json() if tiles is not None else None)
+
     def predict(
         self, images: list[np.ndarray], min_score: float | None = None, agnostic_nms: float = NMS_OFF
     ) -> list[Prediction]:
-        """Answers for (H, W, 3) uint8 RGB images, resized as in training; see `predict_batch` for the rest."""
-        size = self.settings.image_size
-        batch = torch.empty((len(images), 3, size, size), dtype=torch.uint8, device=self.device)
+        """Answers for (H, W, 3) uint8 RGB images, cut into the model's tiles and resized as in
+        training; see `predict_batch` for the rest."""
+        size, tiles = self.settings.image_size, self.tiles
+        cuts = [tiles.windows(image.shape[1], image.shape[0]) if tiles is not None else [full_window(image.shape[1],
+                image.shape[0])] for image in images]  # fmt: skip
+        batch = torch.empty((sum(map(len, cuts)), 3, size, size), dtype=torch.uint8, device=self.device)
         batch = batch.contiguous(memory_format=torch.channels_last)
-        for i, image in enumerate(images):
+        n = 0
+        for image, windows in zip(images, cuts, strict=True):
             chw = torch.tensor(np.ascontiguousarray(image), device=self.device).permute(2, 0, 1).unsqueeze(0)
-            resize_into(chw, batch[i : i + 1])
+            for w in windows:
+                resize_into(chw[:, :, w.y0 : w.y0 + w.height, w.x0 : w.x0 + w.width], batch[n : n + 1])
+                n += 1
         sizes = np.array([(image.shape[1], image.shape[0]) for image in images], np.float32).reshape(-1, 2)
-        return self.predict_batch(batch, sizes, min_score, agnostic_nms)
+        corners = np.concatenate([w.xyxy() for windows in cuts for w in windows]).astype(np.float32)
+        owners = np.repeat(np.arange(len(images)), [len(windows) for windows in cuts])
+        return self.predict_batch(batch, sizes, min_score, agnostic_nms, corners, owners)
 
     def predict_batch(
-        self, images: torch.Tensor, sizes: np.ndarray, min_score: float | None = None, agnostic_nms: float = NMS_OFF
+        self,
+        images: torch.Tensor,
+        sizes: np.ndarray,
+        min_score: float | None = None,
+        agnostic_nms: float = NMS_OFF,
+        windows: np.ndarray | None = None,
+        owners: np.ndarray | None = None,
     ) -> list[Prediction]:
-        """Answers for a batch already resized to the model's input, (N, 3, S, S) uint8 on the model's
+        """Answers for inputs already resized to the model's input, (M, 3, S, S) uint8 on the model's
         device (what trainkit's loader yields), given each image's original (width, height).
 
+        Without `windows` each input is a whole image. With them (x0, y0, x1, y1 in image pixels per
+        input) inputs are windows of the images `owners` says (consecutive; `sizes` per image), whose
+        detections are mapped back and merged as `tiles` says.
         `agnostic_nms` < 1: of detections overlapping by more than that IoU, whatever their classes,
         only the best-scoring stays (one box per object, as pre-labels need); 1 keeps them all."""
+        from trainkit.inference.tile_merge import per_image
+
         threshold = self.settings.min_score if min_score is None else min_score
-        sizes = np.asarray(sizes, np.float32).reshape(len(images), 2)
-        outputs = self.run(images, sizes)
-        answers = [self._answer(out, size, threshold) for out, size in zip(outputs, sizes, strict=True)]
-        return answers if agnostic_nms >= NMS_OFF or not self.detects else [_agnostic(a, agnostic_nms) for a in answers]
+        sizes = np.asarray(sizes, np.float32).reshape(-1, 2)
+        owners = np.arange(len(images)) if owners is None else np.asarray(owners)
+        outputs = self.run(images, _input_sizes(sizes, windows))
+        if not self.detects:
+            return [self._classified(out, size) for out, size in zip(outputs, sizes, strict=True)]
+        for out in outputs:
+            keep = out["scores"] >= threshold
+            out.update(boxes=out["boxes"][keep], scores=out["scores"][keep], labels=out["labels"][keep])
+        found = per_image(outputs, windows, owners, self.settings.image_size, sizes, self.tiles)
+        answers = [Prediction(round(float(width)), round(float(height)), boxes, labels, scores)
+                   for (width, height), (_, boxes, scores, labels) in zip(sizes, found, strict=True)]  # fmt: skip
+        return answers if agnostic_nms >= NMS_OFF else [_agnostic(a, agnostic_nms) for a in answers]
 
     def run(self, images: torch.Tensor, sizes: np.ndarray) -> list[dict[str, np.ndarray]]:
-        """The model's raw outputs per image (see `Trainer.predict`), as numpy arrays."""
+        """The model's raw outputs per input (see `Trainer.predict`), as numpy arrays; `sizes` are the
+        inputs' own (width, height) in image pixels."""
         raise NotImplementedError
 
-    def _answer(self, out: dict[str, np.ndarray], size: np.ndarray, threshold: float) -> Prediction:
+    def _classified(self, out: dict[str, np.ndarray], size: np.ndarray) -> Prediction:
         width, height = (round(v) for v in size.tolist())
-        if not self.detects:
-            probabilities = out["scores"].astype(np.float32)
-            label = int(out["labels"])
-            return Prediction(width, height, np.zeros((0, 4), np.float32), np.array([label]),
-                              probabilities[[label]], probabilities)  # fmt: skip
-        keep = out["scores"] >= threshold
-        scale = np.tile(self.settings.image_size / size, 2)  # model pixels per image pixel: x, y, x, y
-        boxes = np.clip(out["boxes"][keep] / scale, 0, [width, height, width, height]).astype(np.float32)
-        return Prediction(width, height, boxes, out["labels"][keep].astype(np.int64), out["scores"][keep])
+        probabilities = out["scores"].astype(np.float32)
+        label = int(out["labels"])
+        return Prediction(width, height, np.zeros((0, 4), np.float32), np.array([label]),
+                          probabilities[[label]], probabilities)  # fmt: skip
+
+
+def _input_sizes(sizes: np.ndarray, windows: np.ndarray | None) -> np.ndarray:
+    """Each input's (width, height) in image pixels: its window's, or its whole image's."""
+    if windows is None:
+        return sizes
+    windows = np.asarray(windows, np.float32).reshape(-1, 4)
+    return windows[:, 2:] - windows[:, :2]
 
 
 def _agnostic(answer: Prediction, iou: float) -> Prediction:

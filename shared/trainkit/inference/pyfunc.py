@@ -2,8 +2,9 @@
 
 `predict` takes what AzureML sends: a DataFrame with an `image` column of base64-encoded files
 (online endpoints' `input_data`), file paths or raw bytes (batch endpoints), or uint8 H x W x 3
-arrays; and the parameters `min_score` and `agnostic_nms` (an IoU: of boxes overlapping more, whatever
-their classes, the best stays; 1.0, the default, keeps all). It returns one row per image: `filename` and `boxes`
+arrays; and the parameters `min_score`, `agnostic_nms` (an IoU: of boxes overlapping more, whatever
+their classes, the best stays; 1.0, the default, keeps all) and the tile_* ones (`trainkit predict`'s
+--tile-* options; by default the model's own tiling). It returns one row per image: `filename` and `boxes`
 (detection: normalised corners, label, score) or `probs` and `labels` (classifiers).
 """
 
@@ -38,15 +39,19 @@ class TrainkitModel(mlflow.pyfunc.PythonModel):
         from trainkit.inference.images import UnreadableImage, to_array
         from trainkit.inference.responses import automl_answer
 
-        predictor = self._predictor
         from trainkit.errors import UserError
         from trainkit.inference.predictor import NMS_OFF, check_agnostic_nms
 
-        min_score = (params or {}).get("min_score")
+        params = params or {}
+        min_score = params.get("min_score")
         try:
-            agnostic = check_agnostic_nms(float((params or {}).get("agnostic_nms", NMS_OFF)), "agnostic_nms")
+            agnostic = check_agnostic_nms(float(params.get("agnostic_nms", NMS_OFF)), "agnostic_nms")
         except (TypeError, ValueError, UserError) as exc:
             raise _bad_input(f"parameter agnostic_nms: {exc}") from None
+        try:
+            predictor = self._tiled(params)
+        except (TypeError, ValueError, UserError) as exc:
+            raise _bad_input(f"tile parameters: {exc}") from None
         items = input_items(model_input)
         rows = []
         for start in range(0, len(items), BATCH):
@@ -61,6 +66,23 @@ class TrainkitModel(mlflow.pyfunc.PythonModel):
             rows += [automl_answer(a, predictor.classes, f) for (f, _), a in zip(chunk, answers, strict=True)]
         columns = ["filename", "boxes"] if predictor.detects else ["filename", "probs", "labels"]
         return pd.DataFrame(rows, columns=columns)
+
+
+    def _tiled(self, params: dict[str, Any]) -> Any:
+        """The predictor, tiling as this request's tile_* parameters say (a copy when they change it)."""
+        import copy
+
+        from trainkit.inference.predict import checked_tiles
+
+        options = {key[len("tile_") :]: value for key, value in params.items() if key.startswith("tile_")}
+        if not options or not self._predictor.detects:
+            return self._predictor
+        tiles = checked_tiles(self._predictor, options, "tile_")
+        if tiles == self._predictor.tiles:
+            return self._predictor
+        predictor = copy.copy(self._predictor)
+        predictor.with_tiles(tiles)
+        return predictor
 
 
 def input_items(model_input: Any) -> list[tuple[str, Any]]:

@@ -26,13 +26,16 @@ class ModelSettings:
     std: tuple[float, float, float]
     min_score: float = DEFAULT_MIN_SCORE
     hyperparameters: dict = field(default_factory=dict)
+    tiling: dict | None = None  # detection: the windows images are cut into (trainkit.loading.tiles.TileSpec)
     trainkit_version: str = ""
 
     @classmethod
     def of(cls, trainer: Trainer, module: str, params: CommonParams) -> ModelSettings:
         """The settings of a model `trainer` (defined in importable `module`) trained with `params`."""
         import trainkit
+        from trainkit.params import tile_spec
 
+        tiles = tile_spec(params) if trainer.task == "detection" else None
         return cls(
             trainer=trainer.name,
             trainer_module=module,
@@ -41,6 +44,7 @@ class ModelSettings:
             mean=tuple(trainer.mean),
             std=tuple(trainer.std),
             hyperparameters=params_to_dict(params),
+            tiling=tiles.to_json() if tiles is not None else None,
             trainkit_version=trainkit.__version__,
         )
 

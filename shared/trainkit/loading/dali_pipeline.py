@@ -31,6 +31,7 @@ class Sample:
     anchor: np.ndarray  # (2,) float32: x, y of the window to decode, in pixels
     shape: np.ndarray  # (2,) float32: width, height of the window
     flip: np.ndarray  # () int32: 1 to mirror horizontally
+    window: np.ndarray  # (4,) float32: x0, y0, x1, y1 of the window in the image's own pixels (before any reduction)
     targets: tuple[np.ndarray, ...]  # per task; see TASK_TARGETS
 
 
@@ -94,7 +95,7 @@ class BatchSource:
             samples = self._read(chunk)
         self.pending.append(np.array([s.position for s in samples], np.int64))
         columns: list[list[np.ndarray]] = [[s.encoded for s in samples], [s.anchor for s in samples]]
-        columns += [[s.shape for s in samples], [s.flip for s in samples]]
+        columns += [[s.shape for s in samples], [s.flip for s in samples], [s.window for s in samples]]
         columns += [[s.targets[j] for s in samples] for j in range(len(TASK_TARGETS[self._task]))]
         columns.append([np.array([s.position], np.int64) for s in samples])
         return tuple(columns)
@@ -117,9 +118,9 @@ class BatchSource:
 
 @pipeline_def(enable_conditionals=False)
 def loader_pipeline(source: BatchSource, task: str, decode_device: str) -> tuple:
-    """Decode each sample's window. Outputs: images (HWC uint8), flips, targets, positions."""
-    dtypes = [types.UINT8, types.FLOAT, types.FLOAT, types.INT32, *TASK_TARGETS[task], types.INT64]
-    encoded, anchor, shape, flip, *rest = fn.external_source(
+    """Decode each sample's window. Outputs: images (HWC uint8), flips, windows, targets, positions."""
+    dtypes = [types.UINT8, types.FLOAT, types.FLOAT, types.INT32, types.FLOAT, *TASK_TARGETS[task], types.INT64]
+    encoded, anchor, shape, flip, window, *rest = fn.external_source(
         source=source, num_outputs=len(dtypes), batch=True, dtype=dtypes
     )
     images = fn.decoders.image_slice(
@@ -131,4 +132,4 @@ def loader_pipeline(source: BatchSource, task: str, decode_device: str) -> tuple
         device=decode_device,
         output_type=types.RGB,
     )
-    return (images, flip, *rest)
+    return (images, flip, window, *rest)

@@ -8,6 +8,11 @@ distributed run reads a disjoint, equally long shard (up to count-1 images a epo
 the shards are equal, as torch's DistributedSampler does). Eval mode reads every sample exactly
 once, in order, the last partial batch included, with no randomness.
 
+With `config.tiles` (detection), training samples are an image's tiles and the whole image (each a
+window decoded alone; an epoch is every window once, shuffled across images), and evaluation batches
+hold every window of each image, cut from one decode of it (`DetectionBatch.windows` says where each
+input lies in its image; trainkit.loading.tiles).
+
 A file that cannot be read or decoded follows the `on_bad_row` policy: `error` raises a
 DatasetError naming it; `skip` leaves it out, counts it in `skipped`, and goes on.
 """
@@ -15,6 +20,7 @@ DatasetError naming it; `skip` leaves it out, counts it in `skipped`, and goes o
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -38,11 +44,13 @@ from trainkit.loading.dali_pipeline import BadFile, BatchSource, Sample, loader_
 from trainkit.loading.distributed import Shard, local_processes, usable_cores
 from trainkit.loading.large_images import is_large, reduced
 from trainkit.loading.resize import resize_into
+from trainkit.loading.tiles import IGNORE_LABEL, TileSpec, window_targets
 
 log = logging.getLogger(__name__)
 
 MIN_BOX_PIXELS = 1.0
 MAX_REBUILDS_PER_EPOCH = 100
+IGNORE_FILL = 114  # the grey an ignore region is painted with (YOLO's letterbox grey): no object, no background
 
 
 def create_loader(
@@ -67,9 +75,14 @@ class DaliLoader:
         self.shard = shard
         self.epoch = 0
         self._units = len(records) if config.task != "object_crops" else records.num_objects
+        self._object_image = records.object_image()
+        self._tiles = config.tiles if config.task == "detection" else None
+        # Training on tiles: each unit is one window of one image (see trainkit.loading.tiles).
+        self._unit_image, self._unit_window = _tile_units(records, self._tiles) if config.train else (None, None)
+        if self._unit_image is not None:
+            self._units = len(self._unit_image)
         if config.train and self._units < shard.count:
             raise DatasetError(f"{self._units} samples cannot be split over {shard.count} processes")
-        self._object_image = records.object_image()
         self._source = BatchSource(self._load, config.batch_size, config.task, config.on_bad_row == "skip")
         self._pipe = None
         self._clean_end = True
@@ -177,6 +190,8 @@ class DaliLoader:
         self._pipe = self._build()
 
     def _image_of(self, position: int) -> int:
+        if self._unit_image is not None:
+            return int(self._unit_image[position])
         return int(self._object_image[position]) if self.config.task == "object_crops" else position
 
     def _path_of(self, position: int) -> str:
@@ -212,7 +227,7 @@ class DaliLoader:
     def _load(self, position: int) -> Sample:
         """Read one sample's bytes and decide its window, flip and targets (runs in DALI's feeding thread)."""
         records, config, task = self.records, self.config, self.config.task
-        image = int(self._object_image[position]) if task == "object_crops" else position
+        image = self._image_of(position)
         path = str(records.paths[image])
         try:
             encoded = np.fromfile(path, dtype=np.uint8)
@@ -236,13 +251,21 @@ class DaliLoader:
         else:
             boxes = records.boxes[start:stop].astype(np.float64)
             labels = records.class_ids[start:stop].astype(np.int32)
-            crop = rng is not None and config.random_crop
-            window = sample_crop_window(rng, boxes, width, height) if crop else full_window(width, height)
-            window = replace(window, flip=flip)
-            targets = boxes_in_window(boxes, labels, window)
+            tile = None if self._unit_window is None else Window(*(int(v) for v in self._unit_window[position]))
+            if tile is not None and tile != full_window(width, height):
+                # A tile is already a crop: it is only mirrored, and objects it cuts become ignore regions.
+                window = replace(tile, flip=flip)
+                targets = window_targets(boxes, labels, window, self._tiles.min_visible)
+            else:
+                crop = rng is not None and config.random_crop
+                window = sample_crop_window(rng, boxes, width, height) if crop else full_window(width, height)
+                window = replace(window, flip=flip)
+                targets = boxes_in_window(boxes, labels, window)
+        corners = window.xyxy()[0].astype(np.float32)
         if is_large(width, height):
+            # Evaluation cuts tiles from this one decode: it must keep `image_size` pixels across the smallest.
             try:
-                encoded, window = reduced(encoded.tobytes(), width, height, window, config.image_size)
+                encoded, window = reduced(encoded.tobytes(), width, height, window, self._decode_side(width, height))
             except ValueError as why:
                 raise BadFile(position, f"image {path} cannot be decoded ({why})") from None
         elif image in self._cpu_decode:
@@ -254,35 +277,45 @@ class DaliLoader:
             anchor=np.array([window.x0, window.y0], np.float32),
             shape=np.array([window.width, window.height], np.float32),
             flip=np.array(int(window.flip), np.int32),
+            window=corners,
             targets=targets,
         )
 
-    def _batch(self, outputs: tuple, positions: np.ndarray) -> DetectionBatch | ClassificationBatch:
+    def _decode_side(self, width: int, height: int) -> int:
+        """Pixels a large image's decode keeps across the window: `image_size`, or, when evaluation cuts
+        tiles from one decode, enough for the smallest tile to keep `image_size`."""
         size = self.config.image_size
-        images_tl = outputs[0]
-        # Channels-last: the uint8 resize kernel writes it directly, and convolutions take it as is.
-        images = torch.empty(
-            (len(positions), 3, size, size), dtype=torch.uint8, device=self.device, memory_format=torch.channels_last
-        )
-        flips_tl = outputs[1]
-        with _one_cpu_thread(self.device):
-            for i in range(len(positions)):
-                resize_into(_to_torch(images_tl[i], self.device), images[i : i + 1])
-                if int(np.asarray(flips_tl[i])):
-                    images[i : i + 1] = images[i : i + 1].flip(-1)
-        indices = torch.from_numpy(positions)
+        if self._tiles is None or self.config.train:
+            return size
+        tiles = self._tiles.windows(width, height)
+        return math.ceil(size * max(max(width / t.width, height / t.height) for t in tiles))
+
+    def _batch(self, outputs: tuple, positions: np.ndarray) -> DetectionBatch | ClassificationBatch:
+        images_tl, flips_tl, windows_tl = outputs[0], outputs[1], outputs[2]
         if self.config.task != "detection":
-            labels_tl = outputs[2]
+            images = self._resized([_to_torch(images_tl[i], self.device) for i in range(len(positions))], flips_tl)
+            labels_tl = outputs[3]
             labels = np.stack([np.asarray(labels_tl[i]) for i in range(len(positions))])
             labels_t = torch.from_numpy(
                 labels.reshape(len(positions)).astype(np.int64) if self.config.task == "object_crops" else labels
             )
-            return ClassificationBatch(images, labels_t.to(self.device), indices)
-        boxes_tl, labels_tl = outputs[2], outputs[3]
+            return ClassificationBatch(images, labels_t.to(self.device), torch.from_numpy(positions))
+        image_ids = np.array([self._image_of(p) for p in positions.tolist()], np.int64)
+        windows = np.stack([np.asarray(windows_tl[i], np.float32) for i in range(len(positions))]).reshape(-1, 4)
+        decoded = [_to_torch(images_tl[i], self.device) for i in range(len(positions))]
+        if self._tiles is not None and not self.config.train:
+            return self._tiled_batch(decoded, windows, image_ids)
+        size = self.config.image_size
+        images = self._resized(decoded, flips_tl)
+        boxes_tl, labels_tl = outputs[3], outputs[4]
         targets = []
         for i in range(len(positions)):
             boxes = np.asarray(boxes_tl[i], np.float32).reshape(-1, 4) * size
             labels = np.asarray(labels_tl[i]).reshape(-1).astype(np.int64)
+            ignore = labels == IGNORE_LABEL
+            for x0, y0, x1, y1 in np.rint(boxes[ignore]).astype(int).tolist():
+                images[i, :, y0:y1, x0:x1] = IGNORE_FILL
+            boxes, labels = boxes[~ignore], labels[~ignore]
             keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_PIXELS) & ((boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_PIXELS)
             targets.append(
                 {
@@ -290,9 +323,65 @@ class DaliLoader:
                     "labels": torch.from_numpy(labels[keep]).to(self.device),
                 }
             )
-        sizes = self.records.sizes[positions].astype(np.float32)
-        scales = torch.from_numpy(size / sizes)
-        return DetectionBatch(images, targets, indices, scales)
+        return _detection_batch(images, targets, image_ids, windows)
+
+    def _resized(self, decoded: list[torch.Tensor], flips_tl=None) -> torch.Tensor:
+        """The decoded (1, 3, h, w) windows resized to the model's square input (and mirrored where flipped)."""
+        size = self.config.image_size
+        # Channels-last: the uint8 resize kernel writes it directly, and convolutions take it as is.
+        images = torch.empty(
+            (len(decoded), 3, size, size), dtype=torch.uint8, device=self.device, memory_format=torch.channels_last
+        )
+        with _one_cpu_thread(self.device):
+            for i, chw in enumerate(decoded):
+                resize_into(chw, images[i : i + 1])
+                if flips_tl is not None and int(np.asarray(flips_tl[i])):
+                    images[i : i + 1] = images[i : i + 1].flip(-1)
+        return images
+
+    def _tiled_batch(self, decoded: list[torch.Tensor], windows: np.ndarray, image_ids: np.ndarray) -> DetectionBatch:
+        """Evaluation on tiles: every window of each image, cut from its one decode, as consecutive inputs;
+        targets are each window's boxes (kept whole when `min_visible` of them is inside)."""
+        crops, corners, owners, targets = [], [], [], []
+        for chw, frame, image in zip(decoded, windows, image_ids.tolist(), strict=True):
+            width, height = (int(v) for v in self.records.sizes[image])
+            # The decode may be reduced (a large image): tile corners in its own pixels.
+            fx, fy = chw.shape[-1] / float(frame[2] - frame[0]), chw.shape[-2] / float(frame[3] - frame[1])
+            start, stop = self.records.offsets[image], self.records.offsets[image + 1]
+            boxes, labels = self.records.boxes[start:stop], self.records.class_ids[start:stop]
+            for tile in self._tiles.windows(width, height):
+                x0, y0 = math.floor(tile.x0 * fx), math.floor(tile.y0 * fy)
+                x1 = max(x0 + 1, math.ceil((tile.x0 + tile.width) * fx))
+                y1 = max(y0 + 1, math.ceil((tile.y0 + tile.height) * fy))
+                crops.append(chw[:, :, y0:y1, x0:x1])
+                corners.append(tile.xyxy()[0])
+                owners.append(image)
+                rel, ids = window_targets(boxes, labels, tile, self._tiles.min_visible)
+                keep = ids != IGNORE_LABEL
+                targets.append({"boxes": torch.from_numpy(rel[keep] * self.config.image_size).to(self.device),
+                                "labels": torch.from_numpy(ids[keep].astype(np.int64)).to(self.device)})  # fmt: skip
+        images = self._resized(crops)
+        return _detection_batch(images, targets, np.array(owners, np.int64), np.array(corners, np.float32))
+
+
+def _detection_batch(images: torch.Tensor, targets: list, image_ids: np.ndarray, windows: np.ndarray) -> DetectionBatch:
+    size = images.shape[-1]
+    extent = (windows[:, 2:] - windows[:, :2]).astype(np.float32)
+    return DetectionBatch(images, targets, torch.from_numpy(image_ids), torch.from_numpy(size / extent),
+                          windows=torch.from_numpy(windows.astype(np.float32)))  # fmt: skip
+
+
+def _tile_units(records: Records, tiles: TileSpec | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Training on tiles: (image of each unit, its window as x0, y0, width, height), the windows of
+    every image in turn; (None, None) without tiling."""
+    if tiles is None:
+        return None, None
+    images, windows = [], []
+    for image, (width, height) in enumerate(records.sizes.tolist()):
+        for window in tiles.windows(width, height):
+            images.append(image)
+            windows.append((window.x0, window.y0, window.width, window.height))
+    return np.array(images, np.int64), np.array(windows, np.int64).reshape(-1, 4)
 
 
 @contextmanager
