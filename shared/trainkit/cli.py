@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_dataset_args(validate)
     validate.add_argument("--json", type=Path, metavar="FILE", help="also write the summary as JSON to FILE")
+    validate.add_argument(
+        "--image-size", type=int, default=512, metavar="PX",
+        help="the trainer's image_size: objects' size there is reported (and a tile grid when many are small)",
+    )  # fmt: skip
     validate.set_defaults(func=_cmd_validate)
 
     train = commands.add_parser(
@@ -147,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--images", type=int, default=24, help="number of images")
     demo.add_argument("--seed", type=int, default=0, help="random seed")
     demo.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    demo.add_argument(
+        "--kind", choices=("shapes", "scenes"), default="shapes",
+        help="shapes: 320x240 images, a few large shapes; scenes: 1600x1200 images of 12-32 px shapes (for tiling)",
+    )  # fmt: skip
     demo.set_defaults(func=_cmd_demo)
 
     weights = commands.add_parser(
@@ -380,9 +388,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     config = data_config_from_args(args)
     dataset = load_dataset(config)
-    print(summary_text(dataset, config.options.on_bad_row))
+    print(summary_text(dataset, config.options.on_bad_row, args.image_size))
     if args.json:
-        write_json_atomic(args.json, summary_json(dataset, config.options.on_bad_row))
+        write_json_atomic(args.json, summary_json(dataset, config.options.on_bad_row, args.image_size))
     reason = dataset.usable(config.options.on_bad_row)
     if reason:
         raise UserError(reason)
@@ -492,7 +500,7 @@ def _cmd_sweep_report(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from trainkit.data.demo import write_demo_dataset
 
-    demo = write_demo_dataset(args.dir, images=args.images, seed=args.seed, force=args.force)
+    demo = write_demo_dataset(args.dir, images=args.images, seed=args.seed, force=args.force, kind=args.kind)
     print(f"wrote {args.images} images and {demo.labels_csv}")
     print(f"  datastore layout: --imageset {demo.imageset_datastore} --datastore-name {demo.datastore_name}")
     print(f"  ML-studio layout: --imageset {demo.imageset_studio} --datastore-name ''")

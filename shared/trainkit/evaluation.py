@@ -120,6 +120,7 @@ def evaluate_detection(
     from trainkit.inference.tile_merge import per_image
 
     metric = MeanAveragePrecision(iou_type="bbox", box_format="xyxy", class_metrics=True)
+    metric.warn_on_many_detections = False  # it keeps the best 100 per image, as COCO does; tiles give more
     records = loader.records
     spec = getattr(getattr(loader, "config", None), "tiles", None)
     drawn = []

@@ -4,6 +4,10 @@ Images show circles, squares and triangles on a noisy background; each shape's b
 extent in pixels. The label set is what the API writes: pandas `to_csv` (index included) of a
 DataFrame whose `label` cells are lists of dicts and whose `label_confidence` cells are lists of
 floats. Both image-set layouts are written: with the datastore folder and the ML-studio one.
+
+Two kinds: `shapes` (320x240 images, a few shapes a sixth to a third of the image wide) and
+`scenes` (1600x1200 images crowded with 12-32 px shapes and a few large ones: small objects in
+large images, the case tiling is for).
 """
 
 from __future__ import annotations
@@ -20,6 +24,11 @@ from PIL import Image, ImageDraw
 from trainkit.errors import UserError
 
 CLASSES = ("circle", "square", "triangle")
+KINDS = ("shapes", "scenes")
+SCENE_SIZE = (1600, 1200)
+SMALL_SIDE = (12, 32)  # scenes: most objects' sides, in pixels
+LARGE_SIDE = (160, 400)  # scenes: the few large objects'
+SMALL_PER_SCENE = (12, 30)
 DEFAULT_DATASTORE = "demo_datastore"
 IMAGE_FOLDER = "shapes"
 
@@ -42,17 +51,21 @@ def write_demo_dataset(
     size: tuple[int, int] = (320, 240),
     datastore_name: str = DEFAULT_DATASTORE,
     force: bool = False,
+    kind: str = "shapes",
 ) -> DemoDataset:
-    """Write the demo dataset into `root` (which must be new or empty unless `force`)."""
+    """Write the demo dataset of `kind` (see the module doc) into `root` (which must be new or empty
+    unless `force`); scenes are SCENE_SIZE whatever `size` says."""
     root = Path(root)
     if images < 1:
         raise UserError(f"--images must be at least 1, got {images}")
+    if kind not in KINDS:
+        raise UserError(f"--kind {kind!r}: one of {', '.join(KINDS)}")
     if root.exists() and (not root.is_dir() or any(root.iterdir())) and not force:
         raise UserError(f"{root} exists and is not empty; pass --force to replace it, or choose a new folder")
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
-        _write(staging, images, seed, size, datastore_name)
+        _write(staging, images, seed, size if kind == "shapes" else SCENE_SIZE, datastore_name, kind)
         staging.chmod(0o755)  # mkdtemp made it private; the data is meant to be mounted and shared
         if root.exists():
             shutil.rmtree(root) if root.is_dir() else root.unlink()
@@ -63,13 +76,13 @@ def write_demo_dataset(
     return DemoDataset(root, root / "labels.csv", root / "imageset", root / "imageset_studio", datastore_name)
 
 
-def _write(root: Path, images: int, seed: int, size: tuple[int, int], datastore_name: str) -> None:
+def _write(root: Path, images: int, seed: int, size: tuple[int, int], datastore_name: str, kind: str) -> None:
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(images):
         suffix = "png" if i % 6 == 5 else "jpg"
         url = f"{IMAGE_FOLDER}/img_{i:04d}.{suffix}"
-        image, objects = _draw_image(rng, size)
+        image, objects = _draw_image(rng, size) if kind == "shapes" else _draw_scene(rng, size)
         for folder in (root / "imageset" / datastore_name, root / "imageset_studio"):
             path = folder / url
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,7 +96,7 @@ def _write(root: Path, images: int, seed: int, size: tuple[int, int], datastore_
         rows.append({"image_url": url, "label": objects, "label_confidence": confidences, "labeler": f"demo-{i % 3}"})
     pd.DataFrame(rows).to_csv(root / "labels.csv")
     (root / "README.txt").write_text(
-        "trainkit demo dataset (synthetic shapes).\n"
+        f"trainkit demo dataset (synthetic {kind}).\n"
         f"With the datastore folder: DATASTORE_NAME={datastore_name} trainkit validate "
         "--imageset imageset --labelset labels.csv\n"
         "ML-studio layout: trainkit validate --imageset imageset_studio --labelset labels.csv --datastore-name ''\n",
@@ -101,19 +114,47 @@ def _draw_image(rng: np.random.Generator, size: tuple[int, int]) -> tuple[Image.
     objects = []
     count = int(rng.integers(1, 5)) if rng.random() > 0.1 else 0  # some images show nothing
     for _ in range(count):
-        name = CLASSES[int(rng.integers(len(CLASSES)))]
         w = int(rng.integers(width // 8, width // 3))
         h = int(rng.integers(height // 8, height // 3))
-        x0 = int(rng.integers(0, width - w))
-        y0 = int(rng.integers(0, height - h))
-        x1, y1 = x0 + w - 1, y0 + h - 1
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        if name == "circle":
-            draw.ellipse((x0, y0, x1, y1), fill=colour)
-        elif name == "square":
-            draw.rectangle((x0, y0, x1, y1), fill=colour)
-        else:
-            draw.polygon([(x0, y1), (x1, y1), ((x0 + x1) // 2, y0)], fill=colour)
-        # The API's keys: bottom is the start and top the end of each range, in pixels.
-        objects.append({"type": name, "bottomX": x0, "topX": x0 + w, "bottomY": y0, "topY": y0 + h})
+        objects.append(_draw_shape(draw, rng, int(rng.integers(0, width - w)), int(rng.integers(0, height - h)), w, h))
     return image, objects
+
+
+def _draw_scene(rng: np.random.Generator, size: tuple[int, int]) -> tuple[Image.Image, list[dict]]:
+    """A large image crowded with small shapes and a few large ones, none overlapping."""
+    width, height = size
+    # Blotchy, low-frequency background with a little fine noise: cluttered, yet small as a JPEG.
+    coarse = np.clip(rng.integers(60, 190, 3) + rng.integers(-30, 30, (height // 80 + 1, width // 80 + 1, 3)), 0, 255)
+    blotches = Image.fromarray(coarse.astype(np.uint8), "RGB").resize((width, height), Image.BILINEAR)
+    pixels = np.clip(np.asarray(blotches, np.int16) + rng.integers(-8, 8, (height, width, 3)), 0, 255)
+    pixels = pixels.astype(np.uint8)
+    image = Image.fromarray(pixels, "RGB")
+    draw = ImageDraw.Draw(image)
+    sides = [int(rng.integers(*LARGE_SIDE)) for _ in range(int(rng.integers(0, 3)))]
+    sides += [int(rng.integers(*SMALL_SIDE)) for _ in range(int(rng.integers(*SMALL_PER_SCENE)))]
+    taken: list[tuple[int, int, int, int]] = []
+    objects = []
+    for side in sides:
+        w, h = side, max(SMALL_SIDE[0], int(side * rng.uniform(0.75, 1.33)))
+        for _ in range(20):  # a free place, a few pixels from every other object
+            x0, y0 = int(rng.integers(0, width - w)), int(rng.integers(0, height - h))
+            if all(x0 > b[2] + 4 or x0 + w + 4 < b[0] or y0 > b[3] + 4 or y0 + h + 4 < b[1] for b in taken):
+                taken.append((x0, y0, x0 + w, y0 + h))
+                objects.append(_draw_shape(draw, rng, x0, y0, w, h))
+                break
+    return image, objects
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, rng: np.random.Generator, x0: int, y0: int, w: int, h: int) -> dict:
+    """A random shape filling the box (x0, y0, w, h); its label in the API's form."""
+    name = CLASSES[int(rng.integers(len(CLASSES)))]
+    x1, y1 = x0 + w - 1, y0 + h - 1
+    colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+    if name == "circle":
+        draw.ellipse((x0, y0, x1, y1), fill=colour)
+    elif name == "square":
+        draw.rectangle((x0, y0, x1, y1), fill=colour)
+    else:
+        draw.polygon([(x0, y1), (x1, y1), ((x0 + x1) // 2, y0)], fill=colour)
+    # The API's keys: bottom is the start and top the end of each range, in pixels.
+    return {"type": name, "bottomX": x0, "topX": x0 + w, "bottomY": y0, "topY": y0 + h}

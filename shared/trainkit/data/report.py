@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from trainkit.data.dataset import Dataset, SetReport
+from trainkit.data.object_sizes import ObjectSizes, object_sizes
+from trainkit.data.records import Records
 from trainkit.errors import BadRowPolicy
 
+DEFAULT_IMAGE_SIZE = 512  # CommonParams' image_size
 
-def summary_json(dataset: Dataset, policy: BadRowPolicy) -> dict:
+
+def summary_json(dataset: Dataset, policy: BadRowPolicy, image_size: int = DEFAULT_IMAGE_SIZE) -> dict:
     """The `validate --json` document."""
     reason = dataset.usable(policy)
+    sizes = _sizes(dataset, image_size)
     return {
         "usable": reason is None,
         "reason": reason,
@@ -18,10 +23,16 @@ def summary_json(dataset: Dataset, policy: BadRowPolicy) -> dict:
         "train_images": len(dataset.train),
         "val_images": len(dataset.val) if dataset.val is not None else 0,
         "classes": list(dataset.class_map.names),
+        "object_sizes": sizes.to_json() if sizes is not None else None,
     }
 
 
-def summary_text(dataset: Dataset, policy: BadRowPolicy) -> str:
+def _sizes(dataset: Dataset, image_size: int) -> ObjectSizes | None:
+    records = dataset.train if dataset.val is None else Records.concat([dataset.train, dataset.val])
+    return object_sizes(records, image_size)
+
+
+def summary_text(dataset: Dataset, policy: BadRowPolicy, image_size: int = DEFAULT_IMAGE_SIZE) -> str:
     """The `validate` summary."""
     lines: list[str] = []
     for report in dataset.reports:
@@ -29,6 +40,11 @@ def summary_text(dataset: Dataset, policy: BadRowPolicy) -> str:
         lines.append("")
     lines.append(f"split      {dataset.split}")
     lines.append(f"classes    {len(dataset.class_map)}: {', '.join(dataset.class_map.names) or 'none'}")
+    sizes = _sizes(dataset, image_size)
+    if sizes is not None:
+        lines.append(f"size       {sizes.line()}")
+        if sizes.hint():
+            lines.append(f"  hint: {sizes.hint()}")
     reason = dataset.usable(policy)
     lines.append("result     usable" if reason is None else f"result     NOT usable: {reason}")
     return "\n".join(lines)

@@ -116,6 +116,7 @@ def _evaluate_detection(predictor: BasePredictor, records, remap: np.ndarray, th
     classes = predictor.classes
     loader = batch_loader(predictor, records, config.batch_size)
     metric = MeanAveragePrecision(iou_type="bbox", box_format="xyxy", class_metrics=True, extended_summary=True)
+    metric.warn_on_many_detections = False  # it keeps the best 100 per image, as COCO does; tiles give more
     k = len(classes)
     counts = _Counts.empty(k)
     images: list[_Image] = []
@@ -137,6 +138,9 @@ def _evaluate_detection(predictor: BasePredictor, records, remap: np.ndarray, th
         log.warning("skipped %s: %s", path, reason)
     result = metric.compute()
     metrics = {name: float(result[name]) for name in ("map", "map_50", "map_75")}
+    # COCO's object sizes (area under 32^2, 96^2 px, above): -1 where the set has none of that size.
+    metrics.update({name: float(result[name]) for name in ("map_small", "map_medium", "map_large")
+                    if float(result[name]) >= 0})  # fmt: skip
     present = result["classes"].reshape(-1).tolist()
     for class_id, ap in zip(present, result["map_per_class"].reshape(-1).tolist(), strict=True):
         if 0 <= class_id < k and ap >= 0:

@@ -36,11 +36,10 @@ class TrainkitModel(mlflow.pyfunc.PythonModel):
     # input form through unchanged (bytes, paths, arrays too; see `input_items`) for this model to check.
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """One answer per input image (see the module doc)."""
-        from trainkit.inference.images import UnreadableImage, to_array
-        from trainkit.inference.responses import automl_answer
-
         from trainkit.errors import UserError
+        from trainkit.inference.images import UnreadableImage, to_array
         from trainkit.inference.predictor import NMS_OFF, check_agnostic_nms
+        from trainkit.inference.responses import automl_answer
 
         params = params or {}
         min_score = params.get("min_score")
@@ -66,7 +65,6 @@ class TrainkitModel(mlflow.pyfunc.PythonModel):
             rows += [automl_answer(a, predictor.classes, f) for (f, _), a in zip(chunk, answers, strict=True)]
         columns = ["filename", "boxes"] if predictor.detects else ["filename", "probs", "labels"]
         return pd.DataFrame(rows, columns=columns)
-
 
     def _tiled(self, params: dict[str, Any]) -> Any:
         """The predictor, tiling as this request's tile_* parameters say (a copy when they change it)."""
