@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint docs bench bench-publish bench-quality clean
+.PHONY: install demo test test-fast lint docs bench bench-publish bench-quality bench-tiling clean
 
 install: $(STAMP)
 
@@ -49,6 +49,9 @@ bench: $(STAMP)
 
 bench-quality: $(STAMP)
 	$(BIN)/python benchmarks/quality.py
+
+bench-tiling: $(STAMP)
+	$(BIN)/python benchmarks/tiling.py --seeds 0 1
 
 bench-publish: $(STAMP)
 	$(BIN)/python benchmarks/publish.py --vm

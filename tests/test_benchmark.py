@@ -56,6 +56,14 @@ def test_quality_benchmark_runs() -> None:
 
 
 @pytest.mark.slow
+def test_tiling_benchmark_runs() -> None:
+    out = run_benchmark("tiling", "--smoke")
+    for row in ("whole image", "tiles 3x2", "tiles 3x2 + whole", "whole image, tiled prediction"):
+        assert re.search(rf"^{re.escape(row)}\s+0\s+\d\.\d{{3}}", out, re.M), out
+    assert "prediction time per image:" in out
+
+
+@pytest.mark.slow
 def test_predict_benchmark_runs() -> None:
     out = run_benchmark("predict", "--smoke")
     assert re.search(r"^trainkit predict: prediction phase \(loader \+ model\)\s+\d+\.\d\s+\d\.\d\dx$", out, re.M), out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import signal
@@ -90,6 +91,28 @@ def test_detector_trains_logs_to_mlflow_and_reloads(demo: DemoDataset, tmp_path:
     onnx.checker.check_model(str(out / "model.onnx"))
 
 
+@pytest.mark.parametrize("trainer", [SKELETON, DETECTOR], ids=["skeleton", "detector"])
+def test_a_detection_trainer_trains_on_tiles_and_its_model_predicts_on_them(
+    trainer: Path, demo: DemoDataset, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    scratch = ("--set", "weights=") if trainer == DETECTOR else ()
+    result = run(train_command(demo, out, trainer, *scratch, "--set", "epochs=1", "--set", "batch_size=4",
+                               "--set", "image_size=64", "--set", "tile_grid=2x2", "--set", "tile_overlap=0.2",
+                               "--log-every", 1))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = json.loads((out / "metrics.json").read_text())["step"]
+    train_images = json.loads((out / "run.json").read_text())["train_images"]
+    assert steps == math.ceil(train_images * 5 / 4)  # an epoch: every tile and whole image once
+    settings = json.loads((out / "model" / "artifacts" / "settings.json").read_text())
+    assert settings["tiling"]["grid"] == [2, 2] and settings["tiling"]["overlap"] == 0.2
+    assert list((out / "plots").glob("val_*.png"))
+    predicted = run([str(TRAINKIT), "predict", "--model", str(out), "--imageset", str(demo.imageset_studio),
+                     "--datastore-name", "", "--output-dir", str(tmp_path / "pred"), "--draw", "0"])  # fmt: skip
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert json.loads((tmp_path / "pred" / "predict.json").read_text())["images"] == 12
+
+
 def test_classifier_trains_on_object_crops_with_its_own_metrics(demo: DemoDataset, tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = run(
@@ -167,14 +190,24 @@ LONG = (*SETTINGS, "--set", "epochs=20", "--eval-every", 5)
 LONG_STEPS = 120  # 11 training images, batches of 2, 20 epochs
 
 
-def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(demo: DemoDataset, tmp_path: Path) -> None:
+# On tiles (2x2 + the whole image: 5 samples an image), 4 epochs are about as many steps as LONG's 20.
+TILED = (*LONG, "--set", "tile_grid=2x2", "--set", "epochs=4")
+TILED_STEPS = 4 * math.ceil(11 * 5 / 2)
+
+
+@pytest.mark.parametrize(("settings", "steps"), [(LONG, LONG_STEPS), (TILED, TILED_STEPS)], ids=["whole", "tiles"])
+def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(
+    demo: DemoDataset, tmp_path: Path, settings: tuple, steps: int
+) -> None:
+    """Stopped mid-epoch and resumed, a run ends with the bit-identical model (on tiles too: the tile
+    order is part of what resumes)."""
     straight = tmp_path / "straight"
-    assert run(train_command(demo, straight, SKELETON, *LONG)).returncode == 0
+    assert run(train_command(demo, straight, SKELETON, *settings)).returncode == 0
     total = torch.load(straight / "checkpoints" / "last.pt", weights_only=False)["step"]
-    assert total == LONG_STEPS
+    assert total == steps
 
     out, log = tmp_path / "stopped", tmp_path / "stopped.log"
-    process = start(train_command(demo, out, SKELETON, *LONG), log)
+    process = start(train_command(demo, out, SKELETON, *settings), log)
     wait_for_step(process, log, 5)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) == 3, log.read_text()[-3000:]
@@ -183,12 +216,12 @@ def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(demo: DemoD
     stopped_at = torch.load(out / "checkpoints" / "last.pt", weights_only=False)["step"]
     assert 5 <= stopped_at < total
 
-    again = run(train_command(demo, out, SKELETON, *LONG))
+    again = run(train_command(demo, out, SKELETON, *settings))
     assert again.returncode == 2 and "pass --resume auto" in again.stderr
     reason = (out / "failure.txt").read_text().strip()  # the same one line as stderr's error
     assert f"trainkit: error: {reason}" in again.stderr.splitlines()
 
-    resumed = run(train_command(demo, out, SKELETON, *LONG, "--resume", "auto"))
+    resumed = run(train_command(demo, out, SKELETON, *settings, "--resume", "auto"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming at step {stopped_at}" in resumed.stderr
     assert not (out / "failure.txt").exists()  # a success clears the last failure

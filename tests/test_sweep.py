@@ -95,10 +95,24 @@ def test_grid_and_bayesian_sampling_and_the_classifier_objective(sweep, tmp_path
     assert load_and_validate(next((tmp_path / "bayes").glob("job-*.yml"))).sampling_algorithm == "bayesian"
 
 
+def test_a_sweep_searches_tile_grids_and_carries_the_tile_settings(sweep, tmp_path: Path) -> None:
+    result = sweep("--search", "tile_grid=choice(none,2x2,3x2)", "--set", "tile_overlap=0.2", "--set", "tile_nms=0.5",
+                   "--sampling", "grid", "--dry-run", tmp_path / "tiles")  # fmt: skip
+    assert result.code == 0, result.err
+    path = next((tmp_path / "tiles").glob("job-*.yml"))
+    spec = yaml.safe_load(path.read_text())
+    assert spec["search_space"]["tile_grid"] == {"type": "choice", "values": ["none", "2x2", "3x2"]}
+    command = spec["trial"]["command"]
+    assert "tile_grid=${{search_space.tile_grid}}" in command and "tile_overlap=0.2" in command, command
+    assert "tile_nms=0.5" in command
+    load_and_validate(path)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--search", "lrr=uniform(0.1,1)"], "unknown hyperparameter 'lrr'"),
+        (["--search", "tile_grid=choice(3x2,3by2)"], "tile_grid '3by2': write COLUMNSxROWS"),
         (
             ["--search", "batch_size=uniform(2,16)"],
             "--search batch_size=uniform(2, 16): the trainer refuses batch_size=6.4563",

@@ -289,3 +289,12 @@ def _from_automl(boxes: list[dict], side: int):
                      for b in boxes], np.float32).reshape(-1, 4) * side  # fmt: skip
     labels = np.array([PARITY_CLASSES.names.index(b["label"]) for b in boxes], np.int64)
     return Prediction(side, side, xyxy, labels, np.array([b["score"] for b in boxes], np.float32))
+
+
+def test_a_classifier_refuses_tiles_in_one_line() -> None:
+    from trainkit.training.discovery import load_trainer
+
+    trainer = load_trainer(str(ROOT / "trainers" / "classifier")).trainer
+    params = parse_params(trainer.Params, {"tile_grid": "2x2"})
+    with pytest.raises(UserError, match="'tile_grid'/'tile_size' are for detection trainers"):
+        trainer.loader_config(params, True)

@@ -52,7 +52,7 @@ class ObjectSizes:
             return None
         grid = f"{self.grid[0]}x{self.grid[1]}"
         return (f"{self.under_16} objects are under {SMALL_PX} px at image_size {self.image_size}: tiles bring most "
-                f"of them over it (--set tile_grid={grid}; docs/training.md, Small objects)")  # fmt: skip
+                f"of them over it (--set tile_grid={grid}; see docs/tiling.md)")  # fmt: skip
 
 
 def object_sizes(records: Records, image_size: int) -> ObjectSizes | None:

@@ -102,14 +102,42 @@ def per_image(
     found = []
     for k, (start, stop) in enumerate(itertools.pairwise(bounds)):
         width, height = (float(v) for v in np.asarray(sizes, np.float64).reshape(-1, 2)[k])
-        parts = []
+        parts, keeps = [], []
         for i in range(start, stop):
             window = windows[i] if windows is not None else np.array([0, 0, width, height])
             parts.append(to_image(outputs[i]["boxes"], window, input_size))
-        boxes = np.concatenate(parts) if parts else np.zeros((0, 4), np.float32)
+            whole = spec is None or not spec.whole
+            keeps.append(np.ones(len(parts[-1]), bool) if whole else ~_cut_by_tile(parts[-1], window, width, height))
+        keep = np.concatenate(keeps) if keeps else np.zeros(0, bool)
+        boxes = np.concatenate(parts)[keep] if parts else np.zeros((0, 4), np.float32)
         scores = np.concatenate([outputs[i]["scores"].reshape(-1) for i in range(start, stop)]).astype(np.float32)
         labels = np.concatenate([outputs[i]["labels"].reshape(-1) for i in range(start, stop)]).astype(np.int64)
+        scores, labels = scores[keep], labels[keep]
         if stop - start > 1 and spec is not None:
             boxes, scores, labels = merge(boxes, scores, labels, spec.nms, spec.merge)
         found.append((int(owners[start]), boxes, scores, labels))
     return found
+
+
+EDGE = 0.01  # a box this close to a tile's inner edge (a share of the tile's side, at least 2 px) is cut by it
+
+
+def _cut_by_tile(boxes: np.ndarray, window: np.ndarray, width: float, height: float) -> np.ndarray:
+    """Which of a tile's boxes (image pixels) touch one of its edges inside the image: most likely a
+    part of an object the tile cuts. With the whole image among the windows, such a part is left out of
+    the merge: the object is seen whole by a neighbouring tile (the overlap) or the whole image (larger
+    objects), and a part that outscored the whole would replace it."""
+    x0, y0, x1, y1 = (float(v) for v in window)
+    if x0 <= 0 and y0 <= 0 and x1 >= width and y1 >= height:
+        return np.zeros(len(boxes), bool)  # the whole image cuts nothing
+    margin_x, margin_y = max(2.0, EDGE * (x1 - x0)), max(2.0, EDGE * (y1 - y0))
+    cut = np.zeros(len(boxes), bool)
+    if x0 > 0:
+        cut |= boxes[:, 0] <= x0 + margin_x
+    if y0 > 0:
+        cut |= boxes[:, 1] <= y0 + margin_y
+    if x1 < width:
+        cut |= boxes[:, 2] >= x1 - margin_x
+    if y1 < height:
+        cut |= boxes[:, 3] >= y1 - margin_y
+    return cut

@@ -37,6 +37,7 @@ from trainkit.inference.predictor import Predictor
 from trainkit.inference.settings import ModelSettings
 from trainkit.loading.distributed import Shard, local_processes, local_rank
 from trainkit.loading.loader import DaliLoader, create_loader
+from trainkit.loading.tiles import describe
 from trainkit.params import CommonParams, params_to_dict, parse_params
 from trainkit.training.best import BestModel
 from trainkit.training.checkpoint import (
@@ -149,6 +150,10 @@ def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: Pr
         # Every rank evaluates the whole validation set: no rank waits on another's share.
         val_loader = create_loader(dataset.val, _with_policy(trainer.loader_config(params, False), policy), device)
     steps_per_epoch = len(train_loader)
+    tiles = trainer.loader_config(params, False).tiles
+    if tiles is not None:
+        trained_on = f"{len(train_loader.epoch_order(0))} windows an epoch" if params.tile_train else "whole images"
+        log.info("tiles: %s; training on %s, validating on tiles", describe(tiles), trained_on)
     total_steps = params.epochs * steps_per_epoch
     if params.max_steps:
         total_steps = min(total_steps, params.max_steps)
