@@ -298,3 +298,23 @@ def test_a_classifier_refuses_tiles_in_one_line() -> None:
     params = parse_params(trainer.Params, {"tile_grid": "2x2"})
     with pytest.raises(UserError, match="'tile_grid'/'tile_size' are for detection trainers"):
         trainer.loader_config(params, True)
+
+
+def test_a_part_cut_by_a_tile_edge_gives_way_to_the_whole_object_when_the_whole_image_is_a_window() -> None:
+    """A large object cut by a tile: the tile's clipped part (scored higher here) leaves the merge to the
+    whole image's box; without the whole image among the windows, the part is all there is and stays."""
+    windows = np.array([[0, 0, 200, 200], [0, 0, 115, 115]], np.float32)  # the whole image, a 2x2 grid's tile
+    big = np.array([60.0, 20.0, 180.0, 100.0])  # cut by the tile's right edge at x 115
+    outputs = [
+        {"boxes": (big / 200 * 64)[None].astype(np.float32), "scores": np.array([0.7], np.float32),
+         "labels": np.array([0])},
+        {"boxes": (np.array([[60.0, 20.0, 115.0, 100.0]]) / 115 * 64).astype(np.float32),
+         "scores": np.array([0.9], np.float32), "labels": np.array([0])},
+    ]  # fmt: skip
+    sizes = np.array([[200, 200]])
+    [(_, boxes, scores, _)] = per_image(outputs, windows, np.zeros(2, int), 64, sizes, TileSpec(grid=(2, 2)))
+    np.testing.assert_allclose(boxes, [big], atol=0.01)
+    assert scores.tolist() == pytest.approx([0.7])
+    [(_, boxes, _, _)] = per_image(outputs[1:], windows[1:], np.zeros(1, int), 64, sizes,
+                                   TileSpec(grid=(2, 2), whole=False))  # fmt: skip
+    np.testing.assert_allclose(boxes, [[60, 20, 115, 100]], atol=0.01)
