@@ -20,11 +20,11 @@ from trainkit.classmap import ClassMap
 from trainkit.data.dataset import DatasetOptions, DatasetPair, load_pair
 from trainkit.data.object_sizes import object_sizes
 from trainkit.errors import UserError
-from trainkit.inference.tile_merge import merge, per_image
 from trainkit.loading.augment import Window
 from trainkit.loading.loader import IGNORE_FILL, create_loader
-from trainkit.loading.tiles import IGNORE_LABEL, TileSpec, override_tiles, parse_grid, tile_windows, window_targets
-from trainkit.params import CommonParams, parse_params, tile_spec
+from trainkit.loading.tile_merge import merge, per_image
+from trainkit.loading.tiles import IGNORE_LABEL, tile_windows, window_targets
+from trainkit.params import CommonParams, TileSpec, override_tiles, parse_grid, parse_params, tile_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -172,7 +172,7 @@ def test_training_reads_every_tile_once_an_epoch_shuffled_across_images_with_cut
                 # The bar is 28 of 40 px inside (0.7 >= 0.6): kept; so is the square (wholly inside).
                 assert len(batch.targets[i]["boxes"]) == 2
     assert sorted(seen) == sorted({(i, tuple(map(float, w.xyxy()[0]))) for i in range(3)
-                                   for w in spec.windows(240, 160)})  # fmt: skip
+                                   for w in tile_windows(240, 160, spec)})  # fmt: skip
     assert len(seen) == len(set(seen)) == 15
     assert [i for i, _ in seen] != sorted(i for i, _ in seen)  # shuffled across images, not image by image
     # With a stricter share, the bar in the right tile is an ignore region: grey, and no target.
@@ -196,7 +196,7 @@ def test_evaluation_batches_hold_every_window_of_an_image_from_one_decode(tmp_pa
     assert [b.indices.tolist() for b in batches] == [[0] * 5 + [1] * 5, [2] * 5]
     first = batches[0]
     assert [tuple(w.tolist()) for w in first.windows[:5]] == [tuple(map(float, w.xyxy()[0]))
-                                                             for w in spec.windows(240, 160)]  # fmt: skip
+                                                             for w in tile_windows(240, 160, spec)]  # fmt: skip
     # A window's pixels are the image's, cut and resized: the red square lies where its box says.
     red = first.images[1].permute(1, 2, 0).numpy()  # the top-left tile, 138x92 -> 64x64
     ys, xs = np.nonzero((red[:, :, 0] > 200) & (red[:, :, 1] < 100))

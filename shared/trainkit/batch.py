@@ -18,7 +18,7 @@ import torch
 from trainkit.errors import BadRowPolicy
 
 if TYPE_CHECKING:
-    from trainkit.loading.tiles import TileSpec
+    from trainkit.params import TileSpec
 
 Task = Literal["detection", "object_crops", "image_labels"]
 

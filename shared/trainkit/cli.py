@@ -448,7 +448,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _tile_options(args: argparse.Namespace) -> dict[str, object]:
-    """The --tile-* options given, as trainkit.loading.tiles.override_tiles takes them."""
+    """The --tile-* options given, as trainkit.params.override_tiles takes them."""
     names = ("grid", "size", "overlap", "nms", "merge", "whole")
     options = {name: getattr(args, f"tile_{name}") for name in names if getattr(args, f"tile_{name}") is not None}
     if "whole" in options:

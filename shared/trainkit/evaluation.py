@@ -117,7 +117,7 @@ def evaluate_detection(
     against every labelled box of each image (with tiling, the windows' detections merged first)."""
     from torchmetrics.detection import MeanAveragePrecision
 
-    from trainkit.inference.tile_merge import per_image
+    from trainkit.loading.tile_merge import per_image
 
     metric = MeanAveragePrecision(iou_type="bbox", box_format="xyxy", class_metrics=True)
     metric.warn_on_many_detections = False  # it keeps the best 100 per image, as COCO does; tiles give more

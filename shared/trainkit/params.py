@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
 
 from trainkit.errors import UserError
-
-if TYPE_CHECKING:
-    from trainkit.loading.tiles import TileSpec
 
 P = TypeVar("P", bound="CommonParams")
 
@@ -67,8 +65,6 @@ class CommonParams:
 
 def tile_spec(params: CommonParams) -> TileSpec | None:
     """The tiling the tile_* hyperparameters ask for, or None (no tile_grid, no tile_size)."""
-    from trainkit.loading.tiles import TileSpec, parse_grid
-
     grid = parse_grid(params.tile_grid)
     if grid is None and not params.tile_size:
         return None
@@ -142,3 +138,99 @@ def _coerce(name: str, value: object, hint: Any) -> object:
         return value
     kind = getattr(hint, "__name__", str(hint))
     raise UserError(f"hyperparameter {name!r} must be {kind}, got {value!r}")
+
+
+# Tiles (trainkit.loading.tiles cuts images with them; trainkit.loading.tile_merge merges the windows' boxes).
+MERGES = ("nms", "nmm")
+_GRID = re.compile(r"^\s*(\d+)\s*[xX*]\s*(\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """How images are cut and how the windows' detections are merged.
+
+    `grid` (columns, rows) or `size` (a square side in source pixels; images smaller than it are one
+    tile across) says where the cuts are; neighbouring tiles overlap by at least `overlap` of a tile.
+    """
+
+    grid: tuple[int, int] | None = None
+    size: int = 0
+    overlap: float = 0.25  # AutoML's tile_overlap_ratio default
+    nms: float = 0.25  # IoU (nms) or intersection over the smaller box (nmm) above which boxes merge
+    whole: bool = True  # the whole image is a window too
+    merge: str = "nms"  # nms: class-wise NMS; nmm: SAHI's greedy merging of overlapping boxes
+    min_visible: float = 0.6  # training: a cut object keeps its box when this share of it is in the window
+
+    def __post_init__(self) -> None:
+        checks = {
+            "tile_grid": (self.grid is None or (len(self.grid) == 2 and min(self.grid) >= 1), self.grid),
+            "tile_size": (self.size >= 8 or self.size == 0, self.size),
+            "tile_overlap": (0 <= self.overlap < 1, self.overlap),
+            "tile_nms": (0 < self.nms <= 1, self.nms),
+            "tile_merge": (self.merge in MERGES, self.merge),
+            "tile_min_visible": (0 < self.min_visible <= 1, self.min_visible),
+        }
+        for name, (ok, value) in checks.items():
+            if not ok:
+                raise ValueError(f"hyperparameter {name!r} = {value!r} is out of range: {_RULES[name]}")
+        if self.grid is not None and self.size:
+            raise ValueError("hyperparameters 'tile_grid' and 'tile_size' both set: give one of them")
+        if self.grid is None and not self.size:
+            raise ValueError("tiling needs 'tile_grid' (e.g. 3x2) or 'tile_size' (pixels)")
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "grid": list(self.grid) if self.grid else None}
+
+    @classmethod
+    def from_json(cls, document: Mapping) -> TileSpec:
+        grid = document.get("grid")
+        return cls(**{**document, "grid": tuple(grid) if grid else None})
+
+
+_RULES = {
+    "tile_grid": "COLUMNSxROWS, each at least 1",
+    "tile_size": "a side of at least 8 pixels, or 0",
+    "tile_overlap": "a share of a tile, 0 or more and below 1",
+    "tile_nms": "an overlap above 0 and at most 1",
+    "tile_merge": f"one of {', '.join(MERGES)}",
+    "tile_min_visible": "a share above 0 and at most 1",
+}
+
+
+def describe(spec: TileSpec) -> str:
+    """One line for logs: `grid 3x2, overlap 0.25, + whole image, nms 0.25`."""
+    cut = f"grid {spec.grid[0]}x{spec.grid[1]}" if spec.grid else f"{spec.size} px tiles"
+    whole = ", + whole image" if spec.whole else ""
+    return f"{cut}, overlap {spec.overlap:g}{whole}, {spec.merge} {spec.nms:g}"
+
+
+def parse_grid(text: str, name: str = "tile_grid") -> tuple[int, int] | None:
+    """'3x2' -> (3, 2) (columns, rows); '' or 'none' -> None; else a ValueError naming `name`."""
+    if text.strip().lower() in ("", "none", "off"):
+        return None
+    match = _GRID.match(text)
+    if not match or min(int(match[1]), int(match[2])) < 1:
+        raise ValueError(f"{name} {text!r}: write COLUMNSxROWS, e.g. 3x2 (or none)")
+    return int(match[1]), int(match[2])
+
+
+def override_tiles(current: TileSpec | None, options: Mapping[str, object]) -> TileSpec | None:
+    """The tiling a prediction runs with: the model's own (`current`) with `options` changed, keys as
+    the hyperparameters' without `tile_` (grid as text: 'none' turns tiling off). A model trained
+    without tiles predicts on them when `options` gives a grid or size. ValueError names what is wrong."""
+    options = {key: value for key, value in options.items() if value is not None}
+    if not options:
+        return current
+    changes = dict(options)
+    if "grid" in changes:
+        changes["grid"] = parse_grid(str(changes["grid"]))
+        if changes["grid"] is None and not changes.get("size"):
+            return None
+        changes.setdefault("size", 0)
+    elif changes.get("size"):
+        changes["grid"] = None
+    if current is None and changes.get("grid") is None and not changes.get("size"):
+        raise ValueError(f"tile_{sorted(options)[0]} given, but the model predicts on whole images: "
+                         "give tile_grid (e.g. 3x2) or tile_size too")  # fmt: skip
+    base = asdict(current) if current is not None else {}
+    return TileSpec(**{**base, **changes})

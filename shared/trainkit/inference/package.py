@@ -125,7 +125,7 @@ def signature(settings: ModelSettings) -> Any:
 def tile_params(settings: ModelSettings) -> list[tuple[str, str, Any]]:
     """The served model's tile parameters (name, MLflow type, default): the model's own tiling, which a
     request may change as `trainkit predict --tile-*` does (tile_grid none: whole images)."""
-    from trainkit.loading.tiles import TileSpec
+    from trainkit.params import TileSpec
 
     tiles = TileSpec.from_json(settings.tiling) if settings.tiling else None
     grid = f"{tiles.grid[0]}x{tiles.grid[1]}" if tiles is not None and tiles.grid else "none"

@@ -31,7 +31,7 @@ from trainkit.inference.responses import jsonl_line, labelling_row
 from trainkit.inference.sources import resolve_model
 
 if TYPE_CHECKING:
-    from trainkit.loading.tiles import TileSpec
+    from trainkit.params import TileSpec
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def run_predict(config: PredictConfig) -> PredictSummary:
 
 def open_model(spec: str, device, tiles: Mapping[str, object] | None = None) -> BasePredictor:
     """A predictor for `spec`: an exported .onnx file (onnxruntime, CPU), or a trainkit MLflow model;
-    `tiles` changes its tiling (--tile-* options, see trainkit.loading.tiles.override_tiles)."""
+    `tiles` changes its tiling (--tile-* options, see trainkit.params.override_tiles)."""
     if spec.endswith(".onnx") and Path(spec).is_file():
         from trainkit.inference.onnx_predictor import OnnxPredictor
 
@@ -115,7 +115,7 @@ def open_model(spec: str, device, tiles: Mapping[str, object] | None = None) -> 
 
 def checked_tiles(predictor: BasePredictor, options: Mapping[str, object], prefix: str) -> TileSpec | None:
     """The predictor's tiling changed by `options`, or a UserError naming the option (`prefix` + name)."""
-    from trainkit.loading.tiles import override_tiles
+    from trainkit.params import override_tiles
 
     if not predictor.detects:
         raise UserError(f"{prefix}{next(iter(options))}: tiling is for detection models; this one classifies")

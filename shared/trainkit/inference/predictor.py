@@ -19,10 +19,11 @@ from trainkit.errors import UserError
 from trainkit.inference.settings import ModelSettings
 from trainkit.loading.augment import full_window
 from trainkit.loading.resize import resize_into
+from trainkit.loading.tiles import tile_windows
 from trainkit.trainer import Trainer
 
 if TYPE_CHECKING:
-    from trainkit.loading.tiles import TileSpec
+    from trainkit.params import TileSpec
 
 SETTINGS_FILE = "settings.json"
 
@@ -64,7 +65,7 @@ class BasePredictor:
     def tiles(self) -> TileSpec | None:
         """How images are cut before the model (None: whole images): the saved model's setting unless
         replaced by `with_tiles`."""
-        from trainkit.loading.tiles import TileSpec
+        from trainkit.params import TileSpec
 
         return TileSpec.from_json(self.settings.tiling) if self.settings.tiling and self.detects else None
 
@@ -78,8 +79,8 @@ class BasePredictor:
         """Answers for (H, W, 3) uint8 RGB images, cut into the model's tiles and resized as in
         training; see `predict_batch` for the rest."""
         size, tiles = self.settings.image_size, self.tiles
-        cuts = [tiles.windows(image.shape[1], image.shape[0]) if tiles is not None else [full_window(image.shape[1],
-                image.shape[0])] for image in images]  # fmt: skip
+        shapes = [image.shape[:2] for image in images]
+        cuts = [tile_windows(w, h, tiles) if tiles is not None else [full_window(w, h)] for h, w in shapes]
         batch = torch.empty((sum(map(len, cuts)), 3, size, size), dtype=torch.uint8, device=self.device)
         batch = batch.contiguous(memory_format=torch.channels_last)
         n = 0
@@ -110,7 +111,7 @@ class BasePredictor:
         detections are mapped back and merged as `tiles` says.
         `agnostic_nms` < 1: of detections overlapping by more than that IoU, whatever their classes,
         only the best-scoring stays (one box per object, as pre-labels need); 1 keeps them all."""
-        from trainkit.inference.tile_merge import per_image
+        from trainkit.loading.tile_merge import per_image
 
         threshold = self.settings.min_score if min_score is None else min_score
         sizes = np.asarray(sizes, np.float32).reshape(-1, 2)

@@ -26,7 +26,7 @@ class ModelSettings:
     std: tuple[float, float, float]
     min_score: float = DEFAULT_MIN_SCORE
     hyperparameters: dict = field(default_factory=dict)
-    tiling: dict | None = None  # detection: the windows images are cut into (trainkit.loading.tiles.TileSpec)
+    tiling: dict | None = None  # detection: the windows images are cut into (trainkit.params.TileSpec)
     trainkit_version: str = ""
 
     @classmethod

@@ -44,7 +44,8 @@ from trainkit.loading.dali_pipeline import BadFile, BatchSource, Sample, loader_
 from trainkit.loading.distributed import Shard, local_processes, usable_cores
 from trainkit.loading.large_images import is_large, reduced
 from trainkit.loading.resize import resize_into
-from trainkit.loading.tiles import IGNORE_LABEL, TileSpec, window_targets
+from trainkit.loading.tiles import IGNORE_LABEL, tile_windows, window_targets
+from trainkit.params import TileSpec
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +288,7 @@ class DaliLoader:
         size = self.config.image_size
         if self._tiles is None or self.config.train:
             return size
-        tiles = self._tiles.windows(width, height)
+        tiles = tile_windows(width, height, self._tiles)
         return math.ceil(size * max(max(width / t.width, height / t.height) for t in tiles))
 
     def _batch(self, outputs: tuple, positions: np.ndarray) -> DetectionBatch | ClassificationBatch:
@@ -349,7 +350,7 @@ class DaliLoader:
             fx, fy = chw.shape[-1] / float(frame[2] - frame[0]), chw.shape[-2] / float(frame[3] - frame[1])
             start, stop = self.records.offsets[image], self.records.offsets[image + 1]
             boxes, labels = self.records.boxes[start:stop], self.records.class_ids[start:stop]
-            for tile in self._tiles.windows(width, height):
+            for tile in tile_windows(width, height, self._tiles):
                 x0, y0 = math.floor(tile.x0 * fx), math.floor(tile.y0 * fy)
                 x1 = max(x0 + 1, math.ceil((tile.x0 + tile.width) * fx))
                 y1 = max(y0 + 1, math.ceil((tile.y0 + tile.height) * fy))
@@ -378,7 +379,7 @@ def _tile_units(records: Records, tiles: TileSpec | None) -> tuple[np.ndarray | 
         return None, None
     images, windows = [], []
     for image, (width, height) in enumerate(records.sizes.tolist()):
-        for window in tiles.windows(width, height):
+        for window in tile_windows(width, height, tiles):
             images.append(image)
             windows.append((window.x0, window.y0, window.width, window.height))
     return np.array(images, np.int64), np.array(windows, np.int64).reshape(-1, 4)

@@ -37,8 +37,7 @@ from trainkit.inference.predictor import Predictor
 from trainkit.inference.settings import ModelSettings
 from trainkit.loading.distributed import Shard, local_processes, local_rank
 from trainkit.loading.loader import DaliLoader, create_loader
-from trainkit.loading.tiles import describe
-from trainkit.params import CommonParams, params_to_dict, parse_params
+from trainkit.params import CommonParams, describe, params_to_dict, parse_params
 from trainkit.training.best import BestModel
 from trainkit.training.checkpoint import (
     Position,

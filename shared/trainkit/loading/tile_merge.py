@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from trainkit.loading.tiles import TileSpec
+    from trainkit.params import TileSpec
 
 
 def to_image(boxes: np.ndarray, window: np.ndarray, input_size: int) -> np.ndarray:
