@@ -136,6 +136,8 @@ def test_tile_settings_are_checked_and_named() -> None:
     assert override_tiles(TileSpec(grid=(3, 2)), {"size": 640}) == TileSpec(size=640)
     with pytest.raises(ValueError, match="give tile_grid"):
         override_tiles(None, {"overlap": 0.1})
+    with pytest.raises(ValueError, match="tile_gird is no tile setting; they are tile_grid, tile_size"):
+        override_tiles(None, {"gird": "2x2"})
 
 
 def scenes_set(tmp_path: Path, count: int = 3, size: tuple[int, int] = (240, 160)) -> tuple[Path, Path]:

@@ -179,10 +179,12 @@ class TileSpec:
             raise ValueError("tiling needs 'tile_grid' (e.g. 3x2) or 'tile_size' (pixels)")
 
     def to_json(self) -> dict:
+        """As settings.json `tiling` holds it."""
         return {**asdict(self), "grid": list(self.grid) if self.grid else None}
 
     @classmethod
     def from_json(cls, document: Mapping) -> TileSpec:
+        """From settings.json `tiling`."""
         grid = document.get("grid")
         return cls(**{**document, "grid": tuple(grid) if grid else None})
 
@@ -221,6 +223,10 @@ def override_tiles(current: TileSpec | None, options: Mapping[str, object]) -> T
     options = {key: value for key, value in options.items() if value is not None}
     if not options:
         return current
+    known = [f.name for f in dataclasses.fields(TileSpec)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"tile_{unknown[0]} is no tile setting; they are tile_{', tile_'.join(known)}")
     changes = dict(options)
     if "grid" in changes:
         changes["grid"] = parse_grid(str(changes["grid"]))
