@@ -114,9 +114,13 @@ def _draw_image(rng: np.random.Generator, size: tuple[int, int]) -> tuple[Image.
     objects = []
     count = int(rng.integers(1, 5)) if rng.random() > 0.1 else 0  # some images show nothing
     for _ in range(count):
+        # The draws' order is the demo set's identity (its published figures): name, size, place, colour.
+        name = CLASSES[int(rng.integers(len(CLASSES)))]
         w = int(rng.integers(width // 8, width // 3))
         h = int(rng.integers(height // 8, height // 3))
-        objects.append(_draw_shape(draw, rng, int(rng.integers(0, width - w)), int(rng.integers(0, height - h)), w, h))
+        x0 = int(rng.integers(0, width - w))
+        y0 = int(rng.integers(0, height - h))
+        objects.append(_draw_shape(draw, name, _colour(rng), x0, y0, w, h))
     return image, objects
 
 
@@ -140,16 +144,21 @@ def _draw_scene(rng: np.random.Generator, size: tuple[int, int]) -> tuple[Image.
             x0, y0 = int(rng.integers(0, width - w)), int(rng.integers(0, height - h))
             if all(x0 > b[2] + 4 or x0 + w + 4 < b[0] or y0 > b[3] + 4 or y0 + h + 4 < b[1] for b in taken):
                 taken.append((x0, y0, x0 + w, y0 + h))
-                objects.append(_draw_shape(draw, rng, x0, y0, w, h))
+                name = CLASSES[int(rng.integers(len(CLASSES)))]
+                objects.append(_draw_shape(draw, name, _colour(rng), x0, y0, w, h))
                 break
     return image, objects
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, rng: np.random.Generator, x0: int, y0: int, w: int, h: int) -> dict:
-    """A random shape filling the box (x0, y0, w, h); its label in the API's form."""
-    name = CLASSES[int(rng.integers(len(CLASSES)))]
+def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
+    return tuple(int(c) for c in rng.integers(0, 256, 3))
+
+
+def _draw_shape(
+    draw: ImageDraw.ImageDraw, name: str, colour: tuple[int, int, int], x0: int, y0: int, w: int, h: int
+) -> dict:
+    """Shape `name` filling the box (x0, y0, w, h); its label in the API's form."""
     x1, y1 = x0 + w - 1, y0 + h - 1
-    colour = tuple(int(c) for c in rng.integers(0, 256, 3))
     if name == "circle":
         draw.ellipse((x0, y0, x1, y1), fill=colour)
     elif name == "square":
