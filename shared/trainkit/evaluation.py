@@ -117,7 +117,7 @@ def evaluate_detection(
     against every labelled box of each image (with tiling, the windows' detections merged first)."""
     from torchmetrics.detection import MeanAveragePrecision
 
-    from trainkit.loading.tile_merge import per_image
+    from trainkit.loading.tile_merge import as_numpy, per_image, run_starts
 
     metric = MeanAveragePrecision(iou_type="bbox", box_format="xyxy", class_metrics=True)
     metric.warn_on_many_detections = False  # it keeps the best 100 per image, as COCO does; tiles give more
@@ -125,13 +125,12 @@ def evaluate_detection(
     spec = getattr(getattr(loader, "config", None), "tiles", None)
     drawn = []
     for batch, predictions in _predictions(trainer, model, loader, amp):
-        outputs = [{key: value.float().cpu().numpy() if value.is_floating_point() else value.cpu().numpy()
-                    for key, value in p.items()} for p in predictions]  # fmt: skip
         owners = batch.indices.numpy()
         windows = batch.windows.numpy() if batch.windows is not None else None
-        sizes = records.sizes[_distinct(owners)]
+        sizes = records.sizes[owners[run_starts(owners)]]
+        found = per_image(as_numpy(predictions), windows, owners, batch.images.shape[-1], sizes, spec)
         preds, targets = [], []
-        for image, boxes, scores, labels in per_image(outputs, windows, owners, batch.images.shape[-1], sizes, spec):
+        for image, boxes, scores, labels in found:
             preds.append({"boxes": torch.from_numpy(boxes), "scores": torch.from_numpy(scores),
                           "labels": torch.from_numpy(labels)})  # fmt: skip
             true = records[image]
@@ -148,11 +147,6 @@ def evaluate_detection(
         if 0 <= class_id < len(classes) and ap >= 0:  # -1: the class has no true box in this set
             metrics[f"map_class/{classes.names[class_id]}"] = float(ap)
     return Evaluation(metrics, drawn)
-
-
-def _distinct(owners: np.ndarray) -> np.ndarray:
-    """The owners of consecutive runs, in order (an image's inputs are consecutive)."""
-    return owners[np.r_[True, owners[1:] != owners[:-1]]] if len(owners) else owners
 
 
 def with_crowd(target: dict[str, torch.Tensor], boxes: np.ndarray, labels: np.ndarray) -> dict[str, torch.Tensor]:

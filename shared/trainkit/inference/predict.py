@@ -202,13 +202,12 @@ def batch_answers(
     predictor: BasePredictor, batch, records, min_score: float | None = None, agnostic_nms: float = NMS_OFF
 ) -> list[tuple[int, Prediction]]:
     """(record index, answer) for each image of a `batch_loader` batch (its windows merged when tiled)."""
+    from trainkit.loading.tile_merge import run_starts
+
     indices = batch.indices.numpy()
-    if getattr(batch, "windows", None) is None:
-        answers = predictor.predict_batch(batch.images, records.sizes[indices], min_score, agnostic_nms)
-        return list(zip(indices.tolist(), answers, strict=True))
-    images = indices[np.r_[True, indices[1:] != indices[:-1]]]
-    answers = predictor.predict_batch(batch.images, records.sizes[images], min_score, agnostic_nms,
-                                      batch.windows.numpy(), indices)  # fmt: skip
+    images = indices[run_starts(indices)]
+    windows = batch.windows.numpy() if batch.windows is not None else None
+    answers = predictor.predict_batch(batch.images, records.sizes[images], min_score, agnostic_nms, windows, indices)
     return list(zip(images.tolist(), answers, strict=True))
 
 

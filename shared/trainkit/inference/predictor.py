@@ -19,6 +19,7 @@ from trainkit.errors import UserError
 from trainkit.inference.settings import ModelSettings
 from trainkit.loading.augment import full_window
 from trainkit.loading.resize import resize_into
+from trainkit.loading.tile_merge import as_numpy, per_image
 from trainkit.loading.tiles import tile_windows
 from trainkit.trainer import Trainer
 
@@ -111,8 +112,6 @@ class BasePredictor:
         detections are mapped back and merged as `tiles` says.
         `agnostic_nms` < 1: of detections overlapping by more than that IoU, whatever their classes,
         only the best-scoring stays (one box per object, as pre-labels need); 1 keeps them all."""
-        from trainkit.loading.tile_merge import per_image
-
         threshold = self.settings.min_score if min_score is None else min_score
         sizes = np.asarray(sizes, np.float32).reshape(-1, 2)
         owners = np.arange(len(images)) if owners is None else np.asarray(owners)
@@ -188,8 +187,7 @@ class Predictor(BasePredictor):
             batch = ClassificationBatch(images, torch.zeros(n, dtype=torch.int64), torch.arange(n))
         with torch.no_grad():
             outputs = self.trainer.predict(self.model, to_float(images, self.settings.mean, self.settings.std), batch)
-        return [{key: value.float().cpu().numpy() if value.is_floating_point() else value.cpu().numpy()
-                 for key, value in out.items()} for out in outputs]  # fmt: skip
+        return as_numpy(outputs)
 
 
 def load_predictor(folder: Path, device: torch.device | str = "cpu") -> Predictor:

@@ -87,12 +87,17 @@ def boxes_in_window(boxes: np.ndarray, labels: np.ndarray, window: Window) -> tu
     Boxes whose centre falls outside the window are dropped with their labels; the rest are clipped.
     """
     keep = _centres_inside(boxes, window.xyxy())[0]
+    return relative_to(boxes[keep], window), labels[keep]
+
+
+def relative_to(boxes: np.ndarray, window: Window) -> np.ndarray:
+    """Pixel xyxy boxes relative to the window ([0, 1] xyxy, clipped), mirrored if it is flipped."""
     origin = np.array([window.x0, window.y0, window.x0, window.y0], np.float64)
     extent = np.array([window.width, window.height, window.width, window.height], np.float64)
-    rel = np.clip((boxes[keep] - origin) / extent, 0.0, 1.0)
+    rel = np.clip((boxes - origin) / extent, 0.0, 1.0)
     if window.flip:
         rel = np.stack([1.0 - rel[:, 2], rel[:, 1], 1.0 - rel[:, 0], rel[:, 3]], axis=1)
-    return rel.astype(np.float32).reshape(-1, 4), labels[keep]
+    return rel.astype(np.float32).reshape(-1, 4)
 
 
 def _centres_inside(boxes: np.ndarray, windows: np.ndarray) -> np.ndarray:

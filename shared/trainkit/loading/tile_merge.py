@@ -81,6 +81,18 @@ def _greedy_nmm(
             np.array(out_labels, np.int64))  # fmt: skip
 
 
+def run_starts(owners: np.ndarray) -> np.ndarray:
+    """Where each image's inputs begin in a batch (an image's inputs are consecutive, with one owner)."""
+    owners = np.asarray(owners).reshape(-1)
+    return np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]]) if len(owners) else np.zeros(0, np.int64)
+
+
+def as_numpy(predictions: list[dict]) -> list[dict[str, np.ndarray]]:
+    """A trainer's per-input predictions (torch tensors) as `per_image` takes them: float32 or integer arrays."""
+    return [{key: value.float().cpu().numpy() if value.is_floating_point() else value.cpu().numpy()
+             for key, value in out.items()} for out in predictions]  # fmt: skip
+
+
 def per_image(
     outputs: list[dict[str, np.ndarray]],
     windows: np.ndarray | None,
@@ -97,17 +109,18 @@ def per_image(
     for the k-th distinct owner.
     """
     owners = np.asarray(owners).reshape(-1)
-    starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]]) if len(owners) else np.zeros(0, int)
-    bounds = np.r_[starts, len(owners)]
+    bounds = np.r_[run_starts(owners), len(owners)]
+    sizes = np.asarray(sizes, np.float64).reshape(-1, 2)
+    # Only with the whole image among the windows may a tile's part of an object give way to it.
+    keep_cut = spec is None or not spec.whole
     found = []
     for k, (start, stop) in enumerate(itertools.pairwise(bounds)):
-        width, height = (float(v) for v in np.asarray(sizes, np.float64).reshape(-1, 2)[k])
+        width, height = (float(v) for v in sizes[k])
         parts, keeps = [], []
         for i in range(start, stop):
             window = windows[i] if windows is not None else np.array([0, 0, width, height])
             parts.append(to_image(outputs[i]["boxes"], window, input_size))
-            whole = spec is None or not spec.whole
-            keeps.append(np.ones(len(parts[-1]), bool) if whole else ~_cut_by_tile(parts[-1], window, width, height))
+            keeps.append(np.ones(len(parts[-1]), bool) if keep_cut else ~_cut_by_tile(parts[-1], window, width, height))
         keep = np.concatenate(keeps) if keeps else np.zeros(0, bool)
         boxes = np.concatenate(parts)[keep] if parts else np.zeros((0, 4), np.float32)
         scores = np.concatenate([outputs[i]["scores"].reshape(-1) for i in range(start, stop)]).astype(np.float32)

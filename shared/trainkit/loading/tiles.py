@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from trainkit.loading.augment import Window
+from trainkit.loading.augment import Window, relative_to
 from trainkit.params import TileSpec
 
 IGNORE_LABEL = -1  # a cut object's visible part: neither an object nor background (see window_targets)
@@ -79,9 +79,4 @@ def window_targets(
     visible = np.divide(inside, area, out=np.zeros_like(area), where=area > 0)
     seen = inside > 0
     ids = np.where(visible >= min_visible, np.asarray(labels).astype(np.int32), IGNORE_LABEL)[seen]
-    origin = np.array([x0, y0, x0, y0], np.float64)
-    extent = np.array([window.width, window.height, window.width, window.height], np.float64)
-    rel = (clipped[seen] - origin) / extent
-    if window.flip:
-        rel = np.stack([1.0 - rel[:, 2], rel[:, 1], 1.0 - rel[:, 0], rel[:, 3]], axis=1)
-    return rel.astype(np.float32).reshape(-1, 4), ids.astype(np.int32)
+    return relative_to(clipped[seen], window), ids.astype(np.int32)
