@@ -228,6 +228,10 @@ def test_validate_reports_small_objects_and_names_a_grid(tmp_path: Path, run_cli
                      "--datastore-name", "", "--image-size", "192")  # fmt: skip
     assert "0 under 16 px" not in result.out and "tile_grid" not in result.out
     assert re.search(r"at image_size 192: 0 of \d+ under 16 px", result.out), result.out
+    refused = run_cli("validate", "--imageset", shapes.imageset_studio, "--labelset", shapes.labels_csv,
+                      "--datastore-name", "", "--image-size", "0")  # fmt: skip
+    last = refused.err.strip().splitlines()[-1]
+    assert refused.code == 2 and last.endswith("--image-size 0: the trainer's image_size, at least 32 pixels"), last
 
 
 PARITY_CLASSES = ClassMap(("circle", "square", "triangle"))

@@ -386,6 +386,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from trainkit.data.dataset import load_dataset
     from trainkit.data.report import summary_json, summary_text
 
+    if args.image_size < 32:
+        raise UserError(f"--image-size {args.image_size}: the trainer's image_size, at least 32 pixels")
     config = data_config_from_args(args)
     dataset = load_dataset(config)
     print(summary_text(dataset, config.options.on_bad_row, args.image_size))
