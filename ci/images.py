@@ -4,14 +4,17 @@
     python ci/images.py trainers [--azure]       # trainer names as a JSON list (an Azure Pipelines matrix)
     python ci/images.py inputs                   # each image's input files (what its content tag hashes)
     python ci/images.py bake                     # the same as a `docker buildx bake -f -` file
-    python ci/images.py wheelhouse               # hash-checked wheels of docker/requirements.lock
+    python ci/images.py wheelhouse               # hash-checked wheels of every image's lock
     python ci/images.py build [--engine podman]  # build base then trainers (layers reused)
 
 Names: $TRAINKIT_REGISTRY (default `localhost`) / trainkit-base and trainkit-<trainer>, tag
 $TRAINKIT_TAG (default `dev`). $TRAINKIT_BASE_IMAGE overrides the base's FROM (pin a digest for
 releases). Trainer images bake the pretrained weights their Dockerfile's `ARG WEIGHTS` names;
 $TRAINKIT_WEIGHTS replaces that for every trainer (empty: bake none, for a runner that cannot reach
-download.pytorch.org) and $TRAINKIT_WEIGHTS_URL names a mirror of torchvision's files.
+download.pytorch.org) and $TRAINKIT_WEIGHTS_URL names a mirror of torchvision's files. A trainer
+whose folder holds a requirements.lock (what it adds to the base, from `ci/lock.py --trainer`)
+gets its wheels as a named build context, `wheels` (wheelhouse/<trainer>/, downloaded here with
+their hashes checked), so that its build installs them offline and its context stays its folder.
 Engine quirks (e.g. podman's `--isolation chroot` on VMs without cgroup v2) come from
 $TRAINKIT_BUILD_FLAGS (added to `build`) and $TRAINKIT_ENGINE_FLAGS (global flags, such as podman's
 `--runtime`, added to every engine command) and stay out of the Dockerfiles.
@@ -53,6 +56,8 @@ class Image:
     dockerfile: str
     args: dict[str, str] = field(default_factory=dict)
     depends_on: str | None = None
+    lock: str | None = None  # the pinned, hashed wheels the build installs ...
+    wheels: str | None = None  # ... from this folder (the base: in its context; a trainer: build context `wheels`)
 
     @property
     def ref(self) -> str:
@@ -76,15 +81,17 @@ def images() -> list[Image]:
     base_args = {}
     if os.environ.get("TRAINKIT_BASE_IMAGE"):
         base_args["BASE_IMAGE"] = os.environ["TRAINKIT_BASE_IMAGE"]
-    base = Image("base", f"{registry}/trainkit-base", tag, str(ROOT), str(ROOT / "docker" / "Dockerfile"), base_args)
+    base = Image("base", f"{registry}/trainkit-base", tag, str(ROOT), str(ROOT / "docker" / "Dockerfile"), base_args,
+                 lock=str(LOCK), wheels=str(WHEELHOUSE))  # fmt: skip
     out = [base]
     for name in trainer_names():
         folder = ROOT / "trainers" / name
         args = {"BASE_IMAGE": base.ref, "TRAINER": name, "VERSION": version, "REVISION": revision, "SOURCE": source}
         args.update(weights_args())
-        out.append(
-            Image(name, f"{registry}/trainkit-{name}", tag, str(folder), str(folder / "Dockerfile"), args, base.ref)
-        )
+        lock = folder / "requirements.lock"
+        wheels = {"lock": str(lock), "wheels": str(WHEELHOUSE / name)} if lock.is_file() else {}
+        out.append(Image(name, f"{registry}/trainkit-{name}", tag, str(folder), str(folder / "Dockerfile"), args,
+                         base.ref, **wheels))  # fmt: skip
     return out
 
 
@@ -182,21 +189,25 @@ def bake() -> dict:
         if image.depends_on:
             # bake builds the base first and hands it over as a named context
             target["contexts"] = {image.depends_on: "target:trainkit-base"}
+            if image.wheels:
+                target["contexts"]["wheels"] = image.wheels
         targets[key] = target
     return {"group": {"default": {"targets": list(targets)}}, "target": targets}
 
 
-def wheelhouse() -> None:
-    """Download every wheel of the lock, hash-checked, into wheelhouse/ (the build installs offline)."""
-    WHEELHOUSE.mkdir(exist_ok=True)
+def wheelhouse(image: Image) -> None:
+    """Download every wheel of the image's lock, hash-checked, into its wheel folder (the build installs offline)."""
+    Path(image.wheels).mkdir(parents=True, exist_ok=True)
     _run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--no-deps",
-          "--require-hashes", "-r", str(LOCK), "-d", str(WHEELHOUSE)])  # fmt: skip
+          "--require-hashes", "-r", image.lock, "-d", image.wheels])  # fmt: skip
 
 
-def missing_wheels() -> list[str]:
-    """`name==version` pins of the lock that wheelhouse/ has no wheel for (a changed lock needs new ones)."""
-    have = {p.name.lower() for p in WHEELHOUSE.glob("*.whl")}
-    pins = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", LOCK.read_text(), re.M)
+def missing_wheels(image: Image) -> list[str]:
+    """`name==version` pins of the image's lock that its wheel folder lacks (a changed lock needs new ones)."""
+    if image.lock is None:
+        return []
+    have = {p.name.lower() for p in Path(image.wheels).glob("*.whl")}
+    pins = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", Path(image.lock).read_text(), re.M)
     return [f"{name}=={v}" for name, v in pins
             if not any(w.startswith(f"{re.sub(r'[-_.]+', '_', name).lower()}-{v.lower()}-") for w in have)]  # fmt: skip
 
@@ -216,9 +227,11 @@ def build_image(engine: str, image: Image, env: dict[str, str] | None = None, ex
     $TRAINKIT_BUILD_FLAGS and `extra_flags` are added; `env` (default: this process's) carries a
     registry login to the engine when the build pulls its FROM image.
     """
-    if image.depends_on is None and missing_wheels():
-        wheelhouse()
+    if missing_wheels(image):
+        wheelhouse(image)
     flags = [*shlex.split(os.environ.get("TRAINKIT_BUILD_FLAGS", "")), *extra_flags]
+    if image.depends_on and image.wheels:
+        flags += ["--build-context", f"wheels={image.wheels}"]
     command = [*engine_command(engine), "build", *flags, "-f", image.dockerfile, "-t", image.ref]
     for key, value in image.args.items():
         command += ["--build-arg", f"{key}={value}"]
@@ -278,7 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "bake":
         print(json.dumps(bake(), indent=2))
     elif args.command == "wheelhouse":
-        wheelhouse()
+        for image in images():
+            if image.lock:
+                wheelhouse(image)
     else:
         print("\n".join(build(args.engine)))
     return 0

@@ -174,7 +174,7 @@ def test_manifest_written_by_publish_is_read_by_trainkit(tmp_path: Path, monkeyp
     assert loaded.image_for("detector").reference == f"myacr.azurecr.io/trainkit-detector@{digest}"
     assert loaded.tags == ("sha-0123456789ab", "1.2.3") and loaded.sha == SHA
     with pytest.raises(
-        UserError, match=r"no image for trainer 'segmenter' \(published: classifier, detector, skeleton\)"
+        UserError, match=r"no image for trainer 'segmenter' \(published: classifier, detector, hf_detector, skeleton\)"
     ):
         loaded.image_for("segmenter")
 

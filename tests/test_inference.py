@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import vm
 from PIL import Image
-from trained import assert_same_answer, briefly_trained, sample_images
+from trained import assert_same_answer, built_model_dir, sample_images
 
 from trainkit.classmap import ClassMap
 from trainkit.inference.package import build_model_dir
@@ -265,42 +265,48 @@ def test_predict_names_what_is_wrong_in_one_line(model_dir: Path, run_cli, tmp_p
         assert result.code == 2 and message in lines[-1] and lines[-1].startswith("trainkit: error:"), result.err
 
 
-def _built(trainer_folder: Path, folder: Path, overrides: dict, classes: ClassMap, steps: int = 0) -> Path:
-    """A trainer's model (seeded; trained for `steps` steps on synthetic scenes) saved as a trainkit model folder."""
-    import torch
-
-    torch.manual_seed(0)
-    loaded = load_trainer(str(trainer_folder))
-    params = parse_params(loaded.trainer.Params, overrides)
-    if steps:
-        model = briefly_trained(loaded.trainer, params, classes, steps)
-    else:
-        model = loaded.trainer.build_model(params, classes).eval()
-    settings = ModelSettings.of(loaded.trainer, loaded.module.__name__, params)
-    return build_model_dir(folder, model, settings, classes, loaded.source)
-
-
 PARITY_CLASSES = ClassMap(("circle", "square", "triangle"))
 CUT = 0.5  # answers are compared above it, with trained.assert_same_answer's margin
 
 
+def _fewer_rois(model) -> None:
+    """Faster R-CNN R50 v2's box head is four convolutions per RoI: sample 16 RoIs, not 512, to train in time."""
+    model.roi_heads.fg_bg_sampler.batch_size_per_image = 16
+    model.rpn._pre_nms_top_n, model.rpn._post_nms_top_n = (
+        {"training": 300, "testing": 300},
+        {"training": 100, "testing": 100},
+    )
+
+
+def _detector(arch: str, size: int, lr: float, steps: int, adjust=None):
+    """A parity case of the detector's `arch`, from scratch: the steps that make it sure take up to a minute."""
+    overrides = {"arch": arch, "image_size": size, "weights": "", "lr": lr}
+    return pytest.param("detector", overrides, steps, adjust, marks=pytest.mark.slow, id=f"detector-{arch}")
+
+
 @pytest.mark.parametrize(
-    ("trainer", "overrides", "steps"),
+    ("trainer", "overrides", "steps", "adjust"),
     [
-        ("skeleton", {"image_size": 128}, 60),
-        ("classifier", {"image_size": 64, "arch": "mobilenet_v3_small"}, 40),
-        # 76 MB, from scratch: the steps that give it confident answers take a minute (slow)
-        pytest.param("detector", {"image_size": 64, "weights": "", "lr": 0.02}, 200, marks=pytest.mark.slow),
+        ("skeleton", {"image_size": 128}, 60, None),
+        ("classifier", {"image_size": 64, "arch": "mobilenet_v3_small"}, 40, None),
+        _detector("fasterrcnn_mobilenet_v3_large_fpn", 64, 0.02, 200),
+        _detector("fasterrcnn_resnet50_fpn_v2", 64, 0.02, 60, _fewer_rois),
+        # RetinaNet's smallest anchors are 32 px: at 64 px the scenes' objects match none
+        _detector("retinanet_resnet50_fpn_v2", 96, 0.01, 80),
+        _detector("fcos_resnet50_fpn", 64, 0.01, 100),
+        _detector("ssdlite320_mobilenet_v3_large", 64, 0.02, 100),
     ],
 )
-def test_onnx_export_answers_as_the_torch_model_does(trainer: str, overrides: dict, steps: int, tmp_path: Path) -> None:
+def test_onnx_export_answers_as_the_torch_model_does(
+    trainer: str, overrides: dict, steps: int, adjust, tmp_path: Path
+) -> None:
     import onnx
 
     from trainkit.inference.onnx_export import export_onnx
     from trainkit.inference.onnx_predictor import OnnxPredictor
     from trainkit.inference.predictor import load_predictor
 
-    folder = _built(ROOT / "trainers" / trainer, tmp_path / "model", overrides, PARITY_CLASSES, steps)
+    folder = built_model_dir(ROOT / "trainers" / trainer, tmp_path / "model", overrides, PARITY_CLASSES, steps, adjust)
     predictor = load_predictor(folder)
     path = export_onnx(predictor, tmp_path / "model.onnx")
     model = onnx.load(str(path))
@@ -330,7 +336,9 @@ def _from_row(row: pd.Series):
 
 
 def test_export_and_predict_with_the_onnx_file(run_cli, tmp_path: Path) -> None:
-    folder = _built(ROOT / "trainers" / "skeleton", tmp_path / "run" / "model", {"image_size": 96}, PARITY_CLASSES, 60)
+    folder = built_model_dir(
+        ROOT / "trainers" / "skeleton", tmp_path / "run" / "model", {"image_size": 96}, PARITY_CLASSES, 60
+    )
     result = run_cli("export", "--model", folder.parent, "--output", tmp_path / "model.onnx")
     assert result.code == 0, result.err
     images = tmp_path / "images"
@@ -397,7 +405,7 @@ def test_evaluate_counts_hits_misses_false_detections_and_wrong_classes(model_di
 
 def test_evaluate_a_crop_classifier(demo, run_cli, tmp_path: Path) -> None:
     settings = {"image_size": 32, "arch": "mobilenet_v3_small"}
-    folder = _built(
+    folder = built_model_dir(
         ROOT / "trainers" / "classifier", tmp_path / "model", settings, ClassMap(("circle", "square", "triangle"))
     )
     result = run_cli("evaluate", "--model", folder, "--imageset", demo.imageset_studio, "--labelset", demo.labels_csv,

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The command, the shared leaves and the model author's API; everything else belongs to a subpackage.
 TOP_MODULES = {
     *("cli", "config", "contract", "errors", "atomic"),
-    *("trainer", "params", "classmap", "batch", "evaluation", "weights"),
+    *("trainer", "params", "classmap", "batch", "evaluation", "weights", "hf_weights", "detection_archs"),
 }
 SUBPACKAGES = {"data", "loading", "training", "inference", "submit"}
 

@@ -68,9 +68,11 @@ def test_trainer_discovery_by_folder_file_and_module(tmp_path, monkeypatch) -> N
     [
         (
             "detector",
-            {"backbone": "vgg"},
-            "hyperparameter 'backbone' must be one of mobilenet_v3_large, resnet50, got 'vgg'",
+            {"arch": "yolov5"},
+            "hyperparameter 'arch' must be one of fasterrcnn_mobilenet_v3_large_fpn, fasterrcnn_resnet50_fpn_v2, "
+            "retinanet_resnet50_fpn_v2, fcos_resnet50_fpn, ssdlite320_mobilenet_v3_large, got 'yolov5'",
         ),
+        ("detector", {"trainable_backbone_layers": 7}, "'trainable_backbone_layers' = 7 is out of range: 0 to 6"),
         ("classifier", {"arch": "vit"}, "hyperparameter 'arch' must be one of resnet18, mobilenet_v3_small, got 'vit'"),
         ("detector", {"weights": "/no/such.pt"}, "'weights': no file or folder '/no/such.pt' (weights are never"),
         ("detector", {"backbone_weights": "torchvision:X.Y"}, "unknown weights 'X.Y': give torchvision's name"),
@@ -84,6 +86,18 @@ def test_trainer_choices_and_weight_files_are_checked(trainer: str, raw: dict, m
     params = load_trainer(str(Path(__file__).resolve().parents[1] / "trainers" / trainer)).trainer.Params
     with pytest.raises(UserError, match=re.escape(message)):
         parse_params(params, raw)
+
+
+def test_detector_arch_resolves_its_coco_weights_and_recipe_learning_rate() -> None:
+    from pathlib import Path
+
+    params = load_trainer(str(Path(__file__).resolve().parents[1] / "trainers" / "detector")).trainer.Params
+    default = parse_params(params, {})
+    assert default.weights == "torchvision:FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1" and default.lr == 0.01
+    retina = parse_params(params, {"arch": "retinanet_resnet50_fpn_v2", "batch_size": 4})
+    assert retina.weights == "torchvision:RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1" and retina.lr == 0.0025
+    ssd = parse_params(params, {"arch": "ssdlite320_mobilenet_v3_large", "batch_size": 32, "weights": "", "lr": 0.1})
+    assert ssd.weights == "" and ssd.lr == 0.1  # what is given is kept
 
 
 def test_an_int_takes_whole_number_text_as_a_sweep_writes_it() -> None:

@@ -112,7 +112,7 @@ def test_every_tag_resolves_to_the_manifest_digest_and_pulls_back(first, registr
     run, path, _ = first
     manifest = load_image_manifest(path)
     document = json.loads(path.read_text())
-    assert set(manifest.images) == {"base", "classifier", "detector", "skeleton"}
+    assert set(manifest.images) == {"base", "classifier", "detector", "hf_detector", "skeleton"}
     assert document["tags"] == TAGS and all(entry["built"] for entry in document["images"].values())
     printed = dict(line.split("\t") for line in run.out.splitlines())
     for key, image in manifest.images.items():
@@ -160,7 +160,7 @@ def test_second_publish_with_no_change_pushes_nothing(first, podman_env, registr
     again = run_publish(podman_env, registry, ROOT, tmp_path / "images.json")
     assert again.code == 0, again.err[-3000:]
     assert registry.blobs() == before
-    assert again.err.count(": reuse sha256:") == 4 and " build" not in again.err
+    assert again.err.count(": reuse sha256:") == 5 and " build" not in again.err
     old, new = json.loads(first[1].read_text())["images"], json.loads((tmp_path / "images.json").read_text())["images"]
     assert {k: v["digest"] for k, v in old.items()} == {k: v["digest"] for k, v in new.items()}
     assert not any(entry["built"] for entry in new.values())
@@ -189,7 +189,7 @@ def test_a_trainer_change_pushes_only_that_trainers_layer(first, podman_env, reg
     manifest = tmp_path / "images.json"
     run = run_publish(podman_env, registry, checkout, manifest)
     assert run.code == 0, run.err[-3000:]
-    assert run.err.count(": reuse sha256:") == 3 and "skeleton: " in run.err and ": build" in run.err
+    assert run.err.count(": reuse sha256:") == 4 and "skeleton: " in run.err and ": build" in run.err
     images = json.loads(manifest.read_text())["images"]
     assert [k for k, v in images.items() if v["built"]] == ["skeleton"]
     added = registry.blobs() - before
@@ -200,7 +200,7 @@ def test_a_trainer_change_pushes_only_that_trainers_layer(first, podman_env, reg
     assert added == {images["skeleton"]["digest"].split(":")[1], config, layers[-1]}
     assert set(layers[:-1]) <= before
     old = json.loads(first[1].read_text())["images"]
-    for unchanged in ("base", "classifier", "detector"):
+    for unchanged in ("base", "classifier", "detector", "hf_detector"):
         assert images[unchanged]["digest"] == old[unchanged]["digest"]
     assert images["skeleton"]["digest"] != old["skeleton"]["digest"]
 

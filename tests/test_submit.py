@@ -319,6 +319,17 @@ def test_torchvision_weights_must_be_baked_into_the_image(run_cli, manifest, in_
     assert twice.code == 2 and "weights given twice" in twice.err
     unknown = run_cli(*base, "--weights", "torchvision:Nope.V1")
     assert unknown.code == 2 and "unknown weights 'Nope.V1'" in unknown.err
+    # Another arch starts from its own COCO weights by default: the image must hold them too.
+    retina = "RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1"
+    arch = run_cli(*base, "--set", "arch=retinanet_resnet50_fpn_v2")
+    assert arch.code == 2, arch.err
+    assert f"hyperparameter 'weights' = torchvision:{retina}: not baked into {IMAGE}" in arch.err
+    assert f"--build-arg WEIGHTS='{retina}'" in arch.err and len(arch.err.strip().splitlines()) == 1
+    scratch = run_cli(*base, "--set", "arch=retinanet_resnet50_fpn_v2", "--set", "weights=")
+    assert scratch.code == 0, scratch.err
+    swept = run_cli(*base, "--sweep", "--search", "arch=choice(fasterrcnn_mobilenet_v3_large_fpn,fcos_resnet50_fpn)")
+    assert swept.code == 2 and "refuses arch='fcos_resnet50_fpn'" in swept.err
+    assert "FCOS_ResNet50_FPN_Weights.COCO_V1: not baked" in swept.err
 
 
 @pytest.mark.parametrize(

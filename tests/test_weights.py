@@ -80,7 +80,9 @@ def test_list_says_what_the_cache_holds(run_cli, monkeypatch, tmp_path: Path) ->
     named.path().parent.mkdir(parents=True)
     named.path().write_bytes(b"x")
     result = run_cli("weights", "list", "--present")
-    assert result.code == 0 and result.out.splitlines()[1:] == [f"present  {COCO}"]
+    # which arch starts from it by default
+    detector = "  (detector arch=fasterrcnn_mobilenet_v3_large_fpn: its weights=coco)"
+    assert result.code == 0 and result.out.splitlines()[1:] == [f"present  {COCO}{detector}"]
     everything = run_cli("weights", "list").out
     assert "-        MobileNet_V3_Large_Weights.IMAGENET1K_V1" in everything
 

@@ -10,6 +10,9 @@ optimiser, so any trainer, of any task trainkit has, can be compared this way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
@@ -64,14 +67,48 @@ def _batch(trainer: Trainer, seeds: list[int], size: int) -> tuple[torch.Tensor,
     raise NotImplementedError(f"task {trainer.task!r}: give tests/trained.py its synthetic data")
 
 
+def built_model_dir(
+    trainer_folder: Path,
+    folder: Path,
+    overrides: dict,
+    classes: ClassMap,
+    steps: int = 0,
+    adjust: Callable[[nn.Module], None] | None = None,
+) -> Path:
+    """A trainer's model (seeded; trained for `steps` steps on synthetic scenes) saved as a trainkit
+    model folder. `adjust` changes the built model before training (e.g. fewer sampled RoIs, to train faster)."""
+    from trainkit.inference.package import build_model_dir
+    from trainkit.inference.settings import ModelSettings
+    from trainkit.params import parse_params
+    from trainkit.training.discovery import load_trainer
+
+    torch.manual_seed(0)
+    loaded = load_trainer(str(trainer_folder))
+    params = parse_params(loaded.trainer.Params, overrides)
+    if steps:
+        model = briefly_trained(loaded.trainer, params, classes, steps, adjust=adjust)
+    else:
+        model = loaded.trainer.build_model(params, classes).eval()
+    settings = ModelSettings.of(loaded.trainer, loaded.module.__name__, params)
+    return build_model_dir(folder, model, settings, classes, loaded.source)
+
+
 def briefly_trained(
-    trainer: Trainer, params: CommonParams, classes: ClassMap, steps: int, scenes: int = 8, batch_size: int = 4
+    trainer: Trainer,
+    params: CommonParams,
+    classes: ClassMap,
+    steps: int,
+    scenes: int = 8,
+    batch_size: int = 4,
+    adjust: Callable[[nn.Module], None] | None = None,
 ) -> nn.Module:
     """The trainer's model for `classes`, trained for `steps` steps on `scenes` synthetic images
     (seeded: the same model on this machine every time), in eval mode."""
     assert len(classes) == len(COLOURS)
     torch.manual_seed(0)
     model = trainer.build_model(params, classes).train()
+    if adjust is not None:
+        adjust(model)
     optimizer = trainer.configure_optimizer(model, params)
     for step in range(steps):
         seeds = [(step * batch_size + i) % scenes for i in range(batch_size)]

@@ -172,8 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = weights_commands.add_parser("download", help="download weights into the cache (or --dir)")
     fetch.add_argument(
         "names", nargs="+", metavar="NAME",
-        help="torchvision's name, e.g. FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1, or the URL of a file "
-        "named the torch.hub way (NAME-<sha256 prefix>.pth)",
+        help="torchvision's name, e.g. FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1, the URL of a file "
+        "named the torch.hub way (NAME-<sha256 prefix>.pth), or a Hugging Face checkpoint, hf:ORG/NAME@REVISION "
+        "(its config, safetensors and preprocessor config, into HF_HOME; mirror: HF_ENDPOINT)",
     )  # fmt: skip
     fetch.add_argument("--dir", type=Path, help="folder to download into (default: the torch hub cache)")
     fetch.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
@@ -510,22 +511,34 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_weights_list(args: argparse.Namespace) -> int:
+    from trainkit.detection_archs import coco_weights_users
     from trainkit.weights import all_named_weights, cache_dir
 
+    users = coco_weights_users()
     print(f"cache: {cache_dir()}")
     for weights in all_named_weights():
         present = weights.path().is_file()
         if present or not args.present:
-            print(f"{'present' if present else '-':<8} {weights.name}")
+            use = f"  (detector arch={users[weights.name]}: its weights=coco)" if weights.name in users else ""
+            print(f"{'present' if present else '-':<8} {weights.name}{use}")
     return ExitCode.OK
 
 
 def _cmd_weights_download(args: argparse.Namespace) -> int:
+    from trainkit.hf_weights import download_hub, is_hub, parse_hub
     from trainkit.weights import download, downloadable
 
-    known = [downloadable(name) for name in args.names]  # every name is checked before anything is fetched
+    hub = [parse_hub(name) for name in args.names if is_hub(name)]  # every name is checked before any fetch
+    known = [downloadable(name) for name in args.names if not is_hub(name)]
+    if hub and args.dir:
+        raise UserError("--dir is for torchvision's files; Hugging Face checkpoints go to the cache HF_HOME names")
     for weights in known:
         print(f"{weights.name}: {download(weights.name, args.dir)}")
+    for checkpoint in hub:
+        commit, digests = download_hub(checkpoint.spec)
+        print(f"{checkpoint.spec} commit {commit}")
+        for name, digest in digests.items():
+            print(f"{checkpoint.spec} {name} sha256:{digest}")
     return ExitCode.OK
 
 

@@ -36,7 +36,8 @@ def _predictions(
     """(batch, the trainer's predictions for it) over `loader`, the model in eval mode, no gradients."""
     model.eval()
     device = loader.device
-    with torch.no_grad(), torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+    dtype = trainer.amp_dtype(device) if amp and device.type == "cuda" else None
+    with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
         for batch in loader:
             yield batch, trainer.predict(model, to_float(batch.images, trainer.mean, trainer.std), batch)
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from trainkit.batch import Batch, BatchLoader, LoaderConfig, Task
 from trainkit.classmap import ClassMap
+from trainkit.detection_archs import label_offset
 from trainkit.errors import UserError
 from trainkit.evaluation import (
     CLASSIFICATION_METRICS,
@@ -99,6 +100,11 @@ class Trainer:
             tiles=None if train and not params.tile_train else tiles,
         )
 
+    def amp_dtype(self, device: torch.device) -> torch.dtype | None:
+        """The float type of mixed precision (the `amp` hyperparameter, on a GPU); None: full precision.
+        float16 is scaled against underflow (a GradScaler); bfloat16 needs no scaling."""
+        return torch.float16
+
     def configure_optimizer(self, model: nn.Module, params: CommonParams) -> torch.optim.Optimizer:
         """SGD with momentum and weight decay on the trainable parameters."""
         trainable = [p for p in model.parameters() if p.requires_grad]
@@ -129,21 +135,25 @@ class TorchvisionDetectionTrainer(Trainer):
     """A detection trainer whose model is a torchvision detection model (Faster R-CNN and its kin).
 
     Such a model takes a list of images and, in training, targets, and returns its losses; in eval
-    mode it returns per-image boxes, labels and scores. It reserves label 0 for the background, so
-    class id `c` is label `c + 1` there. Subclasses write `build_model` (with `len(classes) + 1`
-    classes) and keep `loss` and `predict`.
+    mode it returns per-image boxes, labels and scores. Faster R-CNN and SSD reserve label 0 for the
+    background, so class id `c` is label `c + 1` there, and `build_model` gives them `len(classes) + 1`
+    classes; RetinaNet and FCOS take the class ids as they are (`trainkit.detection_archs`). Subclasses
+    write `build_model` and keep `loss` and `predict`.
     """
 
     task: ClassVar[Task] = "detection"
 
     def loss(self, model: nn.Module, images: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
-        """The model's own losses, summed into `loss`."""
-        targets = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in batch.targets]
+        """The model's own losses (whatever it names them), summed into `loss`."""
+        offset = label_offset(model)
+        targets = [{"boxes": t["boxes"], "labels": t["labels"] + offset} for t in batch.targets]
         losses = model(list(images), targets)
         return {"loss": sum(losses.values()), **losses}
 
     def predict(self, model: nn.Module, images: torch.Tensor, batch: Batch) -> list[dict[str, torch.Tensor]]:
         """The model's detections, with labels back as class ids."""
+        offset = label_offset(model)
         return [
-            {"boxes": out["boxes"], "labels": out["labels"] - 1, "scores": out["scores"]} for out in model(list(images))
+            {"boxes": out["boxes"], "labels": out["labels"] - offset, "scores": out["scores"]}
+            for out in model(list(images))
         ]

@@ -135,8 +135,12 @@ def _dynamic_level_merge() -> Iterator[None]:
 
 
 def _detections(model: nn.Module) -> int:
-    heads = getattr(model, "roi_heads", None)
-    return int(getattr(heads, "detections_per_img", DEFAULT_DETECTIONS))
+    """How many detections the model keeps per image: torchvision's `detections_per_img`, on Faster
+    R-CNN's RoI heads or on the model itself (RetinaNet, FCOS, SSD; trainers' own models may say too)."""
+    for holder in (getattr(model, "roi_heads", None), model):
+        if holder is not None and hasattr(holder, "detections_per_img"):
+            return int(holder.detections_per_img)
+    return DEFAULT_DETECTIONS
 
 
 def _batched(one, names: tuple[str, ...], size: int, limit: int, classes: int):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trainkit.contract import ExitCode
 from trainkit.errors import UserError
@@ -21,6 +23,9 @@ from trainkit.submit.sweep import (
     parse_search,
 )
 from trainkit.weights import is_named, named_weights
+
+if TYPE_CHECKING:
+    from trainkit.params import CommonParams
 
 log = logging.getLogger("trainkit")
 DEFAULT_MANIFEST = Path("dist") / "images.json"
@@ -132,12 +137,12 @@ def config_from_args(args: argparse.Namespace) -> SubmitConfig:
     weights = args.weights
     if is_named(weights):
         # Baked into the image, not an input: the job names them, as `--set weights=` would.
-        _check_baked(weights, baked, image)
+        _check_baked(weights, baked, image, "--weights")
         if "weights" in fixed:
             raise UserError("weights given twice: pass --weights, or --set weights=..., not both")
         fixed["weights"], weights = weights, ""
     grid = parse_grid(args.grid)
-    _check_params(name, folder, grid_points(fixed, grid))
+    _check_params(name, folder, grid_points(fixed, grid), baked, image)
     pairs = [DatasetPairRef(labelset, imageset) for labelset, imageset in args.pair]
     if args.imageset or args.labelset:
         if not (args.imageset and args.labelset):
@@ -158,20 +163,30 @@ def config_from_args(args: argparse.Namespace) -> SubmitConfig:
         tags=tags, train_args=tuple(train_args),
         train_pairs=tuple(DatasetPairRef(labels, images) for labels, images in args.train_pair),
         test_pairs=tuple(DatasetPairRef(labels, images) for labels, images in args.test_pair),
-        weights=weights, weights_type=args.weights_type, class_map=args.class_map,
+        weights=weights, weights_type=args.weights_type, class_map=args.class_map, baked_weights=baked,
     )  # fmt: skip
 
 
-def _check_baked(spec: str, baked: tuple[str, ...] | None, image: str) -> None:
+def _check_baked(spec: str, baked: tuple[str, ...] | None, image: str, where: str) -> None:
     """torchvision's weights `spec` must be in the image, when its manifest says what the image holds."""
     name = named_weights(spec).name
     if baked is None:
-        log.warning("--weights %s: the image manifest does not say what %s baked; not checked", name, image)
+        log.warning("%s %s: the image manifest does not say what %s baked; not checked", where, name, image)
     elif name not in baked:
         raise UserError(
-            f"--weights {spec}: not baked into {image} (it holds: {', '.join(baked) or 'no weights'}); "
-            f"publish the trainer with TRAINKIT_WEIGHTS='{name}', or pass the weights file as --weights FILE"
+            f"{where} {spec}: not baked into {image} (it holds: {', '.join(baked) or 'no weights'}); build the "
+            f"trainer's image with --build-arg WEIGHTS='{name}' (ci/publish.py: TRAINKIT_WEIGHTS='{name}') and "
+            "publish it, or pass the weights file as --weights FILE"
         )
+
+
+def check_baked_params(params: CommonParams, baked: tuple[str, ...] | None, image: str) -> None:
+    """Every torchvision weights the hyperparameters name (an arch's COCO default included, as the
+    trainer resolved it) must be baked into the job's image: a job never downloads them."""
+    for field in dataclasses.fields(params):
+        value = getattr(params, field.name)
+        if isinstance(value, str) and is_named(value):
+            _check_baked(value, baked, image, f"hyperparameter {field.name!r} =")
 
 
 def _trainer(spec: str, image: str) -> tuple[str, Path | None]:
@@ -190,7 +205,9 @@ def _trainer(spec: str, image: str) -> tuple[str, Path | None]:
     return spec, folder if folder.is_dir() else None
 
 
-def _check_params(name: str, folder: Path | None, points: list[dict[str, object]]) -> None:
+def _check_params(
+    name: str, folder: Path | None, points: list[dict[str, object]], baked: tuple[str, ...] | None, image: str
+) -> None:
     if folder is None:
         log.warning("hyperparameters of %s not checked before submitting: no trainers/%s folder here", name, name)
         return
@@ -199,7 +216,7 @@ def _check_params(name: str, folder: Path | None, points: list[dict[str, object]
 
     params = load_trainer(str(folder)).trainer.Params
     for point in points:
-        parse_params(params, point)
+        check_baked_params(parse_params(params, point), baked, image)
 
 
 def sweep_from_args(args: argparse.Namespace, config: SubmitConfig) -> SweepConfig:
@@ -232,7 +249,8 @@ def sweep_from_args(args: argparse.Namespace, config: SubmitConfig) -> SweepConf
     for distribution in search:
         for value in distribution.reachable():
             try:
-                parse_params(trainer.Params, {**config.hyperparameters, distribution.key: value})
+                params = parse_params(trainer.Params, {**config.hyperparameters, distribution.key: value})
+                check_baked_params(params, config.baked_weights, config.image)
             except UserError as exc:
                 raise UserError(f"--search {distribution.key}={sweep.describe(distribution.key)}: the trainer "
                                 f"refuses {distribution.key}={value!r}: {exc}") from None  # fmt: skip

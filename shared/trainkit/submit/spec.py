@@ -77,6 +77,8 @@ class SubmitConfig:
     weights: str = ""
     weights_type: str = "auto"
     class_map: str = ""  # --class-map for every job: an input the command names (see refs.class_map_input)
+    # The named weights the image holds, as its publish manifest says; None: not said (nothing checked).
+    baked_weights: tuple[str, ...] | None = None
 
     def check(self) -> None:
         """Reject what can be known to fail before anything is sent."""

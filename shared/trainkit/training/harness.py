@@ -88,6 +88,7 @@ class _State:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None  # mixed precision's type (the trainer's), None: off
     position: Position
     group: ProcessGroup
     train_model: torch.nn.Module | None = None  # the model wrapped for distributed training, else the model
@@ -127,7 +128,8 @@ def _written_folders(config: TrainConfig) -> list[Path]:
 def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: ProcessGroup, device) -> int:
     trainer = loaded.trainer
     params = parse_params(trainer.Params, config.hyperparameters)
-    amp = params.amp and device.type == "cuda"
+    amp_dtype = trainer.amp_dtype(device) if params.amp and device.type == "cuda" else None
+    amp = amp_dtype is not None
     output_dir, checkpoint_dir = config.output_dir, config.checkpoint_dir or config.output_dir / "checkpoints"
     if group.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -165,7 +167,8 @@ def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: Pr
         model=model,
         optimizer=optimizer,
         scheduler=trainer.configure_scheduler(optimizer, params, total_steps),
-        scaler=torch.amp.GradScaler(device.type, enabled=amp),
+        scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
+        amp_dtype=amp_dtype,
         position=Position(0, 0, 0),
         group=group,
     )
@@ -364,7 +367,7 @@ def _train_loop(
     stopped by SIGTERM."""
     model, device, group = state.model, train_loader.device, state.group
     train_model = state.train_model or model
-    amp = state.scaler.is_enabled()
+    amp = state.amp_dtype is not None
     step = state.position.step
     progress = _Progress(total_steps, step, config.log_every)
     for epoch in range(state.position.epoch, params.epochs):
@@ -375,7 +378,7 @@ def _train_loop(
         tick = time.perf_counter()
         for batch in train_loader:
             data_time = time.perf_counter() - tick
-            with torch.autocast(device.type, enabled=amp):
+            with torch.autocast(device.type, dtype=state.amp_dtype, enabled=amp):
                 losses = trainer.loss(train_model, to_float(batch.images, trainer.mean, trainer.std), batch)
             loss = losses["loss"]
             if not torch.isfinite(loss):
