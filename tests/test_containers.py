@@ -95,6 +95,30 @@ def test_images_run_as_non_root_with_python_and_bash(images) -> None:
         assert uid == "1000" and python.startswith("Python 3.11") and version.startswith("trainkit ")
 
 
+def test_hf_detector_image_adds_transformers_alone_and_fine_tunes_offline(images, data: DemoDataset, tmp_path) -> None:
+    from hf_tiny import tiny_checkpoint
+
+    checkpoint = tiny_checkpoint("rt_detr", tmp_path / "checkpoint", queries=84)
+    checkpoint.chmod(0o755)
+    base = podman("run", "--rm", "--entrypoint", "python", images["base"], "-c", "import transformers")
+    assert base.returncode == 1 and "No module named 'transformers'" in base.stderr  # the base stays without
+    check = "import os, transformers; print(transformers.__version__, os.environ['HF_HUB_OFFLINE'])"
+    versions = podman("run", "--rm", "--entrypoint", "python", images["hf_detector"], "-c", check)
+    assert versions.returncode == 0, versions.stderr
+    version, offline = versions.stdout.split()
+    assert tuple(map(int, version.split(".")[:2])) >= (5, 18) and offline == "1"
+    out = writable(tmp_path / "out")
+    result = podman(
+        "run", "--rm", "--network", "none", *train_args(data, out, studio=True), "-v", f"{checkpoint}:/checkpoint:ro",
+        images["hf_detector"], "train", "--imageset", "/data/imageset_studio", "--labelset", "/data/labels.csv",
+        "--output-dir", "/outputs", "--device", "cpu", "--set", "weights=/checkpoint", "--set", "image_size=64",
+        "--set", "batch_size=2", "--set", "max_steps=2",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "model" / "MLmodel").is_file() and (out / "model.onnx").is_file()
+    assert "every tensor loaded but the class layers" in result.stderr
+
+
 def test_bad_dataset_exits_2_with_one_line(images, data: DemoDataset, tmp_path: Path) -> None:
     out = writable(tmp_path / "out")
     result = podman(
