@@ -74,3 +74,11 @@ def test_large_images_benchmark_runs() -> None:
     out = run_benchmark("large_images", "--smoke")
     assert re.search(r"^baseline: DALI decodes full size\s+\d+\s+\d+\s+\d\.\d{3}\s+1\.00x$", out, re.M), out
     assert re.search(r"^trainkit: reduced decode >40 MP\s+\d+\s+-?\d+\s+\d\.\d{3}\s+\d\.\d\dx$", out, re.M), out
+
+
+@pytest.mark.slow
+def test_models_benchmark_runs() -> None:
+    out = run_benchmark("models", "--smoke")
+    for row in ("ssdlite320_mobilenet_v3_large", "hf d_fine"):
+        assert re.search(rf"^{re.escape(row)}\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+x$", out,
+                         re.M), out  # fmt: skip
