@@ -90,7 +90,7 @@ def test_each_family_fine_tunes_and_predicts_as_transformers_post_processes(fami
     model.eval()
     with torch.no_grad():
         ours = trainer.predict(model, images, batch)
-        raw = model.model(pixel_values=(images - model.mean) / model.std)
+        raw = model.model(pixel_values=images * model.gain - model.offset)
     # The checkpoint's own post-processing, every score kept, is what the model answers (best first; RT-DETR's
     # keeps as many as it has queries, the model as many as detections_per_image says).
     processor = AutoImageProcessor.from_pretrained(checkpoints[family])
@@ -106,8 +106,13 @@ def test_each_family_fine_tunes_and_predicts_as_transformers_post_processes(fami
 def test_the_checkpoints_normalisation_is_applied_inside_the_model(trainer, checkpoints) -> None:
     detr = trainer.build_model(_params(trainer, checkpoints["detr"]), CLASSES)  # ImageNet mean and std
     rt_detr = trainer.build_model(_params(trainer, checkpoints["rt_detr"]), CLASSES)  # 0..1, no mean or std
-    assert torch.allclose(detr.mean.flatten(), torch.tensor([0.485, 0.456, 0.406]))
-    assert torch.equal(rt_detr.mean.flatten(), torch.zeros(3)) and torch.equal(rt_detr.std.flatten(), torch.ones(3))
+    images = torch.rand(1, 3, 8, 8)
+    mean, std = (
+        torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
+        torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
+    )
+    assert torch.allclose(images * detr.gain - detr.offset, (images - mean) / std, atol=1e-5)
+    assert torch.allclose(images * rt_detr.gain - rt_detr.offset, images)
     assert trainer.mean == (0.0, 0.0, 0.0) and trainer.std == (1.0, 1.0, 1.0)  # the harness hands it 0..1
 
 

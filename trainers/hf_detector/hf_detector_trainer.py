@@ -97,10 +97,16 @@ class HFDetector(nn.Module):
         super().__init__()
         self.model = model
         self.preprocessing, self.scoring, self.limit = preprocessing, scoring, limit
-        mean = preprocessing.get("image_mean", (0.0, 0.0, 0.0)) if preprocessing.get("do_normalize") else (0.0,) * 3
-        std = preprocessing.get("image_std", (1.0, 1.0, 1.0)) if preprocessing.get("do_normalize") else (1.0,) * 3
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        # The harness hands 0..1 (x / 255): a checkpoint that rescales by another factor, or not at all,
+        # is given what its processor would give it.
+        scale = preprocessing.get("rescale_factor", 1 / 255) * 255 if preprocessing.get("do_rescale", True) else 255
+        normalize = preprocessing.get("do_normalize", False)
+        mean = preprocessing.get("image_mean", (0.0,) * 3) if normalize else (0.0,) * 3
+        std = preprocessing.get("image_std", (1.0,) * 3) if normalize else (1.0,) * 3
+        # (x * scale - mean) / std, as one multiply and one subtract
+        self.register_buffer("gain", scale / torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("offset", torch.tensor(mean).view(1, 3, 1, 1) / torch.tensor(std).view(1, 3, 1, 1),
+                             persistent=False)  # fmt: skip
 
     @property
     def detections_per_img(self) -> int:
@@ -108,7 +114,7 @@ class HFDetector(nn.Module):
         return self.limit
 
     def forward(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]] | None = None):
-        pixels = (images - self.mean) / self.std
+        pixels = images * self.gain - self.offset
         if targets is not None:
             size = images.new_tensor([images.shape[-1], images.shape[-2]] * 2)
             labels = [{"class_labels": t["labels"], "boxes": _xyxy_to_cxcywh(t["boxes"]) / size} for t in targets]
