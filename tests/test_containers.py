@@ -99,6 +99,8 @@ def test_hf_detector_image_adds_transformers_alone_and_fine_tunes_offline(images
     from hf_tiny import tiny_checkpoint
 
     checkpoint = tiny_checkpoint("rt_detr", tmp_path / "checkpoint", queries=84)
+    for path in checkpoint.iterdir():
+        path.chmod(0o644)  # safetensors writes 0600: the image's user 1000 must read it, as a user's mount allows
     checkpoint.chmod(0o755)
     base = podman("run", "--rm", "--entrypoint", "python", images["base"], "-c", "import transformers")
     assert base.returncode == 1 and "No module named 'transformers'" in base.stderr  # the base stays without
