@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint docs bench bench-publish bench-quality bench-tiling clean
+.PHONY: install demo test test-fast lint docs bench bench-publish bench-quality bench-archs bench-models bench-tiling clean
 
 install: $(STAMP)
 
@@ -49,6 +49,14 @@ bench: $(STAMP)
 
 bench-quality: $(STAMP)
 	$(BIN)/python benchmarks/quality.py
+
+# Every arch and family: from scratch, transfer from demo data, from COCO where cached (docs/models.md)
+bench-archs: $(STAMP)
+	$(BIN)/python benchmarks/quality.py --archs
+
+# Every arch and family: parameters, CPU speed, torch against onnxruntime (docs/models.md)
+bench-models: $(STAMP)
+	$(BIN)/python benchmarks/models.py
 
 bench-tiling: $(STAMP)
 	$(BIN)/python benchmarks/tiling.py --seeds 0 1

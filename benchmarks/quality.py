@@ -11,7 +11,17 @@ number of epochs, and is evaluated on the held-out images after every epoch. Row
   detector from COCO        the same from torchvision's COCO weights, when the torch hub cache holds
                             them (`trainkit weights download FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1`)
 
+With --archs, a second table: every arch of the detector and family of hf_detector, each for a
+fixed CPU-time budget (its steps from a probe run's measured seconds a step), at --image-size:
+  (a) scratch       from scratch on demo data of seed 7 (--images, 20% held out)
+  (b) transfer      fine-tuned from (a)'s model on 40 images of demo data of seed 8, against the same
+                    40 images from scratch, each for --transfer-budget; both scored on 60 other
+                    seed-8 images
+  (c) COCO          fine-tuned from the published COCO checkpoint on the same 40 images, where the
+                    cache holds it ("not cached" otherwise)
+
     .venv/bin/python benchmarks/quality.py [--epochs 12] [--images 500] [--smoke]
+    .venv/bin/python benchmarks/quality.py --archs [--budget 300] [--transfer-budget 120] [--only-archs ...]
 """
 
 from __future__ import annotations
@@ -85,13 +95,139 @@ def train(row: Row, data: Path, out: Path, epochs: int, image_size: int) -> Resu
     return Result(row, seconds, json.loads((out / "metrics.json").read_text())["step"], curve)
 
 
+@dataclass(frozen=True)
+class ArchRow:
+    """An arch or family: its trainer, the settings that pick it, and its published COCO weights."""
+
+    name: str
+    trainer: str
+    settings: tuple[str, ...]
+    coco: str  # named weights (torchvision) or hf:ORG/NAME@REVISION
+
+
+ARCH_ROWS = (
+    *(ArchRow(a, "detector", (f"arch={a}",), c) for a, c in (
+        ("fasterrcnn_mobilenet_v3_large_fpn", "FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1"),
+        ("fasterrcnn_resnet50_fpn_v2", "FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1"),
+        ("retinanet_resnet50_fpn_v2", "RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1"),
+        ("fcos_resnet50_fpn", "FCOS_ResNet50_FPN_Weights.COCO_V1"),
+        ("ssdlite320_mobilenet_v3_large", "SSDLite320_MobileNet_V3_Large_Weights.COCO_V1"),
+    )),
+    ArchRow("hf rt_detr", "hf_detector", ("arch=rt_detr",), "hf:PekingU/rtdetr_r18vd@main"),
+    ArchRow("hf rt_detr_v2", "hf_detector", ("arch=rt_detr_v2",), "hf:PekingU/rtdetr_v2_r34vd@main"),
+    ArchRow("hf d_fine", "hf_detector", ("arch=d_fine",), "hf:ustc-community/dfine-small-coco@main"),
+)  # fmt: skip
+
+
+def _run(trainer: str, data: Path, labels: Path, out: Path, settings: list[str], extra: list[str]) -> dict:
+    """One `trainkit train` on the CPU; its metrics.json."""
+    command = [
+        str(TRAINKIT), "train", "--trainer", str(ROOT / "trainers" / trainer), "--imageset", str(data),
+        "--datastore-name", "", "--labelset", str(labels), "--output-dir", str(out), "--device", "cpu",
+        "--log-every", "1", "--checkpoint-every", "0", "--eval-every", "100000", *extra,
+        *[item for kv in settings for item in ("--set", kv)],
+    ]  # fmt: skip
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "", "TRAINKIT_TRAINER": ""}
+    run = subprocess.run(command, capture_output=True, text=True, env=env)
+    if run.returncode != 0:
+        raise SystemExit(f"{out.name}: trainkit train exited {run.returncode}:\n{run.stderr[-3000:]}")
+    return json.loads((out / "metrics.json").read_text())
+
+
+def _seconds_a_step(row: ArchRow, data: Path, out: Path, base: list[str]) -> float:
+    """A probe run's median seconds a training step (its first steps left out: set-up, first allocations)."""
+    from mlflow import MlflowClient
+
+    _run(row.trainer, data / "imageset_studio", data / "labels.csv", out, [*base, "max_steps=6", "weights="], [])
+    record = json.loads((out / "run.json").read_text())
+    client = MlflowClient(tracking_uri=record["mlflow_tracking_uri"])
+    times = [m.value for m in client.get_metric_history(record["mlflow_run_id"], "time/step_s") if m.step > 2]
+    return sorted(times)[len(times) // 2]
+
+
+def _split(data: Path, train: int) -> tuple[Path, Path]:
+    """The demo set's labels as two files: its first `train` images, and the rest."""
+    import pandas as pd
+
+    table = pd.read_csv(data / "labels.csv")
+    images = sorted(table.image_url.unique())
+    first, rest = data / "first.csv", data / "rest.csv"
+    table[table.image_url.isin(images[:train])].to_csv(first, index=False)
+    table[~table.image_url.isin(images[:train])].to_csv(rest, index=False)
+    return first, rest
+
+
+def _cached(spec: str) -> bool:
+    from trainkit.hf_weights import is_hub, resolve_hub
+    from trainkit.weights import named_weights
+
+    if not is_hub(spec):
+        return named_weights(spec).path().is_file()
+    try:
+        resolve_hub(spec)
+    except Exception:  # not baked: the row says so
+        return False
+    return True
+
+
+def arch_table(args: argparse.Namespace) -> int:
+    """The --archs table (see the module doc)."""
+    rows = [r for r in ARCH_ROWS if not args.only_archs or r.name in args.only_archs]
+    base = ["batch_size=8", f"image_size={args.image_size}", "epochs=100000", "warmup_steps=20"]
+    print(f"archs: {args.image_size} px, batch 8, budget {args.budget:.0f} s (a), {args.transfer_budget:.0f} s (b, c); "
+          f"CPU ({os.cpu_count()} cores); held-out mAP@0.5 / mAP")  # fmt: skip
+    print(f"{'row':<36} {'s/step':>7} {'(a) scratch':>14} {'(b) transfer':>14} {'(b) scratch 40':>15} {'(c) COCO':>14}")
+    with tempfile.TemporaryDirectory(prefix="trainkit-bench-archs-") as tmp:
+        root = Path(tmp)
+        for seed, images, name in ((7, args.images, "a"), (8, 100, "b")):
+            subprocess.run([str(TRAINKIT), "demo-data", str(root / name), "--images", str(images), "--seed",
+                            str(seed)], check=True, capture_output=True)  # fmt: skip
+        b_train, b_rest = _split(root / "b", 40)
+        b = ["--val-labelset", str(b_rest)]
+        for row in rows:
+            work = root / row.name.replace(" ", "_")
+            per_step = _seconds_a_step(row, root / "a", work / "probe", [*base, *row.settings])
+            steps = max(5, int(args.budget / per_step))
+            transfer_steps = max(5, int(args.transfer_budget / per_step))
+            scratch = [*base, *row.settings, "weights="]
+            a = _run(row.trainer, root / "a" / "imageset_studio", root / "a" / "labels.csv", work / "a",
+                     [*scratch, f"max_steps={steps}"], ["--val-fraction", "0.2"])  # fmt: skip
+            images_b = root / "b" / "imageset_studio"
+            tuned = _run(row.trainer, images_b, b_train, work / "b_tuned",
+                         [*base, *row.settings, f"weights={work / 'a'}", f"max_steps={transfer_steps}"], b)  # fmt: skip
+            alone = _run(
+                row.trainer, images_b, b_train, work / "b_scratch", [*scratch, f"max_steps={transfer_steps}"], b
+            )
+            coco = "not cached"
+            if _cached(row.coco):
+                weights = f"torchvision:{row.coco}" if row.trainer == "detector" else row.coco
+                done = _run(row.trainer, images_b, b_train, work / "c",
+                            [*base, *row.settings, f"weights={weights}", f"max_steps={transfer_steps}"], b)  # fmt: skip
+                coco = _score(done)
+            print(f"{row.name:<36} {per_step:>7.2f} {_score(a):>14} {_score(tuned):>14} {_score(alone):>15} {coco:>14}",
+                  flush=True)  # fmt: skip
+    return 0
+
+
+def _score(metrics: dict) -> str:
+    return f"{metrics['val']['map_50']:.3f} / {metrics['val']['map']:.3f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--image-size", type=int, default=192)
     parser.add_argument("--only", nargs="+", metavar="N", type=int, help="row numbers to run (1-based)")
-    args = parse_args(parser, argv, images=20, epochs=1, image_size=64, only=[1, 4])
+    parser.add_argument("--archs", action="store_true", help="the second table: every arch and family (see above)")
+    parser.add_argument("--budget", type=float, default=300, help="--archs: seconds of training for (a)")
+    parser.add_argument("--transfer-budget", type=float, default=120, help="--archs: seconds for (b) and (c)")
+    parser.add_argument("--only-archs", nargs="+", choices=[r.name for r in ARCH_ROWS], help="--archs: these rows")
+    args = parse_args(parser, argv, images=20, epochs=1, image_size=64, only=[1, 4], budget=3, transfer_budget=2)
+    if args.archs:
+        if args.smoke and not args.only_archs:
+            args.only_archs = ["ssdlite320_mobilenet_v3_large"]
+        return arch_table(args)
 
     from trainkit.weights import named_weights
 

@@ -53,6 +53,10 @@ def test_quality_benchmark_runs() -> None:
     out = run_benchmark("quality", "--smoke")
     assert re.search(r"^skeleton \(GroupNorm, 64 RoIs @50%\)\s+\d+\s+\d+\s+\d\.\d{3}", out, re.M), out
     assert re.search(r"^detector from scratch \(MobileNetV3 FPN\)\s+\d+", out, re.M), out
+    archs = run_benchmark("quality", "--archs", "--smoke")
+    score = r"\d\.\d{3} / \d\.\d{3}"
+    row = rf"^ssdlite320_mobilenet_v3_large\s+\d+\.\d\d\s+{score}\s+{score}\s+{score}\s+not cached$"
+    assert re.search(row, archs, re.M), archs
 
 
 @pytest.mark.slow
