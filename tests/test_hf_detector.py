@@ -284,3 +284,12 @@ def test_a_baked_checkpoint_trains_on_the_demo_data_offline_and_continues(
     )  # fmt: skip
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     assert (tmp_path / "predictions" / "predictions.csv").is_file()
+    # The served model (MLflow pyfunc) answers as the other trainers' do.
+    import mlflow.pyfunc
+    import pandas as pd
+
+    served = mlflow.pyfunc.load_model(str(tmp_path / "second" / "model"))
+    image = str(sorted(demo.imageset_studio.rglob("*.jpg"))[0])
+    [row] = served.predict(pd.DataFrame({"image": [image]}), params={"min_score": 0.0}).to_dict("records")
+    assert set(row) == {"filename", "boxes"} and row["boxes"]
+    assert all(0 <= b["box"]["topX"] <= 1 and b["label"] in ("circle", "square", "triangle") for b in row["boxes"])

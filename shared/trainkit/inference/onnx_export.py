@@ -110,21 +110,23 @@ def export_onnx(predictor: Predictor, path: Path) -> Path:
 
 @contextmanager
 def _dynamic_level_merge() -> Iterator[None]:
-    """torchvision's multi-level RoIAlign, traced so that each level's RoI count stays dynamic.
+    """torchvision's multi-level RoIAlign, traced so that each level's RoI count stays dynamic, and
+    merged with one gather.
 
     Its ONNX path expands each level's indices to `index.size(0)` RoIs, which the tracer records
     as the example image's count: any image whose RoIs fall otherwise across the FPN levels then
-    fails in onnxruntime ("invalid expand shape"). Expanding with -1 keeps that dimension as it is.
+    fails in onnxruntime ("invalid expand shape"). It also scatters every level's pooled features
+    (RoIs x 256 x 7 x 7) into place, which took a quarter of Faster R-CNN's time in onnxruntime.
+    Here the levels' results are concatenated in level order and put back in RoI order by
+    gathering them with the inverse of that order (a scatter of one index per RoI).
     """
     from torchvision.ops import poolers
 
     def merge(levels: torch.Tensor, unmerged: list[torch.Tensor]) -> torch.Tensor:
-        first = unmerged[0]
-        out = first.new_zeros((levels.size(0), first.size(1), first.size(2), first.size(3)))
-        for level, result in enumerate(unmerged):
-            index = torch.where(levels == level)[0].view(-1, 1, 1, 1)
-            out = out.scatter(0, index.expand(-1, result.size(1), result.size(2), result.size(3)), result)
-        return out
+        order = torch.cat([torch.where(levels == level)[0] for level in range(len(unmerged))])
+        positions = torch.ones_like(order).cumsum(0) - 1  # 0 .. RoIs - 1, a dynamic count
+        inverse = torch.zeros_like(order).scatter(0, order, positions)
+        return torch.cat(unmerged).index_select(0, inverse)
 
     original = poolers._onnx_merge_levels
     poolers._onnx_merge_levels = merge
