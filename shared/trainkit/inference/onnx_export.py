@@ -118,15 +118,14 @@ def _dynamic_level_merge() -> Iterator[None]:
     fails in onnxruntime ("invalid expand shape"). It also scatters every level's pooled features
     (RoIs x 256 x 7 x 7) into place, which took a quarter of Faster R-CNN's time in onnxruntime.
     Here the levels' results are concatenated in level order and put back in RoI order by
-    gathering them with the inverse of that order (a scatter of one index per RoI).
+    gathering them with the inverse of that order.
     """
     from torchvision.ops import poolers
 
     def merge(levels: torch.Tensor, unmerged: list[torch.Tensor]) -> torch.Tensor:
         order = torch.cat([torch.where(levels == level)[0] for level in range(len(unmerged))])
-        positions = torch.ones_like(order).cumsum(0) - 1  # 0 .. RoIs - 1, a dynamic count
-        inverse = torch.zeros_like(order).scatter(0, order, positions)
-        return torch.cat(unmerged).index_select(0, inverse)
+        # `order` is a permutation of the RoIs: sorting it gives each RoI's place in the concatenation
+        return torch.cat(unmerged).index_select(0, torch.argsort(order))
 
     original = poolers._onnx_merge_levels
     poolers._onnx_merge_levels = merge
