@@ -236,6 +236,9 @@ def _load(folder: Path, classes: ClassMap, heads: tuple[str, ...], scratch: bool
         model, info = AutoModelForObjectDetection.from_pretrained(
             folder, **labels, ignore_mismatched_sizes=True, output_loading_info=True, use_kernels=False
         )
+    except ImportError as exc:  # DETR's and Conditional DETR's published checkpoints build timm backbones
+        raise UserError(f"hyperparameter 'weights': {folder} needs a package this environment lacks ({exc}); "
+                        "install it, or use a checkpoint with transformers' own backbone") from None  # fmt: skip
     except (OSError, ValueError, RuntimeError) as exc:
         reason = " ".join(str(exc).split())[:200]
         raise UserError(f"hyperparameter 'weights': {folder} does not load ({reason})") from None
@@ -272,6 +275,8 @@ def _continue_from(path: Path, classes: ClassMap, params: HFDetectorParams) -> H
     config = earlier.model.config
     config.id2label, config.label2id = _labels(classes).values()
     _family(config.model_type, folder)
+    for key, value in _queries(config.to_dict(), params.image_size).items():
+        setattr(config, key, value)
     model = HFDetector(AutoModelForObjectDetection.from_config(config), earlier.preprocessing, earlier.scoring,
                        params.detections_per_image)  # fmt: skip
     load_matching(model, earlier.state_dict(), str(folder))
