@@ -242,14 +242,15 @@ def test_predict_the_pyfunc_and_onnxruntime_tile_alike(run_cli, tmp_path: Path) 
     """The served model tiles exactly as `predict` does: the same boxes, within 1 px, from predict's CSV
     (the loader's decode, cut in torch), the pyfunc (Pillow's decode), and the ONNX model."""
     import mlflow.pyfunc
-    from test_inference import _built, _from_row
+    from test_inference import _from_row
+    from trained import built_model_dir
 
     from trainkit.inference.onnx_export import export_onnx
     from trainkit.inference.onnx_predictor import OnnxPredictor
     from trainkit.inference.predictor import load_predictor
 
     overrides = {"image_size": 96, "tile_grid": "2x2", "tile_overlap": 0.5}
-    folder = _built(ROOT / "trainers" / "skeleton", tmp_path / "run" / "model", overrides, PARITY_CLASSES, 60)
+    folder = built_model_dir(ROOT / "trainers" / "skeleton", tmp_path / "run" / "model", overrides, PARITY_CLASSES, 60)
     predictor = load_predictor(folder)
     assert predictor.tiles == TileSpec(grid=(2, 2), overlap=0.5)
     export_onnx(predictor, tmp_path / "model.onnx")
