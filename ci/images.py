@@ -115,6 +115,15 @@ def baked_weights(image: Image) -> list[str] | None:
     return found.group(1).split() if found else []
 
 
+def baked_files(engine: str, ref: str) -> dict:
+    """What a built trainer image holds, as its own `trainkit weights list --present --json` says: the
+    torchvision files, and each Hugging Face checkpoint's commit and files' sha256 (recorded at bake)."""
+    command = [*engine_command(engine), "run", "--rm", "--network", "none", "--entrypoint", "trainkit", ref,
+               "weights", "list", "--present", "--json"]  # fmt: skip
+    listed = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    return {"torchvision": [w["file"] for w in listed["torchvision"]], "hf": listed["hf"]}
+
+
 def input_files(image: Image) -> list[Path]:
     """The files an image is made of: its Dockerfile and what its context sends, per its .dockerignore.
 

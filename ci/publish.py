@@ -62,6 +62,7 @@ class Planned:
     built: bool = False
     sbom: Path | None = None
     size: dict | None = None  # uncompressed bytes and largest layers, when the engine holds the image
+    baked: dict | None = None  # the weights files a trainer image holds, with their hashes (images.baked_files)
 
     @property
     def repository(self) -> str:
@@ -138,6 +139,8 @@ def publish(
         for p in todo:
             with _timed(f"{p.image.key}: tested"):
                 smoke_test(engine, p.image.ref, base=p.image.depends_on is None)
+            if p.image.depends_on is not None:  # what it holds, from the image itself (run as the test is)
+                p.baked = images.baked_files(engine, p.image.ref)
     for p in todo:
         with _timed(f"{p.image.key}: pushed"):
             p.digest = registry.push(p.image.ref)
@@ -175,6 +178,7 @@ def manifest(planned: list[Planned], source: Source, registry: str, manifest_pat
             "sbom": sbom,
             "size": p.size,
             "weights": images.baked_weights(p.image),
+            "weights_files": p.baked,
         }
     return {
         "schema": MANIFEST_SCHEMA,

@@ -237,6 +237,12 @@ def test_weights_download_bakes_a_hub_checkpoint_read_offline_after(hub, tmp_pat
     assert f"{spec} commit {hub.commit}" in baked.stdout.splitlines()  # what to pin it to
     for name, body in hub.files.items():
         assert f"{spec} {name} sha256:{hashlib.sha256(body).hexdigest()}" in baked.stdout.splitlines()
+    # The record the publish manifest copies: `weights list --json`, with no huggingface_hub import needed.
+    listed = subprocess.run([str(TRAINKIT), "weights", "list", "--present", "--json"], capture_output=True, text=True,
+                            timeout=120, env=_env(tmp_path))  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    digests = {name: hashlib.sha256(body).hexdigest() for name, body in hub.files.items()}
+    assert json.loads(listed.stdout)["hf"] == {spec: {"commit": hub.commit, "sha256": digests}}
     # Offline, with no server to ask: the cache alone answers, at the branch it was baked from and its commit.
     code = "import sys; from trainkit.hf_weights import resolve_hub; print(resolve_hub(sys.argv[1]))"
     for name in (spec, f"hf:{hub.repo}@{hub.commit}"):

@@ -108,11 +108,14 @@ def first(podman_env: dict[str, str], registry: Registry, tmp_path_factory: pyte
     subprocess.run(["podman", "rmi", "--force", *mine], capture_output=True)
 
 
+TRAINERS = ("classifier", "detector", "hf_detector", "skeleton")
+
+
 def test_every_tag_resolves_to_the_manifest_digest_and_pulls_back(first, registry: Registry, session) -> None:
     run, path, _ = first
     manifest = load_image_manifest(path)
     document = json.loads(path.read_text())
-    assert set(manifest.images) == {"base", "classifier", "detector", "hf_detector", "skeleton"}
+    assert set(manifest.images) == {"base", *TRAINERS}
     assert document["tags"] == TAGS and all(entry["built"] for entry in document["images"].values())
     printed = dict(line.split("\t") for line in run.out.splitlines())
     for key, image in manifest.images.items():
@@ -129,6 +132,13 @@ def test_every_tag_resolves_to_the_manifest_digest_and_pulls_back(first, registr
                 capture_output=True, text=True, check=True,
             ).stdout  # fmt: skip
             assert image.reference in json.loads(digests), (tag, digests)
+    # What each trainer image holds of weights, read from the image itself: here nothing (TRAINKIT_WEIGHTS is
+    # empty), where a baked checkpoint's commit and sha256 would be.
+    nothing = {"torchvision": [], "hf": {}}
+    assert {k: e["weights_files"] for k, e in document["images"].items()} == {
+        "base": None,
+        **{trainer: nothing for trainer in TRAINERS},
+    }
     # A package list for each image built, as CycloneDX, holding what the base installs.
     sbom = json.loads((path.parent / document["images"]["detector"]["sbom"]).read_text())
     names = {c["name"].lower() for c in sbom["components"]}

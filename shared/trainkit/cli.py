@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import logging
 import os
 import shutil
@@ -167,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     weights_commands = weights.add_subparsers(dest="weights_command", required=True, parser_class=_Parser)
     listing = weights_commands.add_parser("list", help="every named weights, and whether the cache holds it")
     listing.add_argument("--present", action="store_true", help="only those in the cache")
+    listing.add_argument("--json", action="store_true",
+                         help="as JSON, with each baked Hugging Face checkpoint's commit and sha256s")  # fmt: skip
     listing.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     listing.set_defaults(func=_cmd_weights_list)
     fetch = weights_commands.add_parser("download", help="download weights into the cache (or --dir)")
@@ -512,15 +515,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_weights_list(args: argparse.Namespace) -> int:
     from trainkit.detection_archs import coco_weights_users
+    from trainkit.hf_weights import baked_checkpoints
     from trainkit.weights import all_named_weights, cache_dir
 
     users = coco_weights_users()
+    named = [(weights, weights.path().is_file()) for weights in all_named_weights()]
+    named = [(weights, present) for weights, present in named if present or not args.present]
+    hub = baked_checkpoints()
+    if args.json:
+        print(json.dumps({
+            "cache": str(cache_dir()),
+            "torchvision": [{"name": w.name, "file": w.path().name, "present": present} for w, present in named],
+            "hf": hub,
+        }, indent=1))  # fmt: skip
+        return ExitCode.OK
     print(f"cache: {cache_dir()}")
-    for weights in all_named_weights():
-        present = weights.path().is_file()
-        if present or not args.present:
-            use = f"  (detector arch={users[weights.name]}: its weights=coco)" if weights.name in users else ""
-            print(f"{'present' if present else '-':<8} {weights.name}{use}")
+    for weights, present in named:
+        use = f"  (detector arch={users[weights.name]}: its weights=coco)" if weights.name in users else ""
+        print(f"{'present' if present else '-':<8} {weights.name}{use}")
+    for spec, record in hub.items():
+        print(f"{'present':<8} {spec}  (commit {record.get('commit', '?')}; baked by `weights download`)")
     return ExitCode.OK
 
 

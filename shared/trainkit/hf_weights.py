@@ -3,7 +3,9 @@
 `trainkit weights download hf:ORG/NAME@REVISION` fetches just the files a detector needs
 (config.json, model.safetensors, preprocessor_config.json) with huggingface_hub into its cache
 ($HF_HOME/hub; the images set HF_HOME=/opt/trainkit/hf), from the Hub or the mirror $HF_ENDPOINT
-names, and prints each file's sha256. Training reads them from the cache with HF_HUB_OFFLINE=1:
+names, prints the commit and each file's sha256, and records them in $HF_HOME/trainkit-baked.json
+(`trainkit weights list --json` reads it back: ci/publish.py copies it into the publish manifest).
+Training reads them from the cache with HF_HUB_OFFLINE=1:
 a checkpoint that was not baked is a one-line error naming the command that bakes it, never a
 download. REVISION is a commit (pinned) or a branch or tag as the cache recorded it at bake time.
 """
@@ -11,11 +13,13 @@ download. REVISION is a commit (pinned) or a branch or tag as the cache recorded
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainkit.atomic import write_json_atomic
 from trainkit.errors import UserError
 
 HF = "hf:"
@@ -69,7 +73,28 @@ def download_hub(spec: str) -> tuple[str, dict[str, str]]:
             endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
             raise UserError(f"{checkpoint.spec}: cannot download {name} from {endpoint} ({reason})") from None
         digests[name] = _sha256(Path(path))
-    return Path(path).parent.name, digests  # the cache keeps a revision's files in snapshots/<commit>/
+    commit = Path(path).parent.name  # the cache keeps a revision's files in snapshots/<commit>/
+    baked = baked_checkpoints()
+    baked[checkpoint.spec] = {"commit": commit, "sha256": digests}
+    write_json_atomic(_record(), dict(sorted(baked.items())))
+    return commit, digests
+
+
+def baked_checkpoints() -> dict[str, dict]:
+    """What `weights download` baked into this HF_HOME: {spec: {"commit", "sha256": {file: hex}}}.
+
+    Read without huggingface_hub, so the base image (which has none) answers `weights list` too.
+    """
+    try:
+        found = json.loads(_record().read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _record() -> Path:
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "huggingface"
+    return Path(home).expanduser() / "trainkit-baked.json"
 
 
 def resolve_hub(spec: str, hyperparameter: str = "weights") -> Path:
