@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--image-size", type=int, default=512, metavar="PX",
         help="the trainer's image_size: objects' size there is reported (and a tile grid when many are small)",
     )  # fmt: skip
+    validate.add_argument(
+        "--duplicates", action="store_true",
+        help="also read every image for exact and near duplicates, within a split and across train and "
+        "validation (leakage)",
+    )  # fmt: skip
     validate.set_defaults(func=_cmd_validate)
 
     train = commands.add_parser(
@@ -387,16 +392,18 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from trainkit.atomic import write_json_atomic
     from trainkit.config import data_config_from_args
+    from trainkit.data.checks import CheckOptions
     from trainkit.data.dataset import load_dataset
-    from trainkit.data.report import summary_json, summary_text
+    from trainkit.data.report import dataset_checks, summary_json, summary_text
 
     if args.image_size < 32:
         raise UserError(f"--image-size {args.image_size}: the trainer's image_size, at least 32 pixels")
     config = data_config_from_args(args)
     dataset = load_dataset(config)
-    print(summary_text(dataset, config.options.on_bad_row, args.image_size))
+    checks = dataset_checks(dataset, CheckOptions(duplicates=args.duplicates))
+    print(summary_text(dataset, config.options.on_bad_row, args.image_size, checks))
     if args.json:
-        write_json_atomic(args.json, summary_json(dataset, config.options.on_bad_row, args.image_size))
+        write_json_atomic(args.json, summary_json(dataset, config.options.on_bad_row, args.image_size, checks))
     reason = dataset.usable(config.options.on_bad_row)
     if reason:
         raise UserError(reason)

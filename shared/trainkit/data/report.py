@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from trainkit.data.checks import CheckOptions, CheckReport, check_records
 from trainkit.data.dataset import Dataset, SetReport
 from trainkit.data.object_sizes import ObjectSizes, object_sizes
 from trainkit.data.records import Records
@@ -10,7 +11,18 @@ from trainkit.errors import BadRowPolicy
 DEFAULT_IMAGE_SIZE = 512  # CommonParams' image_size
 
 
-def summary_json(dataset: Dataset, policy: BadRowPolicy, image_size: int = DEFAULT_IMAGE_SIZE) -> dict:
+EXAMPLES = 3  # findings shown per check in the text summary (the JSON has them all)
+
+
+def dataset_checks(dataset: Dataset, options: CheckOptions) -> CheckReport:
+    """The checks of trainkit.data.checks over the dataset's training and validation images."""
+    splits = {"train": dataset.train} if dataset.val is None else {"train": dataset.train, "val": dataset.val}
+    return check_records(splits, options)
+
+
+def summary_json(
+    dataset: Dataset, policy: BadRowPolicy, image_size: int = DEFAULT_IMAGE_SIZE, checks: CheckReport | None = None
+) -> dict:
     """The `validate --json` document."""
     reason = dataset.usable(policy)
     sizes = _sizes(dataset, image_size)
@@ -24,6 +36,7 @@ def summary_json(dataset: Dataset, policy: BadRowPolicy, image_size: int = DEFAU
         "val_images": len(dataset.val) if dataset.val is not None else 0,
         "classes": list(dataset.class_map.names),
         "object_sizes": sizes.to_json() if sizes is not None else None,
+        "checks": checks.to_json() if checks is not None else None,
     }
 
 
@@ -32,7 +45,9 @@ def _sizes(dataset: Dataset, image_size: int) -> ObjectSizes | None:
     return object_sizes(records, image_size)
 
 
-def summary_text(dataset: Dataset, policy: BadRowPolicy, image_size: int = DEFAULT_IMAGE_SIZE) -> str:
+def summary_text(
+    dataset: Dataset, policy: BadRowPolicy, image_size: int = DEFAULT_IMAGE_SIZE, checks: CheckReport | None = None
+) -> str:
     """The `validate` summary."""
     lines: list[str] = []
     for report in dataset.reports:
@@ -45,9 +60,26 @@ def summary_text(dataset: Dataset, policy: BadRowPolicy, image_size: int = DEFAU
         lines.append(f"size       {sizes.line()}")
         if sizes.hint():
             lines.append(f"  hint: {sizes.hint()}")
+    if checks is not None:
+        lines += _check_lines(checks)
     reason = dataset.usable(policy)
     lines.append("result     usable" if reason is None else f"result     NOT usable: {reason}")
     return "\n".join(lines)
+
+
+def _check_lines(checks: CheckReport) -> list[str]:
+    counts = checks.counts()
+    lines = ["checks     " + ", ".join(f"{name.replace('_', ' ')} {n}" for name, n in counts.items())]
+    if not checks.hashed:
+        lines.append("  (duplicates not looked for: --duplicates reads every image)")
+    for name, n in counts.items():
+        for finding in checks.of(name)[:EXAMPLES]:
+            where = " ".join(filter(None, [finding.split, finding.image, f"and {finding.other}" if finding.other
+                                           and name != "double_label" else ""]))  # fmt: skip
+            lines.append(f"  {name.replace('_', ' ')}: {where}: {finding.detail}")
+        if n > EXAMPLES:
+            lines.append(f"  {name.replace('_', ' ')}: ... {n - EXAMPLES} more (--json FILE lists them all)")
+    return lines
 
 
 def _counts(counter: dict[str, int]) -> str:

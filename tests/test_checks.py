@@ -1,0 +1,133 @@
+"""The dataset checks (trainkit.data.checks), each on a hand-built case."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from trainkit.data.checks import CheckOptions, check_records, phash
+from trainkit.data.demo import write_demo_dataset
+from trainkit.data.records import Records
+
+
+def url(path: Path) -> str:
+    """A test image's image_url: its folder and name."""
+    return f"{path.parent.name}/{path.name}"
+
+
+def records(images: list[tuple[Path, list[tuple[str, tuple[float, float, float, float]]]]]) -> Records:
+    """Records of (image file, [(class, xyxy box), ...]) with the classes sorted."""
+    classes = tuple(sorted({name for _, objects in images for name, _ in objects}))
+    sizes = [Image.open(path).size for path, _ in images]
+    counts = [len(objects) for _, objects in images]
+    boxes = [box for _, objects in images for _, box in objects]
+    return Records(
+        paths=np.array([str(path) for path, _ in images], dtype=object),
+        image_urls=np.array([url(path) for path, _ in images], dtype=object),
+        sizes=np.array(sizes, dtype=np.int32),
+        offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        boxes=np.array(boxes, dtype=np.float32).reshape(-1, 4),
+        class_ids=np.array([classes.index(n) for _, objects in images for n, _ in objects], dtype=np.int64),
+        confidences=np.ones(sum(counts), dtype=np.float32),
+        classes=classes,
+    )
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """12 demo images (large shapes on flat backgrounds: different pictures whose hashes could agree by chance)."""
+    demo = write_demo_dataset(tmp_path_factory.mktemp("checks") / "demo", images=12, seed=5)
+    return sorted(demo.imageset_studio.rglob("*.jpg"))
+
+
+BOX = ("square", (40.0, 40.0, 120.0, 110.0))
+
+
+def test_an_exact_copy_a_re_encoded_copy_and_a_resized_copy_are_found(shapes, tmp_path: Path) -> None:
+    files = shapes
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    shutil.copy(files[0], copies / "same.jpg")
+    Image.open(files[1]).save(copies / "reencoded.jpg", quality=55)
+    with Image.open(files[2]) as image:
+        image.resize((image.width // 4, image.height // 4), Image.Resampling.BILINEAR).save(copies / "quarter.png")
+    extra = [copies / "same.jpg", copies / "reencoded.jpg", copies / "quarter.png"]
+    train = records([(path, [BOX]) for path in [*files, *extra]])
+    report = check_records({"train": train}, CheckOptions(rare_objects=0))
+    assert [(f.image, f.other) for f in report.of("duplicate")] == [(url(files[0]), url(extra[0]))]
+    assert sorted((f.image, f.other) for f in report.of("near_duplicate")) == [
+        (url(files[1]), url(extra[1])), (url(files[2]), url(extra[2]))]  # fmt: skip
+    assert report.of("leakage") == []
+
+
+def test_different_pictures_are_not_near_copies(shapes) -> None:
+    files = shapes
+    report = check_records({"train": records([(path, [BOX]) for path in files])}, CheckOptions())
+    assert report.counts()["duplicate"] == 0 and report.counts()["near_duplicate"] == 0
+
+
+def test_a_validation_image_that_is_a_training_image_is_leakage(shapes, tmp_path: Path) -> None:
+    files = shapes
+    leaked = tmp_path / "val_copy.jpg"
+    Image.open(files[3]).save(leaked, quality=70)
+    train = records([(path, [BOX]) for path in files[:6]])
+    val = records([(leaked, [BOX]), (files[7], [BOX])])
+    report = check_records({"train": train, "val": val}, CheckOptions(rare_objects=0))
+    [finding] = report.of("leakage")
+    assert finding.split == "train+val" and finding.detail.startswith("near duplicate")
+    assert (finding.image, finding.other) == (url(files[3]), url(leaked))
+    assert report.counts()["near_duplicate"] == 0
+
+
+def test_tiny_border_double_labelled_boxes_and_rare_classes(shapes) -> None:
+    files = shapes
+    width = Image.open(files[0]).size[0]
+    train = records(
+        [
+            (files[0], [("circle", (10, 10, 13, 40)), ("square", (0, 50, 60, 90)), ("circle", (100, 100, 150, 160))]),
+            (files[1], [("square", (30, 30, 90, 90)), ("circle", (31, 30, 90, 91)), ("square", (200, 20, width, 60))]),
+            *[(path, [("circle", (50, 50, 100, 100))]) for path in files[2:8]],
+        ],
+    )
+    report = check_records({"train": train}, CheckOptions(duplicates=False, rare_objects=5))
+    assert [(f.image, f.box) for f in report.of("tiny_box")] == [(train.image_urls[0], (10.0, 10.0, 13.0, 40.0))]
+    assert [f.box for f in report.of("border_box")] == [(0.0, 50.0, 60.0, 90.0), (200.0, 20.0, float(width), 60.0)]
+    [double] = report.of("double_label")
+    assert double.image == train.image_urls[1] and double.detail.startswith("square and circle on one box")
+    [rare] = report.of("rare_class")
+    assert rare.detail == "square: 3 objects (fewer than 5)"
+    assert "duplicate" not in report.counts() and report.counts()["tiny_box"] == 1  # not read: not counted
+
+
+def test_the_hash_spreads_flat_pictures_apart() -> None:
+    """Two flat pictures with a shape in different places: most of their hashes differ (the median splits the bits)."""
+    first, second = np.full((32, 32), 128, np.uint8), np.full((32, 32), 128, np.uint8)
+    first[4:14, 4:14], second[18:28, 18:28] = 255, 255
+    assert int(np.bitwise_count(phash(first) ^ phash(second))) > 16
+    assert phash(first) == phash(first.copy())
+
+
+def test_validate_counts_what_the_checks_find_and_the_json_lists_it(run_cli, tmp_path: Path) -> None:
+    demo = write_demo_dataset(tmp_path / "demo", images=20, seed=6)
+    files = sorted(demo.imageset_studio.rglob("*.jpg"))
+    shutil.copy(files[0], files[0].with_name("copy.jpg"))  # a second row for the same picture
+    labels = demo.labels_csv.read_text().splitlines()
+    row = next(line for line in labels if files[0].name in line).replace(files[0].name, "copy.jpg")
+    demo.labels_csv.write_text("\n".join([*labels, row.replace(row.split(",")[0], "999", 1)]) + "\n")
+    out = tmp_path / "validate.json"
+    args = ["validate", "--imageset", demo.imageset_studio, "--datastore-name", "", "--labelset", demo.labels_csv,
+            "--duplicates", "--json", out]  # fmt: skip
+    result = run_cli(*args)
+    assert result.code == 0, result.err
+    counts = json.loads(out.read_text())["checks"]["counts"]
+    assert counts["duplicate"] + counts["leakage"] == 1  # which, depends on where the split puts the copy
+    line = next(line for line in result.out.splitlines() if line.startswith("checks "))
+    assert line == "checks     " + ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in counts.items())
+    # Without --duplicates no image is read, and the summary says the duplicates were not looked for.
+    plain = run_cli(*args[:-3])
+    assert "duplicates not looked for" in plain.out and "near duplicate" not in plain.out.split("checks")[1]
