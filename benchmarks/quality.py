@@ -1,8 +1,8 @@
 """Benchmark: what the detectors learn on a fixed demo set, held-out mAP against steps and wall time, one run.
 
 Data: `trainkit demo-data --images 500 --seed 7` (320x240 shapes), 20% of the images held out
-(split seed 0); every row trains with `trainkit train` on the CPU at 192 px, batch 8, for the same
-number of epochs, and is evaluated on the held-out images after every epoch. Rows:
+(split seed 0); every row trains with `trainkit train` on --device (the CPU by default) at 192 px,
+batch 8, for the same number of epochs, and is evaluated on the held-out images after every epoch. Rows:
   skeleton                  the template's defaults: GroupNorm, 64 sampled RoIs a image at 50%
                             positives, AdamW 2e-3 with a 20-step warm-up (what `make demo` trains)
   skeleton, BatchNorm       the same with BatchNorm
@@ -68,13 +68,13 @@ class Result:
     curve: list[tuple[int, float, float]]  # (step, mAP@0.5, mAP) after each epoch
 
 
-def train(row: Row, data: Path, out: Path, epochs: int, image_size: int) -> Result:
+def train(row: Row, data: Path, out: Path, epochs: int, image_size: int, device: str) -> Result:
     """One `trainkit train` run; its held-out mAP after every epoch, from its MLflow store."""
     hyper = [f"epochs={epochs}", "batch_size=8", f"image_size={image_size}", *row.settings]
     command = [
         str(TRAINKIT), "train", "--trainer", str(ROOT / "trainers" / row.trainer),
         "--imageset", str(data / "imageset_studio"), "--datastore-name", "", "--labelset", str(data / "labels.csv"),
-        "--val-fraction", "0.2", "--output-dir", str(out), "--device", "cpu", "--log-every", "50",
+        "--val-fraction", "0.2", "--output-dir", str(out), "--device", device, "--log-every", "50",
         "--checkpoint-every", "0", *[item for kv in hyper for item in ("--set", kv)],
     ]  # fmt: skip
     env = {**os.environ, "MLFLOW_TRACKING_URI": "", "TRAINKIT_TRAINER": ""}
@@ -119,11 +119,14 @@ ARCH_ROWS = (
 )  # fmt: skip
 
 
+DEVICE = ["--device", "cpu"]  # main() sets --device's
+
+
 def _run(trainer: str, data: Path, labels: Path, out: Path, settings: list[str], extra: list[str]) -> dict:
-    """One `trainkit train` on the CPU; its metrics.json."""
+    """One `trainkit train` on --device; its metrics.json."""
     command = [
         str(TRAINKIT), "train", "--trainer", str(ROOT / "trainers" / trainer), "--imageset", str(data),
-        "--datastore-name", "", "--labelset", str(labels), "--output-dir", str(out), "--device", "cpu",
+        "--datastore-name", "", "--labelset", str(labels), "--output-dir", str(out), *DEVICE,
         "--log-every", "1", "--checkpoint-every", "0", "--eval-every", "100000", *extra,
         *[item for kv in settings for item in ("--set", kv)],
     ]  # fmt: skip
@@ -175,7 +178,7 @@ def arch_table(args: argparse.Namespace) -> int:
     rows = [r for r in ARCH_ROWS if not args.only_archs or r.name in args.only_archs]
     base = ["batch_size=8", f"image_size={args.image_size}", "epochs=100000", "warmup_steps=20"]
     print(f"archs: {args.image_size} px, batch 8, budget {args.budget:.0f} s (a), {args.transfer_budget:.0f} s (b, c); "
-          f"CPU ({os.cpu_count()} cores); held-out mAP@0.5 / mAP")  # fmt: skip
+          f"{_where(args.device)}; held-out mAP@0.5 / mAP")  # fmt: skip
     print(f"{'row':<36} {'s/step':>7} {'(a) scratch':>14} {'(b) transfer':>14} {'(b) scratch 40':>15} {'(c) COCO':>14}")
     with tempfile.TemporaryDirectory(prefix="trainkit-bench-archs-") as tmp:
         root = Path(tmp)
@@ -211,6 +214,14 @@ def arch_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _where(device: str) -> str:
+    if device == "cuda":
+        import torch
+
+        return f"GPU ({torch.cuda.get_device_name()})"
+    return f"CPU ({os.cpu_count()} cores)"
+
+
 def _score(metrics: dict) -> str:
     return f"{metrics['val']['map_50']:.3f} / {metrics['val']['map']:.3f}"
 
@@ -224,8 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--archs", action="store_true", help="the second table: every arch and family (see above)")
     parser.add_argument("--budget", type=float, default=300, help="--archs: seconds of training for (a)")
     parser.add_argument("--transfer-budget", type=float, default=120, help="--archs: seconds for (b) and (c)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where every run trains")
     parser.add_argument("--only-archs", nargs="+", choices=[r.name for r in ARCH_ROWS], help="--archs: these rows")
     args = parse_args(parser, argv, images=20, epochs=1, image_size=64, only=[1, 4], budget=3, transfer_budget=2)
+    DEVICE[1] = args.device
     if args.archs:
         if args.smoke and not args.only_archs:
             args.only_archs = ["ssdlite320_mobilenet_v3_large"]
@@ -242,11 +255,11 @@ def main(argv: list[str] | None = None) -> int:
                        check=True, capture_output=True)  # fmt: skip
         for i, row in enumerate(rows):
             if row not in skipped:
-                results.append(train(row, data, Path(tmp) / f"out{i}", args.epochs, args.image_size))
+                results.append(train(row, data, Path(tmp) / f"out{i}", args.epochs, args.image_size, args.device))
 
     held_out = round(args.images * 0.2)
     print(f"\ndemo-data --images {args.images} --seed 7: {args.images - held_out} trained on, {held_out} held out; "
-          f"{args.image_size} px, batch 8, {args.epochs} epochs; CPU ({os.cpu_count()} cores)")  # fmt: skip
+          f"{args.image_size} px, batch 8, {args.epochs} epochs; {_where(args.device)}")  # fmt: skip
     marks = sorted({max(1, round(args.epochs * f)) for f in (0.25, 0.5, 1.0)})
     columns = " ".join(f"{f'mAP@.5 ep{m}':>12}" for m in marks)
     print(f"{'row':<42} {'steps':>6} {'seconds':>8} {columns} {'mAP':>7}")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +133,46 @@ def test_validate_counts_what_the_checks_find_and_the_json_lists_it(run_cli, tmp
     # Without --duplicates no image is read, and the summary says the duplicates were not looked for.
     plain = run_cli(*args[:-3])
     assert "duplicates not looked for" in plain.out and "near duplicate" not in plain.out.split("checks")[1]
+
+
+class _Page(HTMLParser):
+    """Every address the page would load or link to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[str] = []
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if name in ("src", "srcset", "data") or (tag == "link" and name == "href"):
+                self.sources.append(value or "")
+            elif name == "href":
+                self.links.append(value or "")
+
+
+def test_the_report_opens_offline_with_every_picture_beside_it(run_cli, tmp_path: Path) -> None:
+    demo = write_demo_dataset(tmp_path / "demo", images=24, seed=8)
+    report = tmp_path / "report"
+    (report / "stale").mkdir(parents=True)  # a report folder is replaced whole
+    json_out = tmp_path / "validate.json"
+    result = run_cli("validate", "--imageset", demo.imageset_studio, "--datastore-name", "", "--labelset",
+                     demo.labels_csv, "--val-fraction", "0.25", "--report", report, "--json", json_out)  # fmt: skip
+    assert result.code == 0, result.err
+    page = (report / "report.html").read_text()
+    parsed = _Page()
+    parsed.feed(page)
+    assert "<script" not in page and "url(" not in page and parsed.links == []
+    figures = {"objects_per_class", "objects_per_image", "box_sizes", "box_centres", "image_sizes"}
+    assert {Path(s).stem for s in parsed.sources if s.startswith("figures/")} == figures
+    samples = [s for s in parsed.sources if s.startswith("thumbs/sample_")]
+    assert len(samples) == 3 * 6  # three classes, six images each
+    for source in parsed.sources:  # nothing fetched: every picture is a file beside the page, and opens
+        assert not re.match(r"^[a-z]+:|^/", source), source
+        with Image.open(report / source) as image:
+            image.verify()
+    assert not (report / "stale").exists()
+    # The page counts what validate counts.
+    counts = json.loads(json_out.read_text())["checks"]["counts"]
+    for check, n in counts.items():
+        assert f"Check: {check.replace('_', ' ')} ({n})" in page

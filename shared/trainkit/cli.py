@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also read every image for exact and near duplicates, within a split and across train and "
         "validation (leakage)",
     )  # fmt: skip
+    validate.add_argument(
+        "--report", type=Path, metavar="DIR",
+        help="write DIR/report.html (opens offline; its pictures beside it): charts of the classes, boxes and "
+        "images, samples per class, and every check's findings drawn; reads every image (as --duplicates)",
+    )  # fmt: skip
     validate.set_defaults(func=_cmd_validate)
 
     train = commands.add_parser(
@@ -394,16 +399,20 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from trainkit.config import data_config_from_args
     from trainkit.data.checks import CheckOptions
     from trainkit.data.dataset import load_dataset
-    from trainkit.data.report import dataset_checks, summary_json, summary_text
+    from trainkit.data.report import dataset_checks, dataset_splits, summary_json, summary_text
 
     if args.image_size < 32:
         raise UserError(f"--image-size {args.image_size}: the trainer's image_size, at least 32 pixels")
     config = data_config_from_args(args)
     dataset = load_dataset(config)
-    checks = dataset_checks(dataset, CheckOptions(duplicates=args.duplicates))
+    checks = dataset_checks(dataset, CheckOptions(duplicates=args.duplicates or args.report is not None))
     print(summary_text(dataset, config.options.on_bad_row, args.image_size, checks))
     if args.json:
         write_json_atomic(args.json, summary_json(dataset, config.options.on_bad_row, args.image_size, checks))
+    if args.report:
+        from trainkit.data.visual_report import write_report
+
+        print(f"report     {write_report(dataset_splits(dataset), checks, args.report)}")
     reason = dataset.usable(config.options.on_bad_row)
     if reason:
         raise UserError(reason)

@@ -14,10 +14,14 @@ DEFAULT_IMAGE_SIZE = 512  # CommonParams' image_size
 EXAMPLES = 3  # findings shown per check in the text summary (the JSON has them all)
 
 
+def dataset_splits(dataset: Dataset) -> dict[str, Records]:
+    """{"train": ..., "val": ...} (no "val" without validation images)."""
+    return {"train": dataset.train} if dataset.val is None else {"train": dataset.train, "val": dataset.val}
+
+
 def dataset_checks(dataset: Dataset, options: CheckOptions) -> CheckReport:
     """The checks of trainkit.data.checks over the dataset's training and validation images."""
-    splits = {"train": dataset.train} if dataset.val is None else {"train": dataset.train, "val": dataset.val}
-    return check_records(splits, options)
+    return check_records(dataset_splits(dataset), options)
 
 
 def summary_json(
