@@ -22,6 +22,9 @@ from trainkit.data.demo import DemoDataset, write_demo_dataset
 from trainkit.weights import ENV_WEIGHTS_URL
 
 ROOT = Path(__file__).resolve().parents[1]
+# Training runs here write no dataset report (about 2 s of charts a run, over a hundred runs);
+# tests/test_checks.py trains once with the default, which writes it.
+os.environ.setdefault("TRAINKIT_DATA_REPORT", "off")
 sys.path.insert(0, str(ROOT / "ci" / "podman"))  # vm: podman settings and a local registry for these VMs
 import vm  # noqa: E402
 

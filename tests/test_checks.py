@@ -16,6 +16,8 @@ from trainkit.data.checks import CheckOptions, check_records, phash
 from trainkit.data.demo import write_demo_dataset
 from trainkit.data.records import Records
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def url(path: Path) -> str:
     """A test image's image_url: its folder and name."""
@@ -176,3 +178,26 @@ def test_the_report_opens_offline_with_every_picture_beside_it(run_cli, tmp_path
     counts = json.loads(json_out.read_text())["checks"]["counts"]
     for check, n in counts.items():
         assert f"Check: {check.replace('_', ' ')} ({n})" in page
+
+
+def test_a_training_run_writes_the_report_and_logs_it_to_mlflow(run_cli, monkeypatch, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("TRAINKIT_DATA_REPORT")  # the default: on (the other tests turn it off)
+    demo = write_demo_dataset(tmp_path / "demo", images=12, seed=9)
+    out = tmp_path / "out"
+    result = run_cli("train", "--trainer", ROOT / "trainers" / "skeleton", "--imageset", demo.imageset_studio,
+                     "--datastore-name", "", "--labelset", demo.labels_csv, "--output-dir", out, "--device", "cpu",
+                     "--val-fraction", "0.25", "--set", "max_steps=2", "--set", "image_size=64",
+                     "--set", "batch_size=4", env={"MLFLOW_TRACKING_URI": ""})  # fmt: skip
+    assert result.code == 0, result.err
+    checks = json.loads((out / "data_report" / "checks.json").read_text())
+    assert checks["images"] == {"train": 9, "val": 3}
+    assert (out / "data_report" / "report.html").is_file() and not list(out.glob(".data_report*"))
+    record = json.loads((out / "run.json").read_text())
+    client = MlflowClient(tracking_uri=record["mlflow_tracking_uri"])
+    run = client.get_run(record["mlflow_run_id"])
+    assert {k: int(v) for k, v in run.data.params.items() if k.startswith("data/checks.")} == {
+        f"data/checks.{name}": n for name, n in checks["counts"].items()}  # fmt: skip
+    logged = {a.path for a in client.list_artifacts(record["mlflow_run_id"], "data_report")}
+    assert {"data_report/report.html", "data_report/checks.json", "data_report/figures"} <= logged

@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import NoReturn
 
 from trainkit import __version__
-from trainkit.contract import ENV_DATASTORE_NAME, ENV_OUTPUT_DIR, ENV_TRAINER, ENV_VARS, EXIT_CODE_HELP, ExitCode
+from trainkit.contract import (
+    ENV_DATA_REPORT,
+    ENV_DATASTORE_NAME,
+    ENV_OUTPUT_DIR,
+    ENV_TRAINER,
+    ENV_VARS,
+    EXIT_CODE_HELP,
+    ExitCode,
+)
 from trainkit.data.class_names import CLASS_NAMES
 from trainkit.data.formats import CONVERT_FORMATS
 from trainkit.data.literal import DEFAULT_MAX_CELL_CHARS
@@ -124,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--register-as", metavar="NAME", help="register the final model under NAME in the MLflow model registry"
     )
+    train.add_argument(
+        "--data-report", choices=("on", "off"),
+        help="on (the default): the dataset report of `validate --report` in OUTPUT_DIR/data_report and the "
+        f"MLflow run (env {ENV_DATA_REPORT.name})",
+    )  # fmt: skip
     train.set_defaults(func=_cmd_train)
 
     from trainkit.submit.command import add_arguments as add_submit_arguments

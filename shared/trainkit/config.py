@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -12,6 +13,7 @@ from types import MappingProxyType
 
 from trainkit.atomic import read_json
 from trainkit.classmap import ClassMap
+from trainkit.contract import ENV_DATA_REPORT
 from trainkit.data.dataset import DataConfig, DatasetOptions, DatasetPair
 from trainkit.errors import UserError
 
@@ -34,11 +36,13 @@ class TrainConfig:
     eval_every: int = 1  # epochs
     experiment: str = "trainkit"
     register_as: str = ""
+    data_report: bool = True  # the dataset report (trainkit.data.visual_report) in data_report/ and MLflow
 
     def to_json(self) -> dict:
         """The resolved configuration, as written next to the outputs."""
         out = asdict(self.data)
-        run = {k: getattr(self, k) for k in ("device", "resume", "checkpoint_every", "log_every", "eval_every")}
+        run = {k: getattr(self, k) for k in ("device", "resume", "checkpoint_every", "log_every", "eval_every",
+                                             "data_report")}  # fmt: skip
         return {
             "data": json.loads(json.dumps(out, default=str)),
             "output_dir": str(self.output_dir),
@@ -132,7 +136,16 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         eval_every=args.eval_every,
         experiment=args.experiment,
         register_as=args.register_as or "",
+        data_report=_data_report(args.data_report),
     )
+
+
+def _data_report(option: str | None) -> bool:
+    """--data-report, else $TRAINKIT_DATA_REPORT, else on."""
+    value = option or os.environ.get(ENV_DATA_REPORT.name, "").strip() or "on"
+    if value not in ("on", "off"):
+        raise UserError(f"{ENV_DATA_REPORT.name}={value!r}: expected on or off")
+    return value == "on"
 
 
 def load_params_file(path: Path) -> dict[str, object]:

@@ -46,4 +46,9 @@ ENV_DATASTORE_NAME = EnvVar(
 ENV_OUTPUT_DIR = EnvVar("TRAINKIT_OUTPUT_DIR", "--output-dir", "where `train` writes its outputs (default `./outputs`)")
 ENV_TRAINER = EnvVar("TRAINKIT_TRAINER", "--trainer", "the trainer an image runs; set by each trainer image")
 
-ENV_VARS: tuple[EnvVar, ...] = (ENV_DATASTORE_NAME, ENV_OUTPUT_DIR, ENV_TRAINER)
+ENV_DATA_REPORT = EnvVar(
+    "TRAINKIT_DATA_REPORT", "--data-report",
+    "`off`: `train` writes no dataset report (its checks read every image once, about 1 ms each)",
+)  # fmt: skip
+
+ENV_VARS: tuple[EnvVar, ...] = (ENV_DATASTORE_NAME, ENV_OUTPUT_DIR, ENV_TRAINER, ENV_DATA_REPORT)

@@ -40,7 +40,8 @@ def write_report(splits: dict[str, Records], checks: CheckReport, folder: Path, 
     """Write report.html and its pictures into `folder` (replaced whole, never left half written); its path."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    # Ending in .tmp, what a killed run leaves is swept up by the next run in the folder (training.folder_lock).
+    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
         sections = _sections(splits, checks, work)
         (work / "report.html").write_text(_page(title, splits, checks, sections), encoding="utf-8")

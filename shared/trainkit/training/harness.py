@@ -212,6 +212,8 @@ def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: Pr
     })  # fmt: skip
     tracker.log_dict(run_info, "run.json")
     tracker.log_dict(dataset.class_map.to_json(), "class_map.json")
+    if config.data_report and group.is_main and checkpoint is None:  # a resumed run wrote it when it started
+        _data_report(dataset, output_dir, tracker)
 
     def save(position: Position) -> None:
         state.position = position
@@ -522,6 +524,22 @@ def _finish(
     log.info("model: %s (MLflow %s, tracking %s)", output_dir / "model", model_uri, tracker.tracking_uri)
     if config.register_as:
         log.info("registered as %r", config.register_as)
+
+
+def _data_report(dataset: Dataset, output_dir: Path, tracker: Tracker) -> None:
+    """`validate --report`'s report of the run's data, in OUTPUT_DIR/data_report and the MLflow run; the
+    checks' counts are logged as params (data/checks.*), so runs can be compared on them."""
+    from trainkit.data.checks import CheckOptions
+    from trainkit.data.report import dataset_checks, dataset_splits
+    from trainkit.data.visual_report import write_report
+
+    checks = dataset_checks(dataset, CheckOptions())
+    report = write_report(dataset_splits(dataset), checks, output_dir / "data_report").parent
+    write_json_atomic(report / "checks.json", checks.to_json())
+    found = ", ".join(f"{name.replace('_', ' ')} {n}" for name, n in checks.counts().items() if n)
+    log.info("data report: %s (checks: %s)", report / "report.html", found or "nothing found")
+    tracker.log_params({f"data/checks.{name}": n for name, n in checks.counts().items()})
+    tracker.log_artifacts(report, "data_report")
 
 
 def _image_problems(train_loader: DaliLoader, val_loader: DaliLoader | None) -> dict[str, dict[str, str]]:
