@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint docs bench bench-publish bench-quality bench-archs bench-models bench-tiling clean
+.PHONY: install demo test test-fast lint docs bench bench-publish bench-quality bench-archs bench-models bench-tiling bench-report clean
 
 install: $(STAMP)
 
@@ -57,6 +57,10 @@ bench-archs: $(STAMP)
 # Every arch and family: parameters, CPU speed, torch against onnxruntime (docs/models.md)
 bench-models: $(STAMP)
 	$(BIN)/python benchmarks/models.py
+
+# The dataset checks and report on 10,000 images against validate alone (docs/know-your-data.md)
+bench-report: $(STAMP)
+	$(BIN)/python benchmarks/dataset_report.py
 
 bench-tiling: $(STAMP)
 	$(BIN)/python benchmarks/tiling.py --seeds 0 1

@@ -86,3 +86,8 @@ def test_models_benchmark_runs() -> None:
     for row in ("ssdlite320_mobilenet_v3_large", "hf d_fine"):
         assert re.search(rf"^{re.escape(row)}\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+x$", out,
                          re.M), out  # fmt: skip
+
+
+def test_dataset_report_benchmark_runs_and_finds_the_planted_copies() -> None:
+    out = run_benchmark("dataset_report", "--smoke")
+    assert re.search(r"^validate --report DIR\s+\d+\.\d\s+\d+\s+\d+\.\dx  1 copies of 1 planted$", out, re.M), out
