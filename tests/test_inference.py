@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from ast import literal_eval
 from pathlib import Path
 
 import numpy as np
@@ -416,3 +417,42 @@ def test_evaluate_a_crop_classifier(demo, run_cli, tmp_path: Path) -> None:
     assert matrix.shape == (3, 3) and matrix.sum() > 0
     assert metrics["accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum())
     assert (tmp_path / "out" / "pr_curves.png").is_file() and (tmp_path / "out" / "confusion_matrix.png").is_file()
+
+
+def test_evaluate_label_issues_ranks_each_kind_of_label_error(model_dir: Path, run_cli, tmp_path) -> None:
+    """The bright-box model detects the bright rectangle as a lamp (score 0.9): every kind, on its own image."""
+    images = tmp_path / "images"
+    images.mkdir()
+    shifted = (RECT[0] + 32, RECT[1], RECT[2] + 32, RECT[3])  # 40% of the width to the right
+    cases = [
+        ("right.png", RECT, [("lamp", RECT)]),
+        ("swap.png", RECT, [("window", RECT)]),
+        ("spurious.png", None, [("lamp", (50, 50, 100, 100))]),
+        ("missing.png", RECT, []),
+        ("loose.png", RECT, [("lamp", shifted)]),
+    ]
+    rows = []
+    for name, rect, labels in cases:
+        picture(rect).save(images / name)
+        objects = [{"type": t, "bottomX": x0, "topX": x1, "bottomY": y0, "topY": y1} for t, (x0, y0, x1, y1) in labels]
+        rows.append({"image_url": name, "label": objects, "label_confidence": [1.0] * len(objects)})
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    out = tmp_path / "out"
+    result = run_cli("evaluate", "--model", model_dir, "--imageset", images, "--labelset", tmp_path / "labels.csv",
+                     "--datastore-name", "", "--output-dir", out, "--label-issues")  # fmt: skip
+    assert result.code == 0, result.err
+    table = pd.read_csv(out / "label_issues.csv")
+    kinds = {url: literal_eval(k) for url, k in zip(table.image_url, table.issue_kinds, strict=True)}
+    assert kinds == {"swap.png": ["swap"], "spurious.png": ["spurious"], "missing.png": ["missing"],
+                     "loose.png": ["loose"]}  # fmt: skip
+    assert list(table.issue_score) == sorted(table.issue_score, reverse=True)  # the worst first
+    swap = literal_eval(table.issues[table.image_url == "swap.png"].item())[0]
+    assert swap["object"]["type"] == "window" and swap["proposal"]["type"] == "lamp"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {k: metrics[f"label_issues/{k}"] for k in ("missing", "spurious", "swap", "loose")} == dict.fromkeys(
+        ("missing", "spurious", "swap", "loose"), 1)  # fmt: skip
+    assert len(list((out / "label_issues").glob("issue_*.png"))) == 4
+    # The file is a label set: validate reads it back (its extra columns ignored).
+    back = run_cli("validate", "--imageset", images, "--labelset", out / "label_issues.csv", "--datastore-name", "")
+    assert back.code == 0, back.err
+    assert "4 found, 0 missing" in back.out

@@ -248,6 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="X",
         help="leave out objects labelled with confidence below X",
     )
+    evaluate.add_argument(
+        "--label-issues", action="store_true",
+        help="rank the labels the model disagrees with (missing, spurious, swapped class, loose box): "
+        "label_issues.csv in the labelling API's format, the worst --draw images drawn (use images the model "
+        "did not train on)",
+    )  # fmt: skip
     evaluate.set_defaults(func=_cmd_evaluate)
 
     export = commands.add_parser(
@@ -498,6 +504,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         model=args.model, imageset=args.imageset, labelset=args.labelset, output_dir=args.output_dir,
         datastore_name=args.datastore_name, min_score=args.min_score, min_confidence=args.min_confidence,
         draw=args.draw, device=args.device, batch_size=args.batch_size, tiles=_tile_options(args),
+        label_issues=args.label_issues,
     )  # fmt: skip
     metrics = run_evaluate(config)
     headline = ("map", "map_50", "map_75") if "map" in metrics else ("accuracy",)

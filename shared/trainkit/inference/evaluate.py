@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainkit.atomic import write_json_atomic
+from trainkit.atomic import write_bytes_atomic, write_json_atomic
 from trainkit.classmap import ClassMap
 from trainkit.errors import UserError
 from trainkit.evaluation import with_crowd
@@ -45,11 +45,13 @@ class EvaluateConfig:
     device: str = "auto"
     batch_size: int = 8
     tiles: Mapping[str, object] = field(default_factory=dict)  # --tile-* options (override_tiles' keys)
+    label_issues: bool = False  # rank the labels the model disagrees with (trainkit.inference.label_issues)
 
 
 @dataclass
 class _Image:
     path: str
+    image_url: str
     truth_boxes: np.ndarray
     truth_labels: np.ndarray
     prediction: Prediction
@@ -125,7 +127,7 @@ def _evaluate_detection(predictor: BasePredictor, records, remap: np.ndarray, th
             item = records[index]
             labels = remap[item.class_ids] if len(item.class_ids) else np.zeros(0, np.int64)
             known = labels >= 0
-            truth = _Image(item.path, item.boxes[known], labels[known], answer)
+            truth = _Image(item.path, item.image_url, item.boxes[known], labels[known], answer)
             target = {"boxes": torch.from_numpy(truth.truth_boxes), "labels": torch.from_numpy(truth.truth_labels)}
             if records.crowd is not None:
                 boxes, ids = records.crowd.of(index)
@@ -159,7 +161,57 @@ def _evaluate_detection(predictor: BasePredictor, records, remap: np.ndarray, th
     files.append(_draw_matrix(counts.confusion, labels, out / "confusion_matrix.png"))
     metrics["confusion_matrix"] = {"labels": labels, "rows_truth_columns_predicted": counts.confusion.tolist()}
     files += _draw_worst(images, classes, threshold, config.draw, out / "worst")
+    if config.label_issues:
+        found, written = _label_issues(images, classes, config.draw, out)
+        metrics.update({f"label_issues/{kind}": n for kind, n in found.items()})
+        files += written
     return metrics, files
+
+
+def _label_issues(images: list[_Image], classes: ClassMap, draw: int, out: Path) -> tuple[dict[str, int], list[Path]]:
+    """label_issues.csv (a label-set row per image with suspected errors, the worst first) and the
+    first `draw` of them drawn; the count of each kind."""
+    from trainkit.evaluation import Evaluation, draw_detections
+    from trainkit.inference.label_issues import KINDS, image_issues
+
+    rows, counts = [], dict.fromkeys(KINDS, 0)
+    for image in images:
+        p = image.prediction
+        found = image_issues(image.truth_boxes, image.truth_labels, p.boxes, p.labels, p.scores)
+        if not found:
+            continue
+        found.sort(key=lambda issue: -issue.score)
+        for issue in found:
+            counts[issue.kind] += 1
+        objects = [_labelled(box, classes.names[int(c)]) for box, c in zip(image.truth_boxes, image.truth_labels,
+                                                                             strict=True)]  # fmt: skip
+        listed = [{"kind": i.kind, "score": round(i.score, 4), "object": objects[i.object] if i.object >= 0 else None,
+                   "proposal": _labelled(i.proposal[0], classes.names[i.proposal[1]]) if i.proposal else None}
+                  for i in found]  # fmt: skip
+        rows.append((found[0].score, image, {
+            "image_url": image.image_url, "label": objects, "label_confidence": [1.0] * len(objects),
+            "issue_score": round(found[0].score, 4), "issue_kinds": sorted({i.kind for i in found}), "issues": listed,
+        }))  # fmt: skip
+    rows.sort(key=lambda row: -row[0])
+    import pandas as pd
+
+    table = pd.DataFrame([row for _, _, row in rows], columns=["image_url", "label", "label_confidence",
+                                                                "issue_score", "issue_kinds", "issues"])  # fmt: skip
+    for column in ("label", "label_confidence", "issue_kinds", "issues"):  # Python literals, as the labelling API
+        table[column] = table[column].map(repr)
+    path = out / "label_issues.csv"
+    write_bytes_atomic(path, table.to_csv(index=False).encode("utf-8"))
+    drawn = [(image.path, image.prediction.tensors(),
+              {"boxes": torch.from_numpy(image.truth_boxes), "labels": torch.from_numpy(image.truth_labels)})
+             for _, image, _ in rows[:draw]]  # fmt: skip
+    log.info("label issues: %s; %s (the worst first)", ", ".join(f"{k} {n}" for k, n in counts.items()), path)
+    return counts, [path, *draw_detections(Evaluation({}, drawn), classes, out / "label_issues", prefix="issue")]
+
+
+def _labelled(box, name: str) -> dict:
+    """An object as the labelling API writes it (pixels; bottom is where a range starts)."""
+    x0, y0, x1, y1 = (round(float(v), 1) for v in box)
+    return {"type": name, "bottomX": x0, "topX": x1, "bottomY": y0, "topY": y1}
 
 
 def _count(image: _Image, threshold: float, counts: _Counts) -> int:

@@ -1,0 +1,55 @@
+"""Suspected label errors (trainkit.inference.label_issues), each kind on a hand-built image whose
+detections are given: no model, so no float ties."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trainkit.inference.label_issues import image_issues
+
+SQUARE, CIRCLE = 0, 1
+
+
+def issues(labelled: list[tuple[int, tuple]], detected: list[tuple[int, tuple, float]]):
+    boxes = np.array([b for _, b in labelled], np.float32).reshape(-1, 4)
+    labels = np.array([c for c, _ in labelled], np.int64)
+    pred = np.array([b for _, b, _ in detected], np.float32).reshape(-1, 4)
+    return image_issues(boxes, labels, pred, np.array([c for c, _, _ in detected], np.int64),
+                        np.array([s for _, _, s in detected], np.float32))  # fmt: skip
+
+
+def test_labels_the_model_agrees_with_raise_nothing() -> None:
+    assert (
+        issues(
+            [(SQUARE, (10, 10, 50, 50)), (CIRCLE, (60, 60, 90, 95))],
+            [(SQUARE, (11, 10, 50, 51), 0.9), (CIRCLE, (60, 61, 90, 95), 0.8), (CIRCLE, (0, 0, 5, 5), 0.1)],
+        )
+        == []
+    )
+
+
+def test_a_confident_detection_with_no_label_is_a_missing_label() -> None:
+    [issue] = issues([(SQUARE, (10, 10, 50, 50))], [(SQUARE, (10, 10, 50, 50), 0.9), (CIRCLE, (60, 60, 90, 90), 0.8)])
+    assert (issue.kind, issue.object, issue.proposal) == ("missing", -1, ((60.0, 60.0, 90.0, 90.0), CIRCLE))
+    assert issue.score == np.float32(0.8)
+
+
+def test_a_label_with_nothing_detected_near_it_is_spurious() -> None:
+    [issue] = issues([(SQUARE, (10, 10, 50, 50)), (CIRCLE, (100, 100, 130, 130))],
+                     [(SQUARE, (10, 10, 50, 50), 0.9), (CIRCLE, (101, 100, 130, 130), 0.02)])  # fmt: skip
+    assert (issue.kind, issue.object, issue.proposal) == ("spurious", 1, None)
+    assert abs(issue.score - 0.98) < 1e-6
+
+
+def test_a_label_the_model_confidently_calls_another_class_is_a_swap() -> None:
+    [issue] = issues([(SQUARE, (10, 10, 50, 50))], [(CIRCLE, (10, 11, 50, 50), 0.9), (SQUARE, (10, 10, 49, 50), 0.3)])
+    assert (issue.kind, issue.object, issue.proposal) == ("swap", 0, ((10.0, 10.0, 50.0, 50.0), CIRCLE))
+    assert abs(issue.score - 0.6) < 1e-6
+
+
+def test_a_shifted_box_is_loose_and_its_detection_is_not_also_a_missing_label() -> None:
+    # The object is at (10, 10, 50, 50); the label is shifted right by 40% of its width.
+    [issue] = issues([(SQUARE, (26, 10, 66, 50))], [(SQUARE, (10, 10, 50, 50), 0.9)])
+    iou = (50 - 26) / (66 - 10)
+    assert (issue.kind, issue.object, issue.proposal) == ("loose", 0, ((10.0, 10.0, 50.0, 50.0), SQUARE))
+    assert abs(issue.score - 0.9 * (1 - iou)) < 1e-6
