@@ -456,3 +456,24 @@ def test_evaluate_label_issues_ranks_each_kind_of_label_error(model_dir: Path, r
     back = run_cli("validate", "--imageset", images, "--labelset", out / "label_issues.csv", "--datastore-name", "")
     assert back.code == 0, back.err
     assert "4 found, 0 missing" in back.out
+
+
+def test_predict_rank_writes_the_label_queue_pre_labelled(model_dir: Path, run_cli, tmp_path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    for name, rect in (("dark_a.png", None), ("bright.png", RECT), ("dark_b.png", None)):
+        picture(rect).save(images / name)
+    out = tmp_path / "out"
+    result = run_cli("predict", "--model", model_dir, "--imageset", images, "--output-dir", out, "--rank",
+                     "uncertainty", "--top", "2")  # fmt: skip
+    assert result.code == 0, result.err
+    table = pd.read_csv(out / "label_queue.csv")
+    # The bright image's lamp (score 0.9) is the only doubt there is: first; then a dark image, nothing to pre-label.
+    assert len(table) == 2 and table.image_url[0] == "bright.png" and table.uncertainty[0] == pytest.approx(0.2)
+    [lamp] = literal_eval(table.label[0])
+    corners = [lamp[k] for k in ("bottomX", "bottomY", "topX", "topY")]
+    assert lamp["type"] == "lamp" and corners == pytest.approx(RECT, abs=1.5)  # the resize's rounding
+    assert literal_eval(table.label[1]) == [] and table.uncertainty[1] == 0
+    back = run_cli("validate", "--imageset", images, "--labelset", out / "label_queue.csv", "--datastore-name", "",
+                   "--val-fraction", "0")  # fmt: skip
+    assert back.code == 0, back.err

@@ -53,3 +53,18 @@ def test_a_shifted_box_is_loose_and_its_detection_is_not_also_a_missing_label() 
     iou = (50 - 26) / (66 - 10)
     assert (issue.kind, issue.object, issue.proposal) == ("loose", 0, ((10.0, 10.0, 50.0, 50.0), SQUARE))
     assert abs(issue.score - 0.9 * (1 - iou)) < 1e-6
+
+
+def test_the_queue_puts_the_most_doubtful_image_first() -> None:
+    from trainkit.inference.label_queue import queue, uncertainty
+    from trainkit.inference.predictor import Prediction
+
+    def answer(*scores: float) -> Prediction:
+        n = len(scores)
+        boxes = np.tile(np.array([[0, 0, 10, 10]], np.float32), (n, 1))
+        return Prediction(20, 20, boxes, np.zeros(n, np.int64), np.array(scores, np.float32))
+
+    assert uncertainty(np.array([0.5])) == (1.0, 1.0) and uncertainty(np.array([0.01])) == (0.0, 0.0)
+    answers = [(0, answer(0.95, 0.99)), (1, answer(0.55)), (2, answer()), (3, answer(0.45, 0.6)), (4, answer(0.7))]
+    assert [i for i, _, _ in queue(answers, 0)] == [3, 1, 4, 0, 2]  # 0.45 and 0.55 doubt alike: two beat one
+    assert [i for i, _, _ in queue(answers, 2)] == [3, 1]

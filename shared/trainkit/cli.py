@@ -224,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="one box per object: of detections overlapping by more than IOU, whatever their classes, keep the "
         "best (e.g. 0.7; default 1: keep all)",
     )  # fmt: skip
+    predict.add_argument(
+        "--rank", choices=("uncertainty",),
+        help="also write label_queue.csv: the images the model is least sure about first, its detections as "
+        "pre-labels in the labelling API's format (what to label next)",
+    )  # fmt: skip
+    predict.add_argument("--top", type=int, default=0, metavar="N", help="--rank: the N most uncertain (0: all)")
     predict.set_defaults(func=_cmd_predict)
 
     evaluate = commands.add_parser(
@@ -480,7 +486,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     config = PredictConfig(
         model=args.model, imageset=args.imageset, output_dir=args.output_dir, labelset=args.labelset,
         datastore_name=args.datastore_name, min_score=args.min_score, draw=args.draw, device=args.device,
-        batch_size=args.batch_size, agnostic_nms=args.agnostic_nms, tiles=_tile_options(args),
+        batch_size=args.batch_size, agnostic_nms=args.agnostic_nms, tiles=_tile_options(args), rank=args.rank,
+        top=args.top,
     )  # fmt: skip
     summary = run_predict(config)
     print(f"{summary.images} images predicted, {summary.objects} objects, {len(summary.skipped)} skipped: "

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,6 +54,8 @@ class PredictConfig:
     device: str = "auto"
     batch_size: int = 8
     tiles: Mapping[str, object] = field(default_factory=dict)  # --tile-* options (override_tiles' keys)
+    rank: str | None = None  # "uncertainty": also write label_queue.csv (trainkit.inference.label_queue)
+    top: int = 0  # label_queue.csv's length (0: every image)
 
     def check(self) -> None:
         """Reject settings that cannot work, before the model is loaded."""
@@ -62,8 +64,8 @@ class PredictConfig:
         if self.min_score is not None and not 0 <= self.min_score <= 1:
             raise UserError(f"--min-score {self.min_score}: must be between 0 and 1")
         check_agnostic_nms(self.agnostic_nms)
-        if self.batch_size < 1 or self.draw < 0:
-            raise UserError("--batch-size must be at least 1 and --draw at least 0")
+        if self.batch_size < 1 or self.draw < 0 or self.top < 0:
+            raise UserError("--batch-size must be at least 1, --draw and --top at least 0")
 
 
 @dataclass(frozen=True)
@@ -85,13 +87,22 @@ def run_predict(config: PredictConfig) -> PredictSummary:
     device = resolve_device(config.device)
     predictor = open_model(config.model, device, config.tiles)
     records, skipped = image_records(config, predictor.classes)
+    threshold = predictor.settings.min_score if config.min_score is None else config.min_score
     start = time.perf_counter()
-    answers, loader_skipped = _predict_all(predictor, records, config)
+    if config.rank:  # the ranking needs the doubtful detections below the threshold too
+        from trainkit.inference.label_queue import LOW_SCORE, above
+
+        ranked, loader_skipped = _predict_all(predictor, records, replace(config, min_score=min(threshold, LOW_SCORE)))
+        answers = [(i, above(a, threshold)) for i, a in ranked]
+    else:
+        answers, loader_skipped = _predict_all(predictor, records, config)
     seconds = time.perf_counter() - start
     skipped.update(loader_skipped)
     for path, reason in skipped.items():
         log.warning("skipped %s: %s", path, reason)
     files = _write(config, predictor, records, answers, skipped, seconds)
+    if config.rank:
+        files.append(_write_queue(config, predictor, records, ranked, threshold))
     objects = sum(len(a.labels) for _, a in answers)
     log.info("%d images predicted (%d skipped), %d objects, %.1f images/s", len(answers), len(skipped), objects,
              len(answers) / seconds if seconds else 0.0)  # fmt: skip
@@ -226,6 +237,22 @@ def _predict_all(predictor: BasePredictor, records, config: PredictConfig):
             log.info("predicted %d of %d images", len(answers), len(records))
     bar.close()
     return answers, loader.skipped
+
+
+def _write_queue(config: PredictConfig, predictor: BasePredictor, records, ranked, threshold: float) -> Path:
+    """label_queue.csv: label-set rows of the most uncertain images, pre-labelled with what reaches the threshold."""
+    import pandas as pd
+
+    from trainkit.inference.label_queue import above, queue
+
+    rows = [{**labelling_row(above(a, threshold), predictor.classes, str(records.image_urls[i])),
+             "uncertainty": round(doubt, 4), "doubtful_sum": round(total, 4)}
+            for i, a, (doubt, total) in queue(ranked, config.top)]  # fmt: skip
+    columns = ["image_url", "label", "label_confidence", "uncertainty", "doubtful_sum"]
+    path = write_bytes_atomic(config.output_dir / "label_queue.csv",
+                              pd.DataFrame(rows, columns=columns).to_csv(index=False).encode("utf-8"))  # fmt: skip
+    log.info("label queue: the %d most uncertain images, pre-labelled: %s", len(rows), path)
+    return path
 
 
 def _write(config: PredictConfig, predictor: BasePredictor, records, answers, skipped, seconds: float) -> list[Path]:
