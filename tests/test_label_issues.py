@@ -68,3 +68,33 @@ def test_the_queue_puts_the_most_doubtful_image_first() -> None:
     answers = [(0, answer(0.95, 0.99)), (1, answer(0.55)), (2, answer()), (3, answer(0.45, 0.6)), (4, answer(0.7))]
     assert [i for i, _, _ in queue(answers, 0)] == [3, 1, 4, 0, 2]  # 0.45 and 0.55 doubt alike: two beat one
     assert [i for i, _, _ in queue(answers, 2)] == [3, 1]
+
+
+def test_demo_label_noise_corrupts_a_share_of_the_objects_a_quarter_each_way(tmp_path) -> None:
+    from ast import literal_eval
+
+    import pandas as pd
+
+    from trainkit.data.demo import write_demo_dataset
+
+    clean = write_demo_dataset(tmp_path / "clean", images=40, seed=3)
+    noisy = write_demo_dataset(tmp_path / "noisy", images=40, seed=3, label_noise=0.2)
+    for image in sorted(clean.imageset_studio.rglob("*.*")):  # the same pictures, and the same true labels
+        assert (noisy.imageset_studio / image.relative_to(clean.imageset_studio)).read_bytes() == image.read_bytes()
+    assert (noisy.root / "labels_clean.csv").read_text() == clean.labels_csv.read_text()
+    objects = sum(len(literal_eval(cell)) for cell in pd.read_csv(clean.labels_csv).label)
+    changes = pd.read_csv(noisy.root / "label_noise.csv")
+    assert len(changes) == round(0.2 * objects)
+    assert changes.kind.value_counts().to_dict() == {
+        k: n
+        for k, n in zip(
+            ("removed", "swapped", "shifted", "spurious"), [(len(changes) + 3 - i) // 4 for i in range(4)], strict=True
+        )
+    }
+    after = sum(len(literal_eval(cell)) for cell in pd.read_csv(noisy.labels_csv).label)
+    assert after == objects - (changes.kind == "removed").sum() + (changes.kind == "spurious").sum()
+    swapped = changes[changes.kind == "swapped"]
+    assert (swapped.type != swapped.true_type).all()
+    shifted = changes[changes.kind == "shifted"]
+    assert all(literal_eval(box)[0] != x or literal_eval(box)[2] != y
+               for box, x, y in zip(shifted.true_box, shifted.bottomX, shifted.bottomY, strict=True))  # fmt: skip

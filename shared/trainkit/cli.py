@@ -179,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--kind", choices=("shapes", "scenes"), default="shapes",
         help="shapes: 320x240 images, a few large shapes; scenes: 1600x1200 images of 12-32 px shapes (for tiling)",
     )  # fmt: skip
+    demo.add_argument(
+        "--label-noise", type=float, default=0.0, metavar="F",
+        help="corrupt a share F of the objects' labels (a quarter each: removed, class swapped, shifted by 40%% "
+        "of their size, a spurious box added): labels.csv noisy, labels_clean.csv true, label_noise.csv the changes",
+    )  # fmt: skip
     demo.set_defaults(func=_cmd_demo)
 
     weights = commands.add_parser(
@@ -549,7 +554,8 @@ def _cmd_sweep_report(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from trainkit.data.demo import write_demo_dataset
 
-    demo = write_demo_dataset(args.dir, images=args.images, seed=args.seed, force=args.force, kind=args.kind)
+    demo = write_demo_dataset(args.dir, images=args.images, seed=args.seed, force=args.force, kind=args.kind,
+                              label_noise=args.label_noise)  # fmt: skip
     print(f"wrote {args.images} images and {demo.labels_csv}")
     print(f"  datastore layout: --imageset {demo.imageset_datastore} --datastore-name {demo.datastore_name}")
     print(f"  ML-studio layout: --imageset {demo.imageset_studio} --datastore-name ''")

@@ -52,12 +52,17 @@ def write_demo_dataset(
     datastore_name: str = DEFAULT_DATASTORE,
     force: bool = False,
     kind: str = "shapes",
+    label_noise: float = 0.0,
 ) -> DemoDataset:
     """Write the demo dataset of `kind` (see the module doc) into `root` (which must be new or empty
-    unless `force`); scenes are SCENE_SIZE whatever `size` says."""
+    unless `force`); scenes are SCENE_SIZE whatever `size` says. `label_noise` corrupts that share of
+    the objects' labels (see `corrupt`): labels.csv holds the noisy set, labels_clean.csv the true one
+    and label_noise.csv what was done; the images are the same as without noise."""
     root = Path(root)
     if images < 1:
         raise UserError(f"--images must be at least 1, got {images}")
+    if not 0 <= label_noise < 1:
+        raise UserError(f"--label-noise {label_noise}: a share of the objects, from 0 up to (not including) 1")
     if kind not in KINDS:
         raise UserError(f"--kind {kind!r}: one of {', '.join(KINDS)}")
     if root.exists() and (not root.is_dir() or any(root.iterdir())) and not force:
@@ -65,7 +70,7 @@ def write_demo_dataset(
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
-        _write(staging, images, seed, size if kind == "shapes" else SCENE_SIZE, datastore_name, kind)
+        _write(staging, images, seed, size if kind == "shapes" else SCENE_SIZE, datastore_name, kind, label_noise)
         staging.chmod(0o755)  # mkdtemp made it private; the data is meant to be mounted and shared
         if root.exists():
             shutil.rmtree(root) if root.is_dir() else root.unlink()
@@ -76,7 +81,9 @@ def write_demo_dataset(
     return DemoDataset(root, root / "labels.csv", root / "imageset", root / "imageset_studio", datastore_name)
 
 
-def _write(root: Path, images: int, seed: int, size: tuple[int, int], datastore_name: str, kind: str) -> None:
+def _write(
+    root: Path, images: int, seed: int, size: tuple[int, int], datastore_name: str, kind: str, label_noise: float
+) -> None:
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(images):
@@ -93,7 +100,14 @@ def _write(root: Path, images: int, seed: int, size: tuple[int, int], datastore_
         confidences = [round(float(c), 3) for c in rng.uniform(0.55, 1.0, len(objects))]
         if objects and i % 5 == 4:
             confidences[0] = round(float(rng.uniform(0.1, 0.3)), 3)  # a doubtful label for --min-confidence
-        rows.append({"image_url": url, "label": objects, "label_confidence": confidences, "labeler": f"demo-{i % 3}"})
+        rows.append({"image_url": url, "label": objects, "label_confidence": confidences, "labeler": f"demo-{i % 3}",
+                     "size": image.size})  # fmt: skip
+    sizes = [row.pop("size") for row in rows]
+    if label_noise:
+        pd.DataFrame(rows).to_csv(root / "labels_clean.csv")
+        # Its own random stream: the images, and the clean labels, are those of the same seed without noise.
+        done = corrupt(rows, sizes, label_noise, np.random.default_rng([seed, 1]))
+        pd.DataFrame(done, columns=NOISE_COLUMNS).to_csv(root / "label_noise.csv", index=False)
     pd.DataFrame(rows).to_csv(root / "labels.csv")
     (root / "README.txt").write_text(
         f"trainkit demo dataset (synthetic {kind}).\n"
@@ -102,6 +116,55 @@ def _write(root: Path, images: int, seed: int, size: tuple[int, int], datastore_
         "ML-studio layout: trainkit validate --imageset imageset_studio --labelset labels.csv --datastore-name ''\n",
         encoding="utf-8",
     )
+
+
+NOISE_KINDS = ("removed", "swapped", "shifted", "spurious")
+NOISE_COLUMNS = ["image_url", "kind", "type", "true_type", "bottomX", "topX", "bottomY", "topY", "true_box"]
+SHIFT = 0.4  # a shifted box moves by this share of its width and height
+
+
+def corrupt(rows: list[dict], sizes: list[tuple[int, int]], share: float, rng: np.random.Generator) -> list[dict]:
+    """Corrupt `share` of the objects of `rows` in place, a quarter each way: removed, class swapped,
+    shifted by SHIFT of its size, and a spurious box added (as many as a quarter of the share); returns
+    one record per change: the label as it now is (removed: as it was), and the true class and box."""
+    objects = [(r, k) for r, row in enumerate(rows) for k in range(len(row["label"]))]
+    chosen = rng.permutation(len(objects))[: round(share * len(objects))]
+    done: list[dict] = []
+    removals: list[tuple[int, int]] = []
+    for n, pick in enumerate(chosen):
+        r, k = objects[pick]
+        kind = NOISE_KINDS[n % 4]
+        label, url = rows[r]["label"][k], rows[r]["image_url"]
+        truth = {"true_type": label["type"], "true_box": [label[c] for c in ("bottomX", "topX", "bottomY", "topY")]}
+        if kind == "removed":
+            removals.append((r, k))
+            done.append({"image_url": url, "kind": kind, **label, **truth})
+        elif kind == "swapped":
+            label["type"] = CLASSES[(CLASSES.index(label["type"]) + int(rng.integers(1, len(CLASSES)))) % len(CLASSES)]
+            done.append({"image_url": url, "kind": kind, **label, **truth})
+        elif kind == "shifted":
+            width, height = sizes[r]
+            w, h = label["topX"] - label["bottomX"], label["topY"] - label["bottomY"]
+            dx, dy = (round(SHIFT * side) * int(rng.choice([-1, 1])) for side in (w, h))
+            dx = int(np.clip(dx, -label["bottomX"], width - label["topX"]))  # the box stays inside the image
+            dy = int(np.clip(dy, -label["bottomY"], height - label["topY"]))
+            label.update(bottomX=label["bottomX"] + dx, topX=label["topX"] + dx, bottomY=label["bottomY"] + dy,
+                         topY=label["topY"] + dy)  # fmt: skip
+            done.append({"image_url": url, "kind": kind, **label, **truth})
+        else:  # a box where there is nothing, in a random image, sized like the demo's shapes
+            s = int(rng.integers(len(rows)))
+            width, height = sizes[s]
+            w, h = int(rng.integers(width // 8, width // 3)), int(rng.integers(height // 8, height // 3))
+            x0, y0 = int(rng.integers(0, width - w)), int(rng.integers(0, height - h))
+            added = {"type": CLASSES[int(rng.integers(len(CLASSES)))], "bottomX": x0, "topX": x0 + w,
+                     "bottomY": y0, "topY": y0 + h}  # fmt: skip
+            rows[s]["label"].append(added)
+            rows[s]["label_confidence"].append(0.9)
+            done.append({"image_url": rows[s]["image_url"], "kind": kind, **added, "true_type": "", "true_box": []})
+    for r, k in sorted(removals, reverse=True):  # from the end, so earlier indices stay put
+        del rows[r]["label"][k]
+        del rows[r]["label_confidence"][k]
+    return done
 
 
 def _draw_image(rng: np.random.Generator, size: tuple[int, int]) -> tuple[Image.Image, list[dict]]:
