@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint docs bench bench-publish bench-quality bench-archs bench-models bench-tiling bench-report clean
+.PHONY: install demo test test-fast lint docs bench bench-publish bench-quality bench-archs bench-models bench-tiling bench-report bench-label-issues clean
 
 install: $(STAMP)
 
@@ -61,6 +61,10 @@ bench-models: $(STAMP)
 # The dataset checks and report on 10,000 images against validate alone (docs/know-your-data.md)
 bench-report: $(STAMP)
 	$(BIN)/python benchmarks/dataset_report.py
+
+# The label-error finder on the demo data with 10% of its labels corrupted (docs/know-your-data.md)
+bench-label-issues: $(STAMP)
+	$(BIN)/python benchmarks/label_issues.py
 
 bench-tiling: $(STAMP)
 	$(BIN)/python benchmarks/tiling.py --seeds 0 1

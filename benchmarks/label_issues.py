@@ -1,0 +1,204 @@
+"""Benchmark: how well `evaluate --label-issues` finds label errors planted in the demo data, and what
+removing what it flags gives back.
+
+Data: `trainkit demo-data --images N --label-noise F` (seed 21): labels.csv with a share F of the
+objects corrupted (a quarter each removed, class-swapped, shifted by 40%, spurious; label_noise.csv
+says which), labels_clean.csv the truth; and --test-images other clean images (seed 22) that score
+every model. Every model is the skeleton (`make demo`'s trainer) at --image-size for --steps steps.
+  1. validation   trained on 80% of the noisy set; the finder runs on the other 20% (the model never
+                  saw them): precision and recall of its top suspicions, per kind and overall
+  2. folds        --folds K models, each trained on K-1 folds of the noisy set; the finder runs on the
+                  fold left out, so every image is scored out of sample: precision and recall again
+  3. cleaning     three models scored on the test images: trained on the noisy set, on the noisy set
+                  less what (2) flagged (its top suspicions' images' wrong labels dropped: the
+                  suspected labels removed, swaps relabelled, loose boxes replaced by the model's,
+                  missing objects added), and on the clean set; and the share of the noise's mAP loss
+                  the cleaning won back
+A suspicion is right when a planted change is at its place (IoU >= 0.5 with the change's box as
+labelled, or for a removed object its true box) in the same image, of the matching kind (removed:
+missing; swapped: swap; shifted: loose, or spurious + missing; spurious: spurious). "Top" is the
+first as many suspicions as there were changes in the images scored.
+
+    .venv/bin/python benchmarks/label_issues.py [--images 300] [--label-noise 0.1] [--folds 3] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from ast import literal_eval
+from pathlib import Path
+
+import pandas as pd
+from smoke import parse_args
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAINKIT = Path(sys.executable).with_name("trainkit")
+ENV = {**os.environ, "MLFLOW_TRACKING_URI": "", "TRAINKIT_TRAINER": "", "TRAINKIT_DATA_REPORT": "off"}
+MATCHES = {"removed": {"missing"}, "swapped": {"swap"}, "shifted": {"loose", "spurious", "missing"},
+           "spurious": {"spurious"}}  # fmt: skip
+CORNERS = ("bottomX", "bottomY", "topX", "topY")
+
+
+def trainkit(*args: str) -> None:
+    run = subprocess.run([str(TRAINKIT), *args], capture_output=True, text=True, env=ENV)
+    if run.returncode != 0:
+        raise SystemExit(f"trainkit {args[0]} exited {run.returncode}:\n{run.stderr[-3000:]}")
+
+
+def train(images: Path, labels: Path, out: Path, args: argparse.Namespace, val: Path | None = None) -> Path:
+    """The skeleton trained on `labels` (validated on `val`, else on nothing); its model folder."""
+    hyper = ["epochs=100000", f"max_steps={args.steps}", "batch_size=8", f"image_size={args.image_size}"]
+    split = ["--val-labelset", str(val)] if val is not None else ["--val-fraction", "0"]
+    settings = [item for kv in hyper for item in ("--set", kv)]
+    trainkit("train", "--trainer", str(ROOT / "trainers" / "skeleton"), "--imageset", str(images),
+             "--datastore-name", "", "--labelset", str(labels), *split, "--output-dir", str(out), "--device", "cpu",
+             "--checkpoint-every", "0", "--eval-every", "100000", *settings)  # fmt: skip
+    return out / "model"
+
+
+def suspicions(model: Path, images: Path, labels: Path, out: Path) -> list[dict]:
+    """`evaluate --label-issues` on `labels`: one dict per suspicion (image_url, kind, score, box, proposal)."""
+    trainkit("evaluate", "--model", str(model), "--imageset", str(images), "--datastore-name", "", "--labelset",
+             str(labels), "--output-dir", str(out), "--label-issues", "--draw", "0")  # fmt: skip
+    found = []
+    for url, issues in pd.read_csv(out / "label_issues.csv")[["image_url", "issues"]].itertuples(index=False):
+        for issue in literal_eval(issues):
+            where = issue["object"] or issue["proposal"]
+            found.append({"image_url": url, **issue, "box": [where[c] for c in CORNERS]})
+    return sorted(found, key=lambda s: -s["score"])
+
+
+def iou(a: list[float], b: list[float]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else 0.0
+
+
+def changes_in(noise: pd.DataFrame, urls: set[str]) -> list[dict]:
+    """The planted changes in these images, each with the boxes a right suspicion may sit on."""
+    out = []
+    for row in noise[noise.image_url.isin(urls)].to_dict("records"):
+        boxes = [[row[c] for c in CORNERS]]
+        truth = literal_eval(row["true_box"]) if isinstance(row["true_box"], str) else []
+        if truth:  # stored bottomX, topX, bottomY, topY
+            boxes.append([truth[0], truth[2], truth[1], truth[3]])
+        out.append({**row, "boxes": boxes})
+    return out
+
+
+def score(found: list[dict], changes: list[dict]) -> dict[str, tuple[float, float]]:
+    """Precision and recall of the top len(changes) suspicions, overall and per planted kind."""
+    top = found[: len(changes)]
+
+    def right(s: dict, c: dict) -> bool:
+        return s["image_url"] == c["image_url"] and s["kind"] in MATCHES[c["kind"]] and any(
+            iou(s["box"], b) >= 0.5 for b in c["boxes"])  # fmt: skip
+
+    result = {}
+    for kind in (None, *MATCHES):
+        wanted = [c for c in changes if kind is None or c["kind"] == kind]
+        said = [s for s in top if kind is None or s["kind"] in MATCHES[kind]]
+        hit = sum(any(right(s, c) for c in wanted) for s in said)
+        found_changes = sum(any(right(s, c) for s in top) for c in wanted)
+        result[kind or "all"] = (hit / len(said) if said else float("nan"),
+                                 found_changes / len(wanted) if wanted else float("nan"))  # fmt: skip
+    return result
+
+
+def cleaned(labels: pd.DataFrame, found: list[dict], top: int) -> pd.DataFrame:
+    """The label set with the top suspicions acted on as the model proposes."""
+    table = labels.copy()
+    table["label"] = table.label.map(literal_eval)
+    table["label_confidence"] = table.label_confidence.map(literal_eval)
+    for s in found[:top]:
+        row = table.index[table.image_url == s["image_url"]][0]
+        objects, confidences = table.at[row, "label"], table.at[row, "label_confidence"]
+        k = next((i for i, o in enumerate(objects) if s["object"] and all(o[c] == s["object"][c] for c in CORNERS)),
+                 None)  # fmt: skip
+        if s["kind"] == "missing":
+            objects.append(s["proposal"])
+            confidences.append(1.0)
+        elif k is not None and s["kind"] == "spurious":
+            del objects[k], confidences[k]
+        elif k is not None:  # swap or loose: the model's class or box
+            objects[k] = s["proposal"]
+    table["label"] = table.label.map(repr)
+    table["label_confidence"] = table.label_confidence.map(repr)
+    return table
+
+
+def map_on(model: Path, test: Path, out: Path) -> float:
+    trainkit("evaluate", "--model", str(model), "--imageset", str(test / "imageset_studio"), "--datastore-name", "",
+             "--labelset", str(test / "labels.csv"), "--output-dir", str(out), "--draw", "0")  # fmt: skip
+    return json.loads((out / "metrics.json").read_text())["map_50"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--test-images", type=int, default=100)
+    parser.add_argument("--label-noise", type=float, default=0.1)
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--image-size", type=int, default=192)
+    args = parse_args(parser, argv, images=24, test_images=6, folds=2, steps=4, image_size=64)
+    with tempfile.TemporaryDirectory(prefix="trainkit-bench-issues-") as tmp:
+        work = Path(tmp)
+        trainkit("demo-data", str(work / "data"), "--images", str(args.images), "--seed", "21", "--label-noise",
+                 str(args.label_noise))  # fmt: skip
+        trainkit("demo-data", str(work / "test"), "--images", str(args.test_images), "--seed", "22")
+        images = work / "data" / "imageset_studio"
+        noisy = pd.read_csv(work / "data" / "labels.csv", index_col=0)
+        noise = pd.read_csv(work / "data" / "label_noise.csv")
+        urls = sorted(noisy.image_url)
+        folds = [set(urls[k :: args.folds]) for k in range(args.folds)]
+
+        def part(name: str, keep: set[str], table: pd.DataFrame = noisy) -> Path:
+            path = work / f"{name}.csv"
+            table[table.image_url.isin(keep)].to_csv(path)
+            return path
+
+        # 1. validation: the model never saw the 20% it scores.
+        val = set(urls[::5])
+        model = train(images, part("train80", set(urls) - val), work / "m_val", args, part("val20", val))
+        first = score(suspicions(model, images, part("val20", val), work / "e_val"), changes_in(noise, val))
+        # 2. folds: every image scored by the model that did not train on it.
+        found: list[dict] = []
+        for k, fold in enumerate(folds):
+            model = train(images, part(f"rest{k}", set(urls) - fold), work / f"m_fold{k}", args)
+            found += suspicions(model, images, part(f"fold{k}", fold), work / f"e_fold{k}")
+        found.sort(key=lambda s: -s["score"])
+        everything = changes_in(noise, set(urls))
+        second = score(found, everything)
+        # 3. cleaning: the noisy set less what (2) flagged, against noisy and clean, on clean test images.
+        clean_labels = pd.read_csv(work / "data" / "labels_clean.csv", index_col=0)
+        fixed = cleaned(noisy, found, len(everything))
+        maps = {}
+        sets = (("noisy", noisy), ("cleaned by the finder", fixed), ("clean", clean_labels))
+        for n, (name, table) in enumerate(sets):
+            model = train(images, part(f"set{n}", set(urls), table), work / f"m_set{n}", args)
+            maps[name] = map_on(model, work / "test", work / f"t_set{n}")
+    print(f"\ndemo-data --images {args.images} --label-noise {args.label_noise}: {len(noise)} labels changed; "
+          f"skeleton {args.image_size} px, {args.steps} steps a model; CPU ({os.cpu_count()} cores)")  # fmt: skip
+    print(f"{'finder on':<32} {'kind':<10} {'precision':>9} {'recall':>7}")
+    for name, result in (("validation 20% (1 model)", first), (f"{args.folds} folds (every image)", second)):
+        for kind, (precision, recall) in result.items():
+            print(f"{name:<32} {kind:<10} {precision:>9.2f} {recall:>7.2f}")
+    print(f"\n{'trained on':<24} {'test mAP@0.5':>12}")
+    for name, value in maps.items():
+        print(f"{name:<24} {value:>12.3f}")
+    lost = maps["clean"] - maps["noisy"]
+    back = (maps["cleaned by the finder"] - maps["noisy"]) / lost if lost > 0 else float("nan")
+    print(f"mAP lost to the noise {lost:.3f}; won back by cleaning {back:.0%}" if lost > 0 else
+          f"mAP lost to the noise {lost:.3f} (none to win back)")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
