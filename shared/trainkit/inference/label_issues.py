@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trainkit.data.checks import box_iou
+
 KINDS = ("missing", "spurious", "swap", "loose")
 
 
@@ -44,17 +46,6 @@ class Issue:
     score: float
     object: int
     proposal: tuple[tuple[float, float, float, float], int] | None
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of xyxy boxes, (len(a), len(b))."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    union = ((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]))[:, None] + ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[None]
-    union = union - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def image_issues(
