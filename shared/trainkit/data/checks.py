@@ -25,6 +25,7 @@ import numpy as np
 from trainkit.data.records import Records
 
 THUMB = 32  # the thumbnail's side: what near-duplicate pairs are confirmed on
+NEAR_SHARE = 0.05  # the share of thumbnail pixels two near copies may differ in by more than near_level
 CHECKS = ("duplicate", "near_duplicate", "leakage", "tiny_box", "border_box", "double_label", "rare_class")
 
 
@@ -38,7 +39,7 @@ class CheckOptions:
     double_iou: float = 0.9  # two boxes of one image overlapping this much are one object labelled twice
     rare_objects: int = 10  # a class with fewer training objects than this is rare
     near_bits: int = 16  # pHash bits two near copies may differ in (a resized copy: up to ~16 of 64)
-    near_level: float = 24.0  # ... and 95% of their thumbnails' pixels within this many levels (0-255)
+    near_level: float = 24.0  # ... and all but NEAR_SHARE of their thumbnails' pixels within this many levels
     workers: int | None = None  # image-reading threads (default: the CPUs)
 
 
@@ -218,8 +219,8 @@ def duplicate_findings(splits: dict[str, Records], options: CheckOptions) -> lis
             same_bytes.add(i)
     near = [i for i in readable if i not in same_bytes]
     for a, b, bits, level in _near_pairs(near, prints, options):
-        found.append(_pair("near_duplicate", owners[a], owners[b], f"pHash {bits} bits apart, thumbnails "
-                           f"within {level:.0f} levels"))  # fmt: skip
+        found.append(_pair("near_duplicate", owners[a], owners[b], f"pHash {bits} bits apart, {level:.1%} of the "
+                           "thumbnails' pixels differ"))  # fmt: skip
     return found
 
 
@@ -230,31 +231,37 @@ def _pair(check: str, first: tuple[str, str, str], second: tuple[str, str, str],
     return Finding(check, first[0], first[1], detail, other=second[1])
 
 
-def thumb_difference(first: np.ndarray, second: np.ndarray) -> float:
-    """How far apart two thumbnails are: the 95th percentile over pixels of the largest channel difference
-    (copies stay within a few levels; another picture differs wholly wherever its content does)."""
-    pixels = np.abs(first.astype(np.int16) - second.astype(np.int16)).max(axis=2)
-    return float(np.percentile(pixels, 95))
+def thumbs_apart(first: np.ndarray, second: np.ndarray, level: float) -> np.ndarray:
+    """Pair by pair ((m, THUMB, THUMB, 3) each), the share of pixels whose largest channel difference
+    exceeds `level`: copies have next to none, another picture all those where its content differs."""
+    pixels = np.abs(first.astype(np.int16) - second.astype(np.int16)).max(axis=3)
+    return (pixels.reshape(len(pixels), -1) > level).mean(axis=1)
 
 
 def _near_pairs(
     indices: Sequence[int], prints: Sequence[Fingerprint | None], options: CheckOptions
 ) -> Iterable[tuple[int, int, int, float]]:
-    """(a, b, hash bits apart, thumbnail difference) of every confirmed near pair, a < b, each image
-    paired with the first of its copies only."""
+    """(a, b, hash bits apart, share of thumbnail pixels apart) of every confirmed near pair, a < b, each
+    image paired with the first of its copies only."""
     if len(indices) < 2:
         return
     hashes = np.array([prints[i].phash for i in indices], dtype=np.uint64)
-    taken: set[int] = set()
+    thumbs = np.stack([prints[i].thumb for i in indices])
+    rows, cols, bits = [], [], []
     block = 1024  # rows of the pairwise distance matrix at a time: 1024 x n bytes
     for start in range(0, len(hashes), block):
         distance = np.bitwise_count(hashes[start : start + block, None] ^ hashes[None, :])
-        for row, col in zip(*np.nonzero(distance <= options.near_bits), strict=True):
-            a, b = start + int(row), int(col)
-            if b <= a or a in taken or b in taken:
-                continue
-            first, second = prints[indices[a]], prints[indices[b]]
-            level = thumb_difference(first.thumb, second.thumb)
-            if level <= options.near_level:
-                taken.add(b)
-                yield indices[a], indices[b], int(distance[row, col]), level
+        row, col = np.nonzero(distance <= options.near_bits)
+        ahead = col > row + start
+        rows.append(row[ahead] + start)
+        cols.append(col[ahead])
+        bits.append(distance[row[ahead], col[ahead]])
+    a, b, bits = np.concatenate(rows), np.concatenate(cols), np.concatenate(bits)
+    apart = np.concatenate([thumbs_apart(thumbs[a[i : i + 4096]], thumbs[b[i : i + 4096]], options.near_level)
+                            for i in range(0, len(a), 4096)]) if len(a) else np.zeros(0)  # fmt: skip
+    taken: set[int] = set()
+    for k in np.lexsort((b, a)):  # by first image, then second: each copy pairs with its first
+        first, second = int(a[k]), int(b[k])
+        if apart[k] <= NEAR_SHARE and first not in taken and second not in taken:
+            taken.add(second)
+            yield indices[first], indices[second], int(bits[k]), float(apart[k])
