@@ -59,8 +59,8 @@ def test_an_exact_copy_a_re_encoded_copy_and_a_resized_copy_are_found(shapes, tm
     shutil.copy(files[0], copies / "same.jpg")
     Image.open(files[1]).save(copies / "reencoded.jpg", quality=55)
     with Image.open(files[2]) as image:
-        image.resize((image.width // 4, image.height // 4), Image.Resampling.BILINEAR).save(copies / "quarter.png")
-    extra = [copies / "same.jpg", copies / "reencoded.jpg", copies / "quarter.png"]
+        image.resize((image.width // 2, image.height // 2), Image.Resampling.BILINEAR).save(copies / "half.png")
+    extra = [copies / "same.jpg", copies / "reencoded.jpg", copies / "half.png"]
     train = records([(path, [BOX]) for path in [*files, *extra]])
     report = check_records({"train": train}, CheckOptions(rare_objects=0))
     assert [(f.image, f.other) for f in report.of("duplicate")] == [(url(files[0]), url(extra[0]))]

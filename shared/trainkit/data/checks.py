@@ -25,7 +25,8 @@ import numpy as np
 from trainkit.data.records import Records
 
 THUMB = 32  # the thumbnail's side: what near-duplicate pairs are confirmed on
-NEAR_SHARE = 0.05  # the share of thumbnail pixels two near copies may differ in by more than near_level
+NEAR_SHARE = 0.02  # the share of thumbnail pixels two near copies may differ in by more than near_level
+NEAR_MEAN = 6.0  # ... and their thumbnails' mean difference (each pixel's largest over its channels), 0-255
 CHECKS = ("duplicate", "near_duplicate", "leakage", "tiny_box", "border_box", "double_label", "rare_class")
 
 
@@ -38,7 +39,7 @@ class CheckOptions:
     border: float = 1.0  # a box within this many pixels of an edge touches the border
     double_iou: float = 0.9  # two boxes of one image overlapping this much are one object labelled twice
     rare_objects: int = 10  # a class with fewer training objects than this is rare
-    near_bits: int = 16  # pHash bits two near copies may differ in (a resized copy: up to ~16 of 64)
+    near_bits: int = 20  # pHash bits two near copies may differ in (re-encoded or resized: up to ~20 of 64)
     near_level: float = 24.0  # ... and all but NEAR_SHARE of their thumbnails' pixels within this many levels
     workers: int | None = None  # image-reading threads (default: the CPUs)
 
@@ -231,11 +232,12 @@ def _pair(check: str, first: tuple[str, str, str], second: tuple[str, str, str],
     return Finding(check, first[0], first[1], detail, other=second[1])
 
 
-def thumbs_apart(first: np.ndarray, second: np.ndarray, level: float) -> np.ndarray:
-    """Pair by pair ((m, THUMB, THUMB, 3) each), the share of pixels whose largest channel difference
-    exceeds `level`: copies have next to none, another picture all those where its content differs."""
-    pixels = np.abs(first.astype(np.int16) - second.astype(np.int16)).max(axis=3)
-    return (pixels.reshape(len(pixels), -1) > level).mean(axis=1)
+def thumbs_apart(first: np.ndarray, second: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pair by pair ((m, THUMB, THUMB, 3) each), over pixels (each its largest channel difference): the
+    share more than `level` apart, and the mean. Copies, even resized to half and re-encoded, stay
+    under 2% and 5 levels; two pictures of one small shape on like backgrounds differ more in both."""
+    pixels = np.abs(first.astype(np.int16) - second.astype(np.int16)).max(axis=3).reshape(len(first), -1)
+    return (pixels > level).mean(axis=1), pixels.mean(axis=1)
 
 
 def _near_pairs(
@@ -257,11 +259,18 @@ def _near_pairs(
         cols.append(col[ahead])
         bits.append(distance[row[ahead], col[ahead]])
     a, b, bits = np.concatenate(rows), np.concatenate(cols), np.concatenate(bits)
-    apart = np.concatenate([thumbs_apart(thumbs[a[i : i + 4096]], thumbs[b[i : i + 4096]], options.near_level)
-                            for i in range(0, len(a), 4096)]) if len(a) else np.zeros(0)  # fmt: skip
+    # Re-encoding and resizing keep an image's mean colour: pairs whose means differ are not copies,
+    # and leaving them out first spares most of the pixel comparisons.
+    means = thumbs.reshape(len(thumbs), -1, 3).mean(axis=1)
+    alike = np.abs(means[a] - means[b]).max(axis=1) <= options.near_level / 2
+    a, b, bits = a[alike], b[alike], bits[alike]
+    parts = [thumbs_apart(thumbs[a[i : i + 4096]], thumbs[b[i : i + 4096]], options.near_level)
+             for i in range(0, len(a), 4096)]  # fmt: skip
+    apart = np.concatenate([share for share, _ in parts]) if parts else np.zeros(0)
+    mean = np.concatenate([m for _, m in parts]) if parts else np.zeros(0)
     taken: set[int] = set()
     for k in np.lexsort((b, a)):  # by first image, then second: each copy pairs with its first
         first, second = int(a[k]), int(b[k])
-        if apart[k] <= NEAR_SHARE and first not in taken and second not in taken:
+        if apart[k] <= NEAR_SHARE and mean[k] <= NEAR_MEAN and first not in taken and second not in taken:
             taken.add(second)
             yield indices[first], indices[second], int(bits[k]), float(apart[k])
