@@ -65,8 +65,8 @@ def test_the_queue_puts_the_most_doubtful_image_first() -> None:
         return Prediction(20, 20, boxes, np.zeros(n, np.int64), np.array(scores, np.float32))
 
     assert uncertainty(np.array([0.5])) == (1.0, 1.0) and uncertainty(np.array([0.01])) == (0.0, 0.0)
-    answers = [(0, answer(0.95, 0.99)), (1, answer(0.55)), (2, answer()), (3, answer(0.45, 0.6)), (4, answer(0.7))]
-    assert [i for i, _, _ in queue(answers, 0)] == [3, 1, 4, 0, 2]  # 0.45 and 0.55 doubt alike: two beat one
+    answers = [(0, answer(0.95, 0.99)), (1, answer(0.55)), (2, answer()), (3, answer(0.55, 0.6)), (4, answer(0.7))]
+    assert [i for i, _, _ in queue(answers, 0)] == [3, 1, 4, 0, 2]  # the same top doubt (one float): two beat one
     assert [i for i, _, _ in queue(answers, 2)] == [3, 1]
 
 
