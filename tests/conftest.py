@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import os
 import shutil
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Training runs here write no dataset report (about 2 s of charts a run, over a hundred runs);
 # tests/test_checks.py trains once with the default, which writes it.
 os.environ.setdefault("TRAINKIT_DATA_REPORT", "off")
+os.environ.setdefault("TRAINKIT_LABEL_ISSUES", "off")  # one more pass over the validation images per run
 sys.path.insert(0, str(ROOT / "ci" / "podman"))  # vm: podman settings and a local registry for these VMs
 import vm  # noqa: E402
 
@@ -113,6 +115,19 @@ def podman_env() -> dict[str, str]:
     if shutil.which("podman") is None and not os.environ.get("CI"):
         pytest.skip("podman is not installed (ci/podman/setup.sh installs it)")
     return vm.environment()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium, for the tests that open a page headless; ci/browser/setup.sh installs it in CI
+    (skipped where it is missing, except in CI)."""
+    found = shutil.which("chromium")
+    if found is None and os.environ.get("CI"):
+        subprocess.run(["bash", str(ROOT / "ci" / "browser" / "setup.sh")], check=True, timeout=900)
+        found = shutil.which("chromium")
+    if found is None:
+        pytest.skip("chromium is not installed (ci/browser/setup.sh installs it)")
+    return found
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

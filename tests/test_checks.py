@@ -201,3 +201,42 @@ def test_a_training_run_writes_the_report_and_logs_it_to_mlflow(run_cli, monkeyp
         f"data/checks.{name}": n for name, n in checks["counts"].items()}  # fmt: skip
     logged = {a.path for a in client.list_artifacts(record["mlflow_run_id"], "data_report")}
     assert {"data_report/report.html", "data_report/checks.json", "data_report/figures"} <= logged
+
+
+@pytest.mark.browser
+def test_a_headless_browser_shows_every_picture_of_the_report_and_fetches_nothing(run_cli, chromium, tmp_path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    demo = write_demo_dataset(tmp_path / "demo", images=24, seed=8)
+    report = tmp_path / "report"
+    result = run_cli("validate", "--imageset", demo.imageset_studio, "--datastore-name", "", "--labelset",
+                     demo.labels_csv, "--val-fraction", "0.25", "--report", report)  # fmt: skip
+    assert result.code == 0, result.err
+    inside = report.as_uri() + "/"
+    requested: list[str] = []
+    refused: list[str] = []
+
+    def only_the_folder(route) -> None:
+        if route.request.url.startswith(inside):
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])  # CI runs as root
+        try:
+            page = browser.new_page()
+            page.on("request", lambda request: requested.append(request.url))
+            page.route("**/*", only_the_folder)
+            page.goto((report / "report.html").as_uri(), wait_until="load")
+            shown = page.evaluate("Array.from(document.images, i => [i.getAttribute('src'), i.complete && "
+                                  "i.naturalWidth > 0])")  # fmt: skip
+        finally:
+            browser.close()
+    assert refused == [] and all(url.startswith(inside) for url in requested)
+    assert shown and all(ok for _, ok in shown), [src for src, ok in shown if not ok]
+    # Every picture written beside the page is on it, and the browser loaded each one.
+    pictures = {str(p.relative_to(report)) for p in report.rglob("*") if p.is_file() and p.name != "report.html"}
+    assert {src for src, _ in shown} == pictures
+    assert {url.removeprefix(inside) for url in requested} >= pictures

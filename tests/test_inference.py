@@ -419,10 +419,14 @@ def test_evaluate_a_crop_classifier(demo, run_cli, tmp_path: Path) -> None:
     assert (tmp_path / "out" / "pr_curves.png").is_file() and (tmp_path / "out" / "confusion_matrix.png").is_file()
 
 
-def test_evaluate_label_issues_ranks_each_kind_of_label_error(model_dir: Path, run_cli, tmp_path) -> None:
-    """The bright-box model detects the bright rectangle as a lamp (score 0.9): every kind, on its own image."""
-    images = tmp_path / "images"
-    images.mkdir()
+# Every kind of label error on its own image, as the bright-box model (a lamp, score 0.9) sees them.
+LABEL_ERRORS = {"swap.png": ["swap"], "spurious.png": ["spurious"], "missing.png": ["missing"], "loose.png": ["loose"]}
+
+
+def label_error_cases(folder: Path) -> tuple[Path, Path]:
+    """An image set of one right label and one image per kind of error, and its labels.csv."""
+    images = folder / "images"
+    images.mkdir(parents=True)
     shifted = (RECT[0] + 32, RECT[1], RECT[2] + 32, RECT[3])  # 40% of the width to the right
     cases = [
         ("right.png", RECT, [("lamp", RECT)]),
@@ -436,15 +440,22 @@ def test_evaluate_label_issues_ranks_each_kind_of_label_error(model_dir: Path, r
         picture(rect).save(images / name)
         objects = [{"type": t, "bottomX": x0, "topX": x1, "bottomY": y0, "topY": y1} for t, (x0, y0, x1, y1) in labels]
         rows.append({"image_url": name, "label": objects, "label_confidence": [1.0] * len(objects)})
-    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    pd.DataFrame(rows).to_csv(folder / "labels.csv", index=False)
+    return images, folder / "labels.csv"
+
+
+def issue_kinds(table: pd.DataFrame) -> dict[str, list[str]]:
+    return {url: literal_eval(k) for url, k in zip(table.image_url, table.issue_kinds, strict=True)}
+
+
+def test_evaluate_label_issues_ranks_each_kind_of_label_error(model_dir: Path, run_cli, tmp_path) -> None:
+    images, labels = label_error_cases(tmp_path)
     out = tmp_path / "out"
-    result = run_cli("evaluate", "--model", model_dir, "--imageset", images, "--labelset", tmp_path / "labels.csv",
+    result = run_cli("evaluate", "--model", model_dir, "--imageset", images, "--labelset", labels,
                      "--datastore-name", "", "--output-dir", out, "--label-issues")  # fmt: skip
     assert result.code == 0, result.err
     table = pd.read_csv(out / "label_issues.csv")
-    kinds = {url: literal_eval(k) for url, k in zip(table.image_url, table.issue_kinds, strict=True)}
-    assert kinds == {"swap.png": ["swap"], "spurious.png": ["spurious"], "missing.png": ["missing"],
-                     "loose.png": ["loose"]}  # fmt: skip
+    assert issue_kinds(table) == LABEL_ERRORS and len(table) == 4
     assert list(table.issue_score) == sorted(table.issue_score, reverse=True)  # the worst first
     swap = literal_eval(table.issues[table.image_url == "swap.png"].item())[0]
     assert swap["object"]["type"] == "window" and swap["proposal"]["type"] == "lamp"
@@ -456,6 +467,55 @@ def test_evaluate_label_issues_ranks_each_kind_of_label_error(model_dir: Path, r
     back = run_cli("validate", "--imageset", images, "--labelset", out / "label_issues.csv", "--datastore-name", "")
     assert back.code == 0, back.err
     assert "4 found, 0 missing" in back.out
+
+
+def train_brightbox(run_cli, images: Path, labels: Path, out: Path, *options: object):
+    return run_cli("train", "--trainer", BRIGHTBOX, "--imageset", images, "--labelset", labels, "--datastore-name",
+                   "", "--output-dir", out, "--device", "cpu", "--set", "max_steps=1", "--set", "batch_size=2",
+                   *options, env={"MLFLOW_TRACKING_URI": ""})  # fmt: skip
+
+
+def test_training_reviews_its_validation_labels_at_the_end(run_cli, monkeypatch, tmp_path) -> None:
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("TRAINKIT_LABEL_ISSUES")  # the default: on (the other tests turn it off)
+    images, labels = label_error_cases(tmp_path)
+    out = tmp_path / "out"
+    result = train_brightbox(run_cli, images, labels, out, "--val-labelset", labels)
+    assert result.code == 0, result.err
+    table = pd.read_csv(out / "label_issues.csv")
+    assert issue_kinds(table) == LABEL_ERRORS
+    assert len(list((out / "label_issues").glob("issue_*.png"))) == 4
+    record = json.loads((out / "run.json").read_text())
+    client = MlflowClient(tracking_uri=record["mlflow_tracking_uri"])
+    run = client.get_run(record["mlflow_run_id"])
+    assert {k: v for k, v in run.data.metrics.items() if k.startswith("label_issues/")} == {
+        f"label_issues/{kind}": 1.0 for kind in ("missing", "spurious", "swap", "loose")}  # fmt: skip
+    logged = {a.path for a in client.list_artifacts(record["mlflow_run_id"])}
+    assert {"label_issues.csv", "label_issues"} <= logged
+    off = train_brightbox(run_cli, images, labels, tmp_path / "off", "--val-labelset", labels, "--label-issues", "off")
+    assert off.code == 0, off.err
+    assert not (tmp_path / "off" / "label_issues.csv").exists()
+
+
+def test_folds_review_every_image_with_a_model_that_did_not_learn_it(run_cli, tmp_path) -> None:
+    images, labels = label_error_cases(tmp_path)
+    out = tmp_path / "out"
+    result = train_brightbox(run_cli, images, labels, out, "--folds", "2")
+    assert result.code == 0, result.err
+    runs = [json.loads((out / "folds" / f"fold{i}" / "run.json").read_text()) for i in (1, 2)]
+    assert sorted(r["val_images"] for r in runs) == [2, 3] and [r["train_images"] + r["val_images"] for r in runs] == [
+        5, 5]  # fmt: skip
+    assert all((out / "folds" / f"fold{i}" / "model" / "MLmodel").is_file() for i in (1, 2))
+    table = pd.read_csv(out / "label_issues.csv")
+    assert issue_kinds(table) == LABEL_ERRORS and len(table) == 4  # each image once, by the fold that held it out
+    for i in (1, 2):
+        held = pd.read_csv(out / "folds" / f"fold{i}" / "label_issues.csv").image_url
+        assert set(table.image_url[table.fold == i]) == set(held)
+    assert list(table.issue_score) == sorted(table.issue_score, reverse=True)
+    assert not (out / "model").exists()  # a review: no model of all the images
+    bad = train_brightbox(run_cli, images, labels, tmp_path / "bad", "--folds", "9")
+    assert bad.code == 2 and "--folds 9: needs 2 to 5 folds for 5 images" in bad.err
 
 
 def test_predict_rank_writes_the_label_queue_pre_labelled(model_dir: Path, run_cli, tmp_path) -> None:

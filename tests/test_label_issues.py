@@ -98,3 +98,33 @@ def test_demo_label_noise_corrupts_a_share_of_the_objects_a_quarter_each_way(tmp
     shifted = changes[changes.kind == "shifted"]
     assert all(literal_eval(box)[0] != x or literal_eval(box)[2] != y
                for box, x, y in zip(shifted.true_box, shifted.bottomX, shifted.bottomY, strict=True))  # fmt: skip
+
+
+def test_folds_split_every_image_once_and_repeat_with_the_seed(tmp_path) -> None:
+    import pytest
+
+    from trainkit.data.dataset import DataConfig, DatasetOptions, DatasetPair, load_dataset
+    from trainkit.data.demo import write_demo_dataset
+    from trainkit.errors import UserError
+    from trainkit.training.folds import fold_datasets
+
+    demo = write_demo_dataset(tmp_path, images=12, seed=3)
+    dataset = load_dataset(DataConfig(train=DatasetPair(demo.imageset_studio, demo.labels_csv), val_fraction=0.25,
+                                      options=DatasetOptions(datastore_name="")))  # fmt: skip
+
+    def objects(records) -> dict[str, list[str]]:
+        return {records.image_urls[i]: sorted(dataset.class_map.names[c] for c in records[i].class_ids)
+                for i in range(len(records))}  # fmt: skip
+
+    truth = objects(dataset.train) | objects(dataset.val)
+    assert len(truth) == 12
+    folds = fold_datasets(dataset, 3, seed=0)
+    held = [objects(fold.val) for fold in folds]
+    assert [len(h) for h in held] == [4, 4, 4] and {url: o for h in held for url, o in h.items()} == truth
+    for fold, review in zip(folds, held, strict=True):
+        assert objects(fold.train) | review == truth and not set(objects(fold.train)) & set(review)
+        assert fold.class_map == dataset.class_map
+    assert [objects(f.val) for f in fold_datasets(dataset, 3, seed=0)] == held
+    assert [objects(f.val) for f in fold_datasets(dataset, 3, seed=1)] != held
+    with pytest.raises(UserError, match="--folds 13: needs 2 to 12 folds for 12 images"):
+        fold_datasets(dataset, 13, seed=0)

@@ -21,7 +21,8 @@ WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 ACTIONS = sorted((ROOT / ".github" / "actions").glob("*/action.yml"))
 AZURE = ROOT / "ci" / "azure-pipelines.yml"
 AZURE_TEMPLATES = sorted((ROOT / "ci" / "templates").glob("*.yml"))
-SHELL_SCRIPTS = [ROOT / ".ci" / "run", ROOT / "ci" / "podman" / "setup.sh", ROOT / "ci" / "podman" / "runc"]
+SHELL_SCRIPTS = [ROOT / ".ci" / "run", ROOT / "ci" / "podman" / "setup.sh", ROOT / "ci" / "podman" / "runc",
+                 ROOT / "ci" / "browser" / "setup.sh"]  # fmt: skip
 LINT = ROOT / "ci" / "lint"
 
 

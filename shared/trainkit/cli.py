@@ -23,6 +23,7 @@ from trainkit import __version__
 from trainkit.contract import (
     ENV_DATA_REPORT,
     ENV_DATASTORE_NAME,
+    ENV_LABEL_ISSUES,
     ENV_OUTPUT_DIR,
     ENV_TRAINER,
     ENV_VARS,
@@ -136,6 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-report", choices=("on", "off"),
         help="on (the default): the dataset report of `validate --report` in OUTPUT_DIR/data_report and the "
         f"MLflow run (env {ENV_DATA_REPORT.name})",
+    )  # fmt: skip
+    train.add_argument(
+        "--label-issues", choices=("on", "off"),
+        help="on (the default): at the end, the validation labels the model disagrees with, as `evaluate "
+        f"--label-issues` ranks them, in OUTPUT_DIR/label_issues.csv and the MLflow run (env {ENV_LABEL_ISSUES.name})",
+    )  # fmt: skip
+    train.add_argument(
+        "--folds", type=int, default=0, metavar="K",
+        help="a label review of every image: K models, each trained on K-1 folds of the training (and validation) "
+        "images and scoring the fold it did not learn, in OUTPUT_DIR/folds/; their label_issues.csv merged in "
+        "OUTPUT_DIR/label_issues.csv (no model trained on all images)",
     )  # fmt: skip
     train.set_defaults(func=_cmd_train)
 
@@ -482,6 +494,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             report.datastore_reason, report.box_units_reason, skipped,
         )  # fmt: skip
     log.info("%d classes; %s", len(dataset.class_map), dataset.split)
+    if config.folds:
+        from trainkit.training.folds import run_folds
+
+        return run_folds(config, dataset, loaded)
     return run_training(config, dataset, loaded)
 
 

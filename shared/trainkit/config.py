@@ -13,7 +13,7 @@ from types import MappingProxyType
 
 from trainkit.atomic import read_json
 from trainkit.classmap import ClassMap
-from trainkit.contract import ENV_DATA_REPORT
+from trainkit.contract import ENV_DATA_REPORT, ENV_LABEL_ISSUES, EnvVar
 from trainkit.data.dataset import DataConfig, DatasetOptions, DatasetPair
 from trainkit.errors import UserError
 
@@ -37,12 +37,14 @@ class TrainConfig:
     experiment: str = "trainkit"
     register_as: str = ""
     data_report: bool = True  # the dataset report (trainkit.data.visual_report) in data_report/ and MLflow
+    label_issues: bool = True  # the validation labels the model disagrees with, in label_issues.csv, at the end
+    folds: int = 0  # K > 1: a label review: K models, each scoring the fold it did not learn (training.folds)
 
     def to_json(self) -> dict:
         """The resolved configuration, as written next to the outputs."""
         out = asdict(self.data)
         run = {k: getattr(self, k) for k in ("device", "resume", "checkpoint_every", "log_every", "eval_every",
-                                             "data_report")}  # fmt: skip
+                                             "data_report", "label_issues", "folds")}  # fmt: skip
         return {
             "data": json.loads(json.dumps(out, default=str)),
             "output_dir": str(self.output_dir),
@@ -120,6 +122,8 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The whole `train` configuration: data, outputs, trainer and hyperparameters."""
     params = load_params_file(args.params) if args.params else {}
     params.update(parse_set_options(args.set or []))
+    if args.folds == 1 or args.folds < 0:
+        raise UserError(f"--folds must be 2 or more (0: no folds), got {args.folds}")
     for name in ("checkpoint_every", "log_every", "eval_every"):
         if getattr(args, name) < (0 if name == "checkpoint_every" else 1):
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
@@ -136,15 +140,17 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         eval_every=args.eval_every,
         experiment=args.experiment,
         register_as=args.register_as or "",
-        data_report=_data_report(args.data_report),
+        data_report=_switch(args.data_report, ENV_DATA_REPORT),
+        label_issues=_switch(args.label_issues, ENV_LABEL_ISSUES),
+        folds=args.folds,
     )
 
 
-def _data_report(option: str | None) -> bool:
-    """--data-report, else $TRAINKIT_DATA_REPORT, else on."""
-    value = option or os.environ.get(ENV_DATA_REPORT.name, "").strip() or "on"
+def _switch(option: str | None, env: EnvVar) -> bool:
+    """An on/off option: the flag, else its environment variable, else on."""
+    value = option or os.environ.get(env.name, "").strip() or "on"
     if value not in ("on", "off"):
-        raise UserError(f"{ENV_DATA_REPORT.name}={value!r}: expected on or off")
+        raise UserError(f"{env.name}={value!r}: expected on or off")
     return value == "on"
 
 

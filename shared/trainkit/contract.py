@@ -51,4 +51,9 @@ ENV_DATA_REPORT = EnvVar(
     "`off`: `train` writes no dataset report (its checks read every image once, about 1 ms each)",
 )  # fmt: skip
 
-ENV_VARS: tuple[EnvVar, ...] = (ENV_DATASTORE_NAME, ENV_OUTPUT_DIR, ENV_TRAINER, ENV_DATA_REPORT)
+ENV_LABEL_ISSUES = EnvVar(
+    "TRAINKIT_LABEL_ISSUES", "--label-issues",
+    "`off`: `train` does not rank the validation labels the model disagrees with (one more pass over them)",
+)  # fmt: skip
+
+ENV_VARS: tuple[EnvVar, ...] = (ENV_DATASTORE_NAME, ENV_OUTPUT_DIR, ENV_TRAINER, ENV_DATA_REPORT, ENV_LABEL_ISSUES)

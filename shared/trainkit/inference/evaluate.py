@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,31 +113,21 @@ def _class_ids(names: tuple[str, ...], classes: ClassMap) -> tuple[np.ndarray, l
 def _evaluate_detection(predictor: BasePredictor, records, remap: np.ndarray, threshold: float, config):
     from torchmetrics.detection import MeanAveragePrecision
 
-    from trainkit.inference.predict import batch_answers, batch_loader
-
     classes = predictor.classes
-    loader = batch_loader(predictor, records, config.batch_size)
     metric = MeanAveragePrecision(iou_type="bbox", box_format="xyxy", class_metrics=True, extended_summary=True)
     metric.warn_on_many_detections = False  # it keeps the best 100 per image, as COCO does; tiles give more
     k = len(classes)
     counts = _Counts.empty(k)
     images: list[_Image] = []
-    for batch in loader:
-        for index, answer in batch_answers(predictor, batch, records, 0.0):
-            item = records[index]
-            labels = remap[item.class_ids] if len(item.class_ids) else np.zeros(0, np.int64)
-            known = labels >= 0
-            truth = _Image(item.path, item.image_url, item.boxes[known], labels[known], answer)
-            target = {"boxes": torch.from_numpy(truth.truth_boxes), "labels": torch.from_numpy(truth.truth_labels)}
-            if records.crowd is not None:
-                boxes, ids = records.crowd.of(index)
-                ids = remap[ids] if len(ids) else ids
-                target = with_crowd(target, boxes[ids >= 0], ids[ids >= 0])
-            metric.update([answer.tensors()], [target])
-            truth.errors = _count(truth, threshold, counts)
-            images.append(truth)
-    for path, reason in loader.skipped.items():
-        log.warning("skipped %s: %s", path, reason)
+    for index, truth in _answered(predictor, records, remap, config.batch_size):
+        target = {"boxes": torch.from_numpy(truth.truth_boxes), "labels": torch.from_numpy(truth.truth_labels)}
+        if records.crowd is not None:
+            boxes, ids = records.crowd.of(index)
+            ids = remap[ids] if len(ids) else ids
+            target = with_crowd(target, boxes[ids >= 0], ids[ids >= 0])
+        metric.update([truth.prediction.tensors()], [target])
+        truth.errors = _count(truth, threshold, counts)
+        images.append(truth)
     result = metric.compute()
     metrics = {name: float(result[name]) for name in ("map", "map_50", "map_75")}
     # COCO's object sizes (area under 32^2, 96^2 px, above): -1 where the set has none of that size.
@@ -166,6 +156,38 @@ def _evaluate_detection(predictor: BasePredictor, records, remap: np.ndarray, th
         metrics.update({f"label_issues/{kind}": n for kind, n in found.items()})
         files += written
     return metrics, files
+
+
+def _answered(predictor: BasePredictor, records, remap: np.ndarray, batch_size: int) -> Iterator[tuple[int, _Image]]:
+    """(record index, the image's objects in the model's class ids and its every detection) over
+    `records`; objects of classes the model does not know are left out, unreadable files skipped."""
+    from trainkit.inference.predict import batch_answers, batch_loader
+
+    loader = batch_loader(predictor, records, batch_size)
+    for batch in loader:
+        for index, answer in batch_answers(predictor, batch, records, 0.0):
+            item = records[index]
+            labels = remap[item.class_ids] if len(item.class_ids) else np.zeros(0, np.int64)
+            known = labels >= 0
+            yield index, _Image(item.path, item.image_url, item.boxes[known], labels[known], answer)
+    for path, reason in loader.skipped.items():
+        log.warning("skipped %s: %s", path, reason)
+
+
+def review_labels(model: Path, records, out: Path, device: torch.device, draw: int = 10,
+                  batch_size: int = 8) -> tuple[dict[str, int], list[Path]]:  # fmt: skip
+    """`evaluate --label-issues` without the metrics: the saved detection model at `model` against the
+    labels of `records` (images it did not learn from), out/label_issues.csv and the worst `draw`
+    drawn in out/label_issues/; the count of each kind and the files written ({} and [] for a
+    classifier, whose labels are whole crops)."""
+    from trainkit.inference.predict import open_model
+
+    predictor = open_model(str(model), device)
+    if not predictor.detects:
+        return {}, []
+    remap, _ = _class_ids(records.classes, predictor.classes)
+    images = [image for _, image in _answered(predictor, records, remap, batch_size)]
+    return _label_issues(images, predictor.classes, draw, out)
 
 
 def _label_issues(images: list[_Image], classes: ClassMap, draw: int, out: Path) -> tuple[dict[str, int], list[Path]]:

@@ -272,6 +272,8 @@ def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: Pr
                 run_info = {**run_info, "images": images}
             _finish(trainer, loaded, state, params, dataset, tracker, config, history, evaluation, seconds, run_info,
                     best if val_loader is not None else None, complete)  # fmt: skip
+            if config.label_issues and val_loader is not None:
+                _label_review(config, dataset, device, tracker, state.position.step)
     except Stopped:
         tracker.end("KILLED")  # as a SIGTERM in the loop: stopped, not failed
         raise
@@ -540,6 +542,20 @@ def _data_report(dataset: Dataset, output_dir: Path, tracker: Tracker) -> None:
     log.info("data report: %s (checks: %s)", report / "report.html", found or "nothing found")
     tracker.log_params({f"data/checks.{name}": n for name, n in checks.counts().items()})
     tracker.log_artifacts(report, "data_report")
+
+
+def _label_review(config: TrainConfig, dataset: Dataset, device: torch.device, tracker: Tracker, step: int) -> None:
+    """The saved model against the validation labels, which it did not learn from: `evaluate
+    --label-issues`'s label_issues.csv and drawings in the output folder and the MLflow run."""
+    from trainkit.inference.evaluate import review_labels
+
+    counts, files = review_labels(config.output_dir / "model", dataset.val, config.output_dir, device)
+    if not files:
+        return
+    tracker.log_metrics({f"label_issues/{kind}": n for kind, n in counts.items()}, step)
+    tracker.log_artifact(files[0])
+    if len(files) > 1:
+        tracker.log_artifacts(files[1].parent, "label_issues")
 
 
 def _image_problems(train_loader: DaliLoader, val_loader: DaliLoader | None) -> dict[str, dict[str, str]]:
