@@ -1,16 +1,17 @@
-"""Benchmark: how well `evaluate --label-issues` finds label errors planted in the demo data, and what
+"""Benchmark: how well trainkit's label review finds label errors planted in the demo data, and what
 removing what it flags gives back.
 
 Data: `trainkit demo-data --images N --label-noise F` (seed 21): labels.csv with a share F of the
 objects corrupted (a quarter each removed, class-swapped, shifted by 40%, spurious; label_noise.csv
 says which), labels_clean.csv the truth; and --test-images other clean images (seed 22) that score
 every model. Every model is the skeleton (`make demo`'s trainer) at --image-size for --steps steps.
-  1. validation   trained on 80% of the noisy set; the finder runs on the other 20% (the model never
-                  saw them): precision and recall of its top suspicions, per kind and overall
-  2. folds        --folds K models, each trained on K-1 folds of the noisy set; the finder runs on the
-                  fold left out, so every image is scored out of sample: precision and recall again
+  1. validation   `train` on 80% of the noisy set, validating on the other 20%: the review at the end of
+                  training (label_issues.csv) scores those images, which the model never saw; precision
+                  and recall of its top suspicions, per kind and overall
+  2. folds        `train --folds K` on the whole noisy set: K models, each reviewing the fold it did not
+                  learn, so every image is scored out of sample: precision and recall again
   3. cleaning     three models scored on the test images: trained on the noisy set, on the noisy set
-                  less what (2) flagged (its top suspicions' images' wrong labels dropped: the
+                  less what (2) flagged (its top suspicions acted on as the model proposes: the
                   suspected labels removed, swaps relabelled, loose boxes replaced by the model's,
                   missing objects added), and on the clean set; and the share of the noise's mAP loss
                   the cleaning won back
@@ -25,9 +26,10 @@ first as many suspicions as there were changes in the images scored.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from ast import literal_eval
@@ -37,36 +39,39 @@ import pandas as pd
 from smoke import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINKIT = Path(sys.executable).with_name("trainkit")
-ENV = {**os.environ, "MLFLOW_TRACKING_URI": "", "TRAINKIT_TRAINER": "", "TRAINKIT_DATA_REPORT": "off"}
 MATCHES = {"removed": {"missing"}, "swapped": {"swap"}, "shifted": {"loose", "spurious", "missing"},
            "spurious": {"spurious"}}  # fmt: skip
 CORNERS = ("bottomX", "bottomY", "topX", "topY")
 
 
 def trainkit(*args: str) -> None:
-    run = subprocess.run([str(TRAINKIT), *args], capture_output=True, text=True, env=ENV)
-    if run.returncode != 0:
-        raise SystemExit(f"trainkit {args[0]} exited {run.returncode}:\n{run.stderr[-3000:]}")
+    """The `trainkit` command in this process (no interpreter and torch import per call); what it prints
+    is shown only when it fails."""
+    from trainkit.cli import main as cli
+
+    log = io.StringIO()
+    with contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
+        code = cli(list(args))
+    if code != 0:
+        raise SystemExit(f"trainkit {args[0]} exited {code}:\n{log.getvalue()[-3000:]}")
 
 
-def train(images: Path, labels: Path, out: Path, args: argparse.Namespace, val: Path | None = None) -> Path:
-    """The skeleton trained on `labels` (validated on `val`, else on nothing); its model folder."""
+def train(images: Path, labels: Path, out: Path, args: argparse.Namespace, *split: str) -> Path:
+    """The skeleton trained on `labels` with `split` (--val-labelset, --folds; else no validation), its
+    label review on; its output folder."""
     hyper = ["epochs=100000", f"max_steps={args.steps}", "batch_size=8", f"image_size={args.image_size}"]
-    split = ["--val-labelset", str(val)] if val is not None else ["--val-fraction", "0"]
     settings = [item for kv in hyper for item in ("--set", kv)]
     trainkit("train", "--trainer", str(ROOT / "trainers" / "skeleton"), "--imageset", str(images),
-             "--datastore-name", "", "--labelset", str(labels), *split, "--output-dir", str(out), "--device", "cpu",
-             "--checkpoint-every", "0", "--eval-every", "100000", *settings)  # fmt: skip
-    return out / "model"
+             "--datastore-name", "", "--labelset", str(labels), *(split or ("--val-fraction", "0")), "--output-dir",
+             str(out), "--device", "cpu", "--checkpoint-every", "0", "--eval-every", "100000", "--label-issues", "on",
+             "--data-report", "off", *settings)  # fmt: skip
+    return out
 
 
-def suspicions(model: Path, images: Path, labels: Path, out: Path) -> list[dict]:
-    """`evaluate --label-issues` on `labels`: one dict per suspicion (image_url, kind, score, box, proposal)."""
-    trainkit("evaluate", "--model", str(model), "--imageset", str(images), "--datastore-name", "", "--labelset",
-             str(labels), "--output-dir", str(out), "--label-issues", "--draw", "0")  # fmt: skip
+def suspicions(review: Path) -> list[dict]:
+    """A label_issues.csv as one dict per suspicion (image_url, kind, score, box, proposal), the worst first."""
     found = []
-    for url, issues in pd.read_csv(out / "label_issues.csv")[["image_url", "issues"]].itertuples(index=False):
+    for url, issues in pd.read_csv(review)[["image_url", "issues"]].itertuples(index=False):
         for issue in literal_eval(issues):
             where = issue["object"] or issue["proposal"]
             found.append({"image_url": url, **issue, "box": [where[c] for c in CORNERS]})
@@ -148,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--image-size", type=int, default=192)
     args = parse_args(parser, argv, images=24, test_images=6, folds=2, steps=4, image_size=64)
+    os.environ.update({"MLFLOW_TRACKING_URI": "", "TRAINKIT_TRAINER": ""})  # each run's own MLflow store
     with tempfile.TemporaryDirectory(prefix="trainkit-bench-issues-") as tmp:
         work = Path(tmp)
         trainkit("demo-data", str(work / "data"), "--images", str(args.images), "--seed", "21", "--label-noise",
@@ -157,23 +163,20 @@ def main(argv: list[str] | None = None) -> int:
         noisy = pd.read_csv(work / "data" / "labels.csv", index_col=0)
         noise = pd.read_csv(work / "data" / "label_noise.csv")
         urls = sorted(noisy.image_url)
-        folds = [set(urls[k :: args.folds]) for k in range(args.folds)]
 
         def part(name: str, keep: set[str], table: pd.DataFrame = noisy) -> Path:
             path = work / f"{name}.csv"
             table[table.image_url.isin(keep)].to_csv(path)
             return path
 
-        # 1. validation: the model never saw the 20% it scores.
+        # 1. validation: the model never saw the 20% its end-of-training review scores.
         val = set(urls[::5])
-        model = train(images, part("train80", set(urls) - val), work / "m_val", args, part("val20", val))
-        first = score(suspicions(model, images, part("val20", val), work / "e_val"), changes_in(noise, val))
+        run = train(images, part("train80", set(urls) - val), work / "m_val", args, "--val-labelset",
+                    str(part("val20", val)))  # fmt: skip
+        first = score(suspicions(run / "label_issues.csv"), changes_in(noise, val))
         # 2. folds: every image scored by the model that did not train on it.
-        found: list[dict] = []
-        for k, fold in enumerate(folds):
-            model = train(images, part(f"rest{k}", set(urls) - fold), work / f"m_fold{k}", args)
-            found += suspicions(model, images, part(f"fold{k}", fold), work / f"e_fold{k}")
-        found.sort(key=lambda s: -s["score"])
+        run = train(images, work / "data" / "labels.csv", work / "folds", args, "--folds", str(args.folds))
+        found = suspicions(run / "label_issues.csv")
         everything = changes_in(noise, set(urls))
         second = score(found, everything)
         # 3. cleaning: the noisy set less what (2) flagged, against noisy and clean, on clean test images.
@@ -182,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         maps = {}
         sets = (("noisy", noisy), ("cleaned by the finder", fixed), ("clean", clean_labels))
         for n, (name, table) in enumerate(sets):
-            model = train(images, part(f"set{n}", set(urls), table), work / f"m_set{n}", args)
-            maps[name] = map_on(model, work / "test", work / f"t_set{n}")
+            run = train(images, part(f"set{n}", set(urls), table), work / f"m_set{n}", args)
+            maps[name] = map_on(run / "model", work / "test", work / f"t_set{n}")
     print(f"\ndemo-data --images {args.images} --label-noise {args.label_noise}: {len(noise)} labels changed; "
           f"skeleton {args.image_size} px, {args.steps} steps a model; CPU ({os.cpu_count()} cores)")  # fmt: skip
     print(f"{'finder on':<32} {'kind':<10} {'precision':>9} {'recall':>7}")
