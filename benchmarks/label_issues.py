@@ -26,8 +26,6 @@ first as many suspicions as there were changes in the images scored.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import sys
@@ -36,24 +34,13 @@ from ast import literal_eval
 from pathlib import Path
 
 import pandas as pd
+from inprocess import trainkit
 from smoke import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 MATCHES = {"removed": {"missing"}, "swapped": {"swap"}, "shifted": {"loose", "spurious", "missing"},
            "spurious": {"spurious"}}  # fmt: skip
 CORNERS = ("bottomX", "bottomY", "topX", "topY")
-
-
-def trainkit(*args: str) -> None:
-    """The `trainkit` command in this process (no interpreter and torch import per call); what it prints
-    is shown only when it fails."""
-    from trainkit.cli import main as cli
-
-    log = io.StringIO()
-    with contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
-        code = cli(list(args))
-    if code != 0:
-        raise SystemExit(f"trainkit {args[0]} exited {code}:\n{log.getvalue()[-3000:]}")
 
 
 def train(images: Path, labels: Path, out: Path, args: argparse.Namespace, *split: str) -> Path:
@@ -153,7 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--image-size", type=int, default=192)
     args = parse_args(parser, argv, images=24, test_images=6, folds=2, steps=4, image_size=64)
-    os.environ.update({"MLFLOW_TRACKING_URI": "", "TRAINKIT_TRAINER": ""})  # each run's own MLflow store
     with tempfile.TemporaryDirectory(prefix="trainkit-bench-issues-") as tmp:
         work = Path(tmp)
         trainkit("demo-data", str(work / "data"), "--images", str(args.images), "--seed", "21", "--label-noise",

@@ -29,17 +29,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from inprocess import trainkit
 from smoke import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINKIT = Path(sys.executable).with_name("trainkit")
 COCO = "FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1"
 
 
@@ -72,17 +71,14 @@ def train(row: Row, data: Path, out: Path, epochs: int, image_size: int, device:
     """One `trainkit train` run; its held-out mAP after every epoch, from its MLflow store."""
     hyper = [f"epochs={epochs}", "batch_size=8", f"image_size={image_size}", *row.settings]
     command = [
-        str(TRAINKIT), "train", "--trainer", str(ROOT / "trainers" / row.trainer),
+        "train", "--trainer", str(ROOT / "trainers" / row.trainer),
         "--imageset", str(data / "imageset_studio"), "--datastore-name", "", "--labelset", str(data / "labels.csv"),
         "--val-fraction", "0.2", "--output-dir", str(out), "--device", device, "--log-every", "50",
         "--checkpoint-every", "0", *[item for kv in hyper for item in ("--set", kv)],
     ]  # fmt: skip
-    env = {**os.environ, "MLFLOW_TRACKING_URI": "", "TRAINKIT_TRAINER": ""}
     start = time.perf_counter()
-    run = subprocess.run(command, capture_output=True, text=True, env=env)
+    trainkit(*command)
     seconds = time.perf_counter() - start
-    if run.returncode != 0:
-        raise SystemExit(f"{row.name}: trainkit train exited {run.returncode}:\n{run.stderr[-3000:]}")
     from mlflow import MlflowClient
 
     record = json.loads((out / "run.json").read_text())
@@ -125,15 +121,12 @@ DEVICE = ["--device", "cpu"]  # main() sets --device's
 def _run(trainer: str, data: Path, labels: Path, out: Path, settings: list[str], extra: list[str]) -> dict:
     """One `trainkit train` on --device; its metrics.json."""
     command = [
-        str(TRAINKIT), "train", "--trainer", str(ROOT / "trainers" / trainer), "--imageset", str(data),
+        "train", "--trainer", str(ROOT / "trainers" / trainer), "--imageset", str(data),
         "--datastore-name", "", "--labelset", str(labels), "--output-dir", str(out), *DEVICE,
         "--log-every", "1", "--checkpoint-every", "0", "--eval-every", "100000", *extra,
         *[item for kv in settings for item in ("--set", kv)],
     ]  # fmt: skip
-    env = {**os.environ, "MLFLOW_TRACKING_URI": "", "TRAINKIT_TRAINER": ""}
-    run = subprocess.run(command, capture_output=True, text=True, env=env)
-    if run.returncode != 0:
-        raise SystemExit(f"{out.name}: trainkit train exited {run.returncode}:\n{run.stderr[-3000:]}")
+    trainkit(*command)
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -183,8 +176,7 @@ def arch_table(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="trainkit-bench-archs-") as tmp:
         root = Path(tmp)
         for seed, images, name in ((7, args.images, "a"), (8, 100, "b")):
-            subprocess.run([str(TRAINKIT), "demo-data", str(root / name), "--images", str(images), "--seed",
-                            str(seed)], check=True, capture_output=True)  # fmt: skip
+            trainkit("demo-data", str(root / name), "--images", str(images), "--seed", str(seed))
         b_train, b_rest = _split(root / "b", 40)
         b = ["--val-labelset", str(b_rest)]
         for row in rows:
@@ -251,8 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="trainkit-bench-quality-") as tmp:
         data = Path(tmp) / "data"
-        subprocess.run([str(TRAINKIT), "demo-data", str(data), "--images", str(args.images), "--seed", "7"],
-                       check=True, capture_output=True)  # fmt: skip
+        trainkit("demo-data", str(data), "--images", str(args.images), "--seed", "7")
         for i, row in enumerate(rows):
             if row not in skipped:
                 results.append(train(row, data, Path(tmp) / f"out{i}", args.epochs, args.image_size, args.device))

@@ -27,18 +27,16 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from inprocess import trainkit
 from smoke import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINKIT = Path(sys.executable).with_name("trainkit")
 GRID = "3x2"
-ENV = {**os.environ, "MLFLOW_TRACKING_URI": "", "TRAINKIT_TRAINER": ""}
 
 
 @dataclass(frozen=True)
@@ -73,24 +71,17 @@ class Result:
     extra: dict[str, float] = field(default_factory=dict)
 
 
-def trainkit(*args: str) -> subprocess.CompletedProcess:
-    run = subprocess.run([str(TRAINKIT), *args], capture_output=True, text=True, env=ENV)
-    if run.returncode != 0:
-        raise SystemExit(f"trainkit {args[0]} exited {run.returncode}:\n{run.stderr[-3000:]}")
-    return run
-
-
 def train(name: str, seed: int, data: Path, out: Path, args: argparse.Namespace) -> float:
     """One training run; its steps per second (from the harness's logged step and data times)."""
     hyper = ["epochs=1000", f"max_steps={args.steps}", "batch_size=8", f"image_size={args.image_size}",
              f"seed={seed}", *RUNS[name]]  # fmt: skip
-    run = trainkit(
+    printed = trainkit(
         "train", "--trainer", str(ROOT / "trainers" / "skeleton"), "--imageset", str(data / "imageset_studio"),
         "--datastore-name", "", "--labelset", str(data / "labels.csv"), "--val-fraction", "0.1",
         "--output-dir", str(out), "--device", "cpu", "--log-every", "10", "--checkpoint-every", "0",
         "--eval-every", str(_eval_every(name, args)), *[item for kv in hyper for item in ("--set", kv)],
     )  # fmt: skip
-    times = [float(d) + float(s) for d, s in re.findall(r"data ([\d.]+)s step ([\d.]+)s", run.stderr)]
+    times = [float(d) + float(s) for d, s in re.findall(r"data ([\d.]+)s step ([\d.]+)s", printed)]
     return 1.0 / statistics.mean(times) if times else float("nan")
 
 
