@@ -180,6 +180,17 @@ def test_the_report_opens_offline_with_every_picture_beside_it(run_cli, tmp_path
         assert f"Check: {check.replace('_', ' ')} ({n})" in page
 
 
+def test_a_report_folder_that_cannot_be_written_is_a_one_line_error_before_the_checks(run_cli, tmp_path) -> None:
+    demo = write_demo_dataset(tmp_path / "demo", images=4, seed=8)
+    (tmp_path / "a_file").write_text("not a folder")
+    for folder, says in ((tmp_path / "a_file", "is a file"), (tmp_path / "a_file" / "report", "cannot write")):
+        result = run_cli("validate", "--imageset", demo.imageset_studio, "--datastore-name", "", "--labelset",
+                         demo.labels_csv, "--report", folder)  # fmt: skip
+        assert result.code == 2 and says in result.err and str(folder) in result.err, result.err
+        assert "Traceback" not in result.err and "result" not in result.out  # refused before any check ran
+    assert (tmp_path / "a_file").read_text() == "not a folder"
+
+
 def test_a_training_run_writes_the_report_and_logs_it_to_mlflow(run_cli, monkeypatch, tmp_path: Path) -> None:
     from mlflow import MlflowClient
 

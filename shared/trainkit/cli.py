@@ -446,6 +446,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     if args.image_size < 32:
         raise UserError(f"--image-size {args.image_size}: the trainer's image_size, at least 32 pixels")
     config = data_config_from_args(args)
+    if args.report:
+        from trainkit.data.visual_report import check_report_folder
+
+        check_report_folder(args.report)
     dataset = load_dataset(config)
     checks = dataset_checks(dataset, CheckOptions(duplicates=args.duplicates or args.report is not None))
     print(summary_text(dataset, config.options.on_bad_row, args.image_size, checks))

@@ -19,6 +19,7 @@ import numpy as np
 
 from trainkit.data.checks import CheckReport, Finding
 from trainkit.data.records import Records
+from trainkit.errors import UserError
 
 SAMPLES = 6  # images per class in the sample grid
 FINDINGS_SHOWN = 24  # findings drawn per check (the JSON and the table list them all)
@@ -39,9 +40,7 @@ class Section:
 def write_report(splits: dict[str, Records], checks: CheckReport, folder: Path, title: str = "Dataset report") -> Path:
     """Write report.html and its pictures into `folder` (replaced whole, never left half written); its path."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    # Ending in .tmp, what a killed run leaves is swept up by the next run in the folder (training.folder_lock).
-    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    work = _work_folder(folder)
     try:
         sections = _sections(splits, checks, work)
         (work / "report.html").write_text(_page(title, splits, checks, sections), encoding="utf-8")
@@ -52,6 +51,24 @@ def write_report(splits: dict[str, Records], checks: CheckReport, folder: Path, 
         shutil.rmtree(work, ignore_errors=True)
         raise
     return folder / "report.html"
+
+
+def check_report_folder(folder: Path) -> None:
+    """Raise a UserError naming `folder` now, before the checks' minutes, when no report can go there."""
+    _work_folder(Path(folder)).rmdir()
+
+
+def _work_folder(folder: Path) -> Path:
+    """A new empty folder beside `folder`, to become it; a UserError when that cannot be."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"the report folder {folder} is a file: choose a new folder (it is replaced whole)")
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        # Ending in .tmp, what a killed run leaves is swept up by the next run in the folder (training.folder_lock).
+        return Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    except OSError as exc:
+        raise UserError(f"cannot write the report into {folder}: {exc.strerror or exc}; choose a folder that can "
+                        "be written") from None  # fmt: skip
 
 
 def _sections(splits: dict[str, Records], checks: CheckReport, work: Path) -> list[Section]:
