@@ -195,6 +195,7 @@ def _label_issues(images: list[_Image], classes: ClassMap, draw: int, out: Path)
     first `draw` of them drawn; the count of each kind."""
     from trainkit.evaluation import Evaluation, draw_detections
     from trainkit.inference.label_issues import KINDS, image_issues
+    from trainkit.inference.responses import labelled_object
 
     rows, counts = [], dict.fromkeys(KINDS, 0)
     for image in images:
@@ -205,10 +206,10 @@ def _label_issues(images: list[_Image], classes: ClassMap, draw: int, out: Path)
         found.sort(key=lambda issue: -issue.score)
         for issue in found:
             counts[issue.kind] += 1
-        objects = [_labelled(box, classes.names[int(c)]) for box, c in zip(image.truth_boxes, image.truth_labels,
+        objects = [labelled_object(box, classes.names[int(c)]) for box, c in zip(image.truth_boxes, image.truth_labels,
                                                                              strict=True)]  # fmt: skip
         listed = [{"kind": i.kind, "score": round(i.score, 4), "object": objects[i.object] if i.object >= 0 else None,
-                   "proposal": _labelled(i.proposal[0], classes.names[i.proposal[1]]) if i.proposal else None}
+                   "proposal": labelled_object(i.proposal[0], classes.names[i.proposal[1]]) if i.proposal else None}
                   for i in found]  # fmt: skip
         rows.append((found[0].score, image, {
             "image_url": image.image_url, "label": objects, "label_confidence": [1.0] * len(objects),
@@ -228,12 +229,6 @@ def _label_issues(images: list[_Image], classes: ClassMap, draw: int, out: Path)
              for _, image, _ in rows[:draw]]  # fmt: skip
     log.info("label issues: %s; %s (the worst first)", ", ".join(f"{k} {n}" for k, n in counts.items()), path)
     return counts, [path, *draw_detections(Evaluation({}, drawn), classes, out / "label_issues", prefix="issue")]
-
-
-def _labelled(box, name: str) -> dict:
-    """An object as the labelling API writes it (pixels; bottom is where a range starts)."""
-    x0, y0, x1, y1 = (round(float(v), 1) for v in box)
-    return {"type": name, "bottomX": x0, "topX": x1, "bottomY": y0, "topY": y1}
 
 
 def _count(image: _Image, threshold: float, counts: _Counts) -> int:

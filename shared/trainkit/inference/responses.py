@@ -28,11 +28,16 @@ def labelling_row(prediction: Prediction, classes: ClassMap, image_url: str) -> 
                  "bottomY": 0, "topY": prediction.height}  # fmt: skip
         return {"image_url": image_url, "label": [whole], "label_confidence": _rounded(prediction.scores, 4)}
     objects, confidences = [], []
-    for (x0, y0, x1, y1), label, score in _objects(prediction):
-        objects.append({"type": classes.names[label], "bottomX": round(x0, 1), "topX": round(x1, 1),
-                        "bottomY": round(y0, 1), "topY": round(y1, 1)})  # fmt: skip
+    for box, label, score in _objects(prediction):
+        objects.append(labelled_object(box, classes.names[label]))
         confidences.append(round(score, 4))
     return {"image_url": image_url, "label": objects, "label_confidence": confidences}
+
+
+def labelled_object(box, name: str) -> dict:
+    """An object (x0, y0, x1, y1 in pixels) as the labelling API writes it: bottom is where a range starts."""
+    x0, y0, x1, y1 = (round(float(v), 1) for v in box)
+    return {"type": name, "bottomX": x0, "topX": x1, "bottomY": y0, "topY": y1}
 
 
 def jsonl_line(prediction: Prediction, classes: ClassMap, image_url: str) -> dict:
