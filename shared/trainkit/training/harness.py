@@ -272,7 +272,7 @@ def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: Pr
                 run_info = {**run_info, "images": images}
             _finish(trainer, loaded, state, params, dataset, tracker, config, history, evaluation, seconds, run_info,
                     best if val_loader is not None else None, complete)  # fmt: skip
-            if config.label_issues and val_loader is not None:
+            if config.label_issues and val_loader is not None and trainer.task == "detection":  # crops: no boxes
                 _label_review(config, dataset, device, tracker, state.position.step)
     except Stopped:
         tracker.end("KILLED")  # as a SIGTERM in the loop: stopped, not failed
