@@ -40,6 +40,7 @@ from smoke import parse_args
 ROOT = Path(__file__).resolve().parents[1]
 MATCHES = {"removed": {"missing"}, "swapped": {"swap"}, "shifted": {"loose", "spurious", "missing"},
            "spurious": {"spurious"}}  # fmt: skip
+SUSPECTED = ("missing", "spurious", "swap", "loose")
 CORNERS = ("bottomX", "bottomY", "topX", "topY")
 
 
@@ -84,22 +85,26 @@ def changes_in(noise: pd.DataFrame, urls: set[str]) -> list[dict]:
     return out
 
 
-def score(found: list[dict], changes: list[dict]) -> dict[str, tuple[float, float]]:
-    """Precision and recall of the top len(changes) suspicions, overall and per planted kind."""
+def score(found: list[dict], changes: list[dict]) -> dict[str, tuple[float, float, int]]:
+    """The top len(changes) suspicions against the changes: (precision, recall, n) overall; for each
+    suspected kind (missing, spurious, swap, loose) its precision among the top, and for each planted
+    kind (removed, swapped, shifted, spurious) the recall of its changes (nan where not defined)."""
     top = found[: len(changes)]
 
     def right(s: dict, c: dict) -> bool:
         return s["image_url"] == c["image_url"] and s["kind"] in MATCHES[c["kind"]] and any(
             iou(s["box"], b) >= 0.5 for b in c["boxes"])  # fmt: skip
 
-    result = {}
-    for kind in (None, *MATCHES):
-        wanted = [c for c in changes if kind is None or c["kind"] == kind]
-        said = [s for s in top if kind is None or s["kind"] in MATCHES[kind]]
-        hit = sum(any(right(s, c) for c in wanted) for s in said)
-        found_changes = sum(any(right(s, c) for s in top) for c in wanted)
-        result[kind or "all"] = (hit / len(said) if said else float("nan"),
-                                 found_changes / len(wanted) if wanted else float("nan"))  # fmt: skip
+    nan = float("nan")
+    hits = [any(right(s, c) for c in changes) for s in top]
+    seen = [any(right(s, c) for s in top) for c in changes]
+    result = {"all": (sum(hits) / len(top) if top else nan, sum(seen) / len(changes) if changes else nan, len(top))}
+    for kind in SUSPECTED:
+        mine = [hit for s, hit in zip(top, hits, strict=True) if s["kind"] == kind]
+        result[f"{kind} (found)"] = (sum(mine) / len(mine) if mine else nan, nan, len(mine))
+    for kind in MATCHES:
+        mine = [hit for c, hit in zip(changes, seen, strict=True) if c["kind"] == kind]
+        result[f"{kind} (planted)"] = (nan, sum(mine) / len(mine) if mine else nan, len(mine))
     return result
 
 
@@ -175,10 +180,12 @@ def main(argv: list[str] | None = None) -> int:
             maps[name] = map_on(run / "model", work / "test", work / f"t_set{n}")
     print(f"\ndemo-data --images {args.images} --label-noise {args.label_noise}: {len(noise)} labels changed; "
           f"skeleton {args.image_size} px, {args.steps} steps a model; CPU ({os.cpu_count()} cores)")  # fmt: skip
-    print(f"{'finder on':<32} {'kind':<10} {'precision':>9} {'recall':>7}")
+    print("precision of the top suspicions by the kind suspected, recall of the changes by the kind planted")
+    print(f"{'finder on':<28} {'kind':<20} {'n':>4} {'precision':>9} {'recall':>7}")
     for name, result in (("validation 20% (1 model)", first), (f"{args.folds} folds (every image)", second)):
-        for kind, (precision, recall) in result.items():
-            print(f"{name:<32} {kind:<10} {precision:>9.2f} {recall:>7.2f}")
+        for kind, (precision, recall, n) in result.items():
+            shown = [f"{v:.2f}" if v == v else "-" for v in (precision, recall)]  # v != v: nan
+            print(f"{name:<28} {kind:<20} {n:>4} {shown[0]:>9} {shown[1]:>7}")
     print(f"\n{'trained on':<24} {'test mAP@0.5':>12}")
     for name, value in maps.items():
         print(f"{name:<24} {value:>12.3f}")

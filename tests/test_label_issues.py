@@ -34,6 +34,14 @@ def test_a_confident_detection_with_no_label_is_a_missing_label() -> None:
     assert issue.score == np.float32(0.8)
 
 
+def test_a_confident_box_half_over_a_label_of_another_class_is_not_a_missing_label() -> None:
+    # IoU 0.4 with the labelled square: the model's misplaced box, not a second object; IoU 0.2: missing.
+    square = (SQUARE, (0, 0, 40, 40))
+    assert issues([square], [(SQUARE, (0, 0, 40, 40), 0.9), (CIRCLE, (0, 0, 16, 40), 0.9)]) == []
+    [issue] = issues([square], [(SQUARE, (0, 0, 40, 40), 0.9), (CIRCLE, (32, 0, 72, 40), 0.9)])
+    assert (issue.kind, issue.proposal) == ("missing", ((32.0, 0.0, 72.0, 40.0), CIRCLE))
+
+
 def test_a_label_with_nothing_detected_near_it_is_spurious() -> None:
     [issue] = issues([(SQUARE, (10, 10, 50, 50)), (CIRCLE, (100, 100, 130, 130))],
                      [(SQUARE, (10, 10, 50, 50), 0.9), (CIRCLE, (101, 100, 130, 130), 0.02)])  # fmt: skip
