@@ -549,7 +549,14 @@ def _label_review(config: TrainConfig, dataset: Dataset, device: torch.device, t
     --label-issues`'s label_issues.csv and drawings in the output folder and the MLflow run."""
     from trainkit.inference.evaluate import review_labels
 
-    counts, files = review_labels(config.output_dir / "model", dataset.val, config.output_dir, device)
+    try:
+        counts, files = review_labels(config.output_dir / "model", dataset.val, config.output_dir, device)
+    except Exception as exc:  # the model and its outputs are complete: a failed review costs the run nothing
+        log.warning(
+            "the label review failed (%s: %s); the model is complete; run `trainkit evaluate --label-issues` on the "
+            "validation set to retry", type(exc).__name__, " ".join(str(exc).split())[:300],
+        )  # fmt: skip
+        return
     if not files:
         return
     tracker.log_metrics({f"label_issues/{kind}": n for kind, n in counts.items()}, step)
