@@ -14,6 +14,30 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
+def _new_store(db: Path, version: str) -> None:
+    """An empty MLflow sqlite store at `db`, copied from one made once per MLflow version in the user's
+    cache: creating a store runs MLflow's schema migrations, about 2 s a run. Where the cache cannot
+    be written, MLflow creates the store itself as before."""
+    import shutil
+    import tempfile
+
+    from mlflow import MlflowClient
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trainkit"
+    template = cache / f"mlflow-{version}.db"
+    try:
+        if not template.is_file():
+            cache.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=cache) as work:
+                made = Path(work) / "mlflow.db"
+                MlflowClient(tracking_uri=f"sqlite:///{made}").search_experiments()  # creates and migrates it
+                os.replace(made, template)  # whole: two runs making it at once each put a complete one
+        db.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template, db)
+    except OSError as exc:
+        log.debug("no MLflow store template (%s): MLflow creates the store", exc)
+
+
 class Tracker:
     """One MLflow run of a training job; resumable by run id."""
 
@@ -25,7 +49,10 @@ class Tracker:
         # so that `end` can forget it and a later run in this process is not taken for the platform's.
         self._own_store = not os.environ.get("MLFLOW_TRACKING_URI")
         if self._own_store:
-            mlflow.set_tracking_uri(f"sqlite:///{(output_dir / 'mlflow.db').resolve()}")
+            db = (output_dir / "mlflow.db").resolve()
+            if not db.exists():
+                _new_store(db, mlflow.__version__)
+            mlflow.set_tracking_uri(f"sqlite:///{db}")
             artifacts = (output_dir / "mlruns").resolve().as_uri()
             if mlflow.get_experiment_by_name(experiment) is None:
                 mlflow.create_experiment(experiment, artifact_location=artifacts)
