@@ -417,6 +417,21 @@ def test_evaluate_a_crop_classifier(demo, run_cli, tmp_path: Path) -> None:
     assert matrix.shape == (3, 3) and matrix.sum() > 0
     assert metrics["accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum())
     assert (tmp_path / "out" / "pr_curves.png").is_file() and (tmp_path / "out" / "confusion_matrix.png").is_file()
+    refused = run_cli(
+        "evaluate",
+        "--model",
+        folder,
+        "--imageset",
+        demo.imageset_studio,
+        "--labelset",
+        demo.labels_csv,
+        "--datastore-name",
+        "",
+        "--output-dir",
+        tmp_path / "issues",
+        "--label-issues",
+    )
+    assert refused.code == 2 and "need a detection model" in refused.err, refused.err
 
 
 # Every kind of label error on its own image, as the bright-box model (a lamp, score 0.9) sees them.

@@ -82,6 +82,9 @@ def run_evaluate(config: EvaluateConfig) -> dict:
     if config.min_score is not None and not 0 <= config.min_score <= 1:
         raise UserError(f"--min-score {config.min_score}: must be between 0 and 1")
     predictor = open_model(config.model, resolve_device(config.device), config.tiles)
+    if config.label_issues and not predictor.detects:
+        raise UserError(f"--label-issues: {config.model} classifies object crops; label issues (missing, loose "
+                        "boxes) need a detection model")  # fmt: skip
     threshold = predictor.settings.min_score if config.min_score is None else config.min_score
     records, report = labelled_records(config.imageset, config.labelset, config.datastore_name,
                                        config.min_confidence)  # fmt: skip
