@@ -482,6 +482,15 @@ def test_evaluate_label_issues_ranks_each_kind_of_label_error(model_dir: Path, r
     back = run_cli("validate", "--imageset", images, "--labelset", out / "label_issues.csv", "--datastore-name", "")
     assert back.code == 0, back.err
     assert "4 found, 0 missing" in back.out
+    # Evaluated again into the same folder with the swap fixed: three drawings, none left from before.
+    table = pd.read_csv(labels)
+    table.loc[table.image_url == "swap.png", "label"] = table.label[table.image_url == "right.png"].item()
+    table.to_csv(labels, index=False)
+    again = run_cli("evaluate", "--model", model_dir, "--imageset", images, "--labelset", labels,
+                    "--datastore-name", "", "--output-dir", out, "--label-issues")  # fmt: skip
+    assert again.code == 0, again.err
+    assert set(pd.read_csv(out / "label_issues.csv").image_url) == set(LABEL_ERRORS) - {"swap.png"}
+    assert len(list((out / "label_issues").glob("issue_*.png"))) == 3
 
 
 def train_brightbox(run_cli, images: Path, labels: Path, out: Path, *options: object):

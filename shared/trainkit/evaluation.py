@@ -183,6 +183,9 @@ def draw_detections(
         out = folder / f"{prefix}_{n:02d}.png"
         image.save(out)
         written.append(out)
+    # An earlier run into the same folder may have drawn more: its extra pictures are not of this one.
+    for stale in set(folder.glob(f"{prefix}_[0-9][0-9].png")) - set(written):
+        stale.unlink(missing_ok=True)
     return written
 
 
