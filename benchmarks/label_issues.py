@@ -36,10 +36,12 @@ import pandas as pd
 from inprocess import trainkit
 from smoke import parse_args
 
+from trainkit.data.checks import box_iou
+from trainkit.inference.label_issues import KINDS
+
 ROOT = Path(__file__).resolve().parents[1]
 MATCHES = {"removed": {"missing"}, "swapped": {"swap"}, "shifted": {"loose", "spurious", "missing"},
            "spurious": {"spurious"}}  # fmt: skip
-SUSPECTED = ("missing", "spurious", "swap", "loose")
 CORNERS = ("bottomX", "bottomY", "topX", "topY")
 
 
@@ -65,13 +67,6 @@ def suspicions(review: Path) -> list[dict]:
     return sorted(found, key=lambda s: -s["score"])
 
 
-def iou(a: list[float], b: list[float]) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return w * h / union if union > 0 else 0.0
-
-
 def changes_in(noise: pd.DataFrame, urls: set[str]) -> list[dict]:
     """The planted changes in these images, each with the boxes a right suspicion may sit on."""
     out = []
@@ -91,14 +86,14 @@ def score(found: list[dict], changes: list[dict]) -> dict[str, tuple[float, floa
     top = found[: len(changes)]
 
     def right(s: dict, c: dict) -> bool:
-        return s["image_url"] == c["image_url"] and s["kind"] in MATCHES[c["kind"]] and any(
-            iou(s["box"], b) >= 0.5 for b in c["boxes"])  # fmt: skip
+        return (s["image_url"] == c["image_url"] and s["kind"] in MATCHES[c["kind"]]
+                and box_iou(s["box"], c["boxes"]).max() >= 0.5)  # fmt: skip
 
     nan = float("nan")
     hits = [any(right(s, c) for c in changes) for s in top]
     seen = [any(right(s, c) for s in top) for c in changes]
     result = {"all": (sum(hits) / len(top) if top else nan, sum(seen) / len(changes) if changes else nan, len(top))}
-    for kind in SUSPECTED:
+    for kind in KINDS:
         mine = [hit for s, hit in zip(top, hits, strict=True) if s["kind"] == kind]
         result[f"{kind} (found)"] = (sum(mine) / len(mine) if mine else nan, nan, len(mine))
     for kind in MATCHES:
