@@ -417,20 +417,9 @@ def test_evaluate_a_crop_classifier(demo, run_cli, tmp_path: Path) -> None:
     assert matrix.shape == (3, 3) and matrix.sum() > 0
     assert metrics["accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum())
     assert (tmp_path / "out" / "pr_curves.png").is_file() and (tmp_path / "out" / "confusion_matrix.png").is_file()
-    refused = run_cli(
-        "evaluate",
-        "--model",
-        folder,
-        "--imageset",
-        demo.imageset_studio,
-        "--labelset",
-        demo.labels_csv,
-        "--datastore-name",
-        "",
-        "--output-dir",
-        tmp_path / "issues",
-        "--label-issues",
-    )
+    refused = run_cli("evaluate", "--model", folder, "--imageset", demo.imageset_studio, "--labelset",
+                      demo.labels_csv, "--datastore-name", "", "--output-dir", tmp_path / "issues",
+                      "--label-issues")  # fmt: skip
     assert refused.code == 2 and "need a detection model" in refused.err, refused.err
 
 

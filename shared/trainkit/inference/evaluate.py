@@ -181,13 +181,10 @@ def review_labels(model: Path, records, out: Path, device: torch.device, draw: i
                   batch_size: int = 8) -> tuple[dict[str, int], list[Path]]:  # fmt: skip
     """`evaluate --label-issues` without the metrics: the saved detection model at `model` against the
     labels of `records` (images it did not learn from), out/label_issues.csv and the worst `draw`
-    drawn in out/label_issues/; the count of each kind and the files written ({} and [] for a
-    classifier, whose labels are whole crops)."""
+    drawn in out/label_issues/; the count of each kind and the files written."""
     from trainkit.inference.predict import open_model
 
     predictor = open_model(str(model), device)
-    if not predictor.detects:
-        return {}, []
     remap, _ = _class_ids(records.classes, predictor.classes)
     images = [image for _, image in _answered(predictor, records, remap, batch_size)]
     return _label_issues(images, predictor.classes, draw, out)
@@ -209,8 +206,8 @@ def _label_issues(images: list[_Image], classes: ClassMap, draw: int, out: Path)
         found.sort(key=lambda issue: -issue.score)
         for issue in found:
             counts[issue.kind] += 1
-        objects = [labelled_object(box, classes.names[int(c)]) for box, c in zip(image.truth_boxes, image.truth_labels,
-                                                                             strict=True)]  # fmt: skip
+        objects = [labelled_object(box, classes.names[int(c)])
+                   for box, c in zip(image.truth_boxes, image.truth_labels, strict=True)]  # fmt: skip
         listed = [{"kind": i.kind, "score": round(i.score, 4), "object": objects[i.object] if i.object >= 0 else None,
                    "proposal": labelled_object(i.proposal[0], classes.names[i.proposal[1]]) if i.proposal else None}
                   for i in found]  # fmt: skip

@@ -32,7 +32,7 @@ def fold_datasets(dataset: Dataset, k: int, seed: int) -> list[Dataset]:
     """K datasets over every image of `dataset` (training and validation): the i-th validates on fold
     i and trains on the others. The same images and seed always give the same folds."""
     parts = [dataset.train] + ([dataset.val] if dataset.val is not None and len(dataset.val) else [])
-    every = Records.concat(parts).with_classes(dataset.class_map.names) if len(parts) > 1 else dataset.train
+    every = Records.concat(parts).with_classes(dataset.class_map.names)  # concat sorts the classes: back in order
     n = len(every)
     if not 2 <= k <= n:
         raise UserError(f"--folds {k}: needs 2 to {n} folds for {n} images (each fold trains on the others)")
@@ -66,14 +66,14 @@ def run_folds(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer) -> i
         raise UserError("--folds trains its models one after another in one process; run it without torchrun "
                         "(one process per node)")  # fmt: skip
     folds = fold_datasets(dataset, config.folds, config.data.seed)
-    for i, part in enumerate(folds, 1):
+    runs = [fold_config(config, i) for i in range(1, len(folds) + 1)]
+    for i, (run, part) in enumerate(zip(runs, folds, strict=True), 1):
         log.info("fold %d of %d: training on %d images, reviewing the other %d", i, len(folds), len(part.train),
                  len(part.val))  # fmt: skip
-        code = run_training(fold_config(config, i), part, loaded)
+        code = run_training(run, part, loaded)
         if code != ExitCode.OK:
             return code
-    merged = merge_reviews([fold_config(config, i).output_dir for i in range(1, len(folds) + 1)],
-                           config.output_dir / "label_issues.csv")  # fmt: skip
+    merged = merge_reviews([run.output_dir for run in runs], config.output_dir / "label_issues.csv")
     if merged is not None:
         log.info("label review of every image (%d folds): %s", len(folds), merged)
     return ExitCode.OK

@@ -33,8 +33,10 @@ def _new_store(db: Path, version: str) -> None:
                 MlflowClient(tracking_uri=f"sqlite:///{made}").search_experiments()  # creates and migrates it
                 os.replace(made, template)  # whole: two runs making it at once each put a complete one
         db.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(template, db)
-    except OSError as exc:
+        copy = db.with_name(f".{db.name}.{os.getpid()}.tmp")
+        shutil.copyfile(template, copy)
+        os.replace(copy, db)  # whole: a run killed while copying leaves no torn store to open next time
+    except Exception as exc:  # only a speed-up: MLflow creates the store itself, as without it
         log.debug("no MLflow store template (%s): MLflow creates the store", exc)
 
 
