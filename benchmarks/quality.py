@@ -19,6 +19,9 @@ fixed CPU-time budget (its steps from a probe run's measured seconds a step), at
                     seed-8 images
   (c) COCO          fine-tuned from the published COCO checkpoint on the same 40 images, where the
                     cache holds it ("not cached" otherwise)
+The hf rows train the published small architectures (R18-vd, D-FINE N; benchmarks/published_architectures.py)
+from fresh weights, not transformers' larger default configurations; the Faster R-CNN rows sample 64
+RoIs an image at 50% positives (rois_per_image, positive_fraction), as the skeleton does.
 
     .venv/bin/python benchmarks/quality.py [--epochs 12] [--images 500] [--smoke]
     .venv/bin/python benchmarks/quality.py --archs [--budget 300] [--transfer-budget 120] [--only-archs ...]
@@ -99,19 +102,35 @@ class ArchRow:
     trainer: str
     settings: tuple[str, ...]
     coco: str  # named weights (torchvision) or hf:ORG/NAME@REVISION
+    hf_arch: str = ""  # hf_detector: from scratch, the published small architecture of this arch
+
+    def scratch(self, work: Path) -> list[str]:
+        """The settings that train this row from fresh weights."""
+        if not self.hf_arch:
+            return [*self.settings, "weights="]
+        from published_architectures import write_folder
+
+        folder = work / "architecture"
+        if not folder.is_dir():
+            write_folder(self.hf_arch, folder)
+        # From scratch the backbone learns as fast as the rest (the factor is for pretrained backbones).
+        return [*self.settings, f"weights={folder}", "scratch=true", "backbone_lr_factor=1"]
 
 
+# Faster R-CNN samples 64 RoIs an image, half of them positive (torchvision's 512 at 25% is COCO's):
+# from scratch its box head learns on a small set only so, and a CPU step costs a third.
+_FEW_ROIS = ("rois_per_image=64", "positive_fraction=0.5")
 ARCH_ROWS = (
-    *(ArchRow(a, "detector", (f"arch={a}",), c) for a, c in (
-        ("fasterrcnn_mobilenet_v3_large_fpn", "FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1"),
-        ("fasterrcnn_resnet50_fpn_v2", "FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1"),
-        ("retinanet_resnet50_fpn_v2", "RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1"),
-        ("fcos_resnet50_fpn", "FCOS_ResNet50_FPN_Weights.COCO_V1"),
-        ("ssdlite320_mobilenet_v3_large", "SSDLite320_MobileNet_V3_Large_Weights.COCO_V1"),
+    *(ArchRow(a, "detector", (f"arch={a}", *extra), c) for a, c, extra in (
+        ("fasterrcnn_mobilenet_v3_large_fpn", "FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1", _FEW_ROIS),
+        ("fasterrcnn_resnet50_fpn_v2", "FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1", _FEW_ROIS),
+        ("retinanet_resnet50_fpn_v2", "RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1", ()),
+        ("fcos_resnet50_fpn", "FCOS_ResNet50_FPN_Weights.COCO_V1", ()),
+        ("ssdlite320_mobilenet_v3_large", "SSDLite320_MobileNet_V3_Large_Weights.COCO_V1", ()),
     )),
-    ArchRow("hf rt_detr", "hf_detector", ("arch=rt_detr",), "hf:PekingU/rtdetr_r18vd@main"),
-    ArchRow("hf rt_detr_v2", "hf_detector", ("arch=rt_detr_v2",), "hf:PekingU/rtdetr_v2_r34vd@main"),
-    ArchRow("hf d_fine", "hf_detector", ("arch=d_fine",), "hf:ustc-community/dfine-small-coco@main"),
+    ArchRow("hf rt_detr (R18-vd)", "hf_detector", (), "hf:PekingU/rtdetr_r18vd@main", "rt_detr"),
+    ArchRow("hf rt_detr_v2 (R18-vd)", "hf_detector", (), "hf:PekingU/rtdetr_v2_r18vd@main", "rt_detr_v2"),
+    ArchRow("hf d_fine (N)", "hf_detector", (), "hf:ustc-community/dfine-nano-coco@main", "d_fine"),
 )  # fmt: skip
 
 
@@ -130,11 +149,11 @@ def _run(trainer: str, data: Path, labels: Path, out: Path, settings: list[str],
     return json.loads((out / "metrics.json").read_text())
 
 
-def _seconds_a_step(row: ArchRow, data: Path, out: Path, base: list[str]) -> float:
+def _seconds_a_step(trainer: str, data: Path, out: Path, settings: list[str]) -> float:
     """A probe run's median seconds a training step (its first steps left out: set-up, first allocations)."""
     from mlflow import MlflowClient
 
-    _run(row.trainer, data / "imageset_studio", data / "labels.csv", out, [*base, "max_steps=6", "weights="], [])
+    _run(trainer, data / "imageset_studio", data / "labels.csv", out, [*settings, "max_steps=6"], [])
     record = json.loads((out / "run.json").read_text())
     client = MlflowClient(tracking_uri=record["mlflow_tracking_uri"])
     times = [m.value for m in client.get_metric_history(record["mlflow_run_id"], "time/step_s") if m.step > 2]
@@ -182,11 +201,10 @@ def arch_table(args: argparse.Namespace) -> int:
         for row in rows:
             work = root / row.name.replace(" ", "_")
             # A smoke run takes the fewest steps, so it needs no probe to count them.
-            per_step = float("inf") if args.smoke else _seconds_a_step(row, root / "a", work / "probe",
-                                                                        [*base, *row.settings])  # fmt: skip
+            scratch = [*base, *row.scratch(work)]
+            per_step = float("inf") if args.smoke else _seconds_a_step(row.trainer, root / "a", work / "probe", scratch)
             steps = max(5, int(args.budget / per_step))
             transfer_steps = max(5, int(args.transfer_budget / per_step))
-            scratch = [*base, *row.settings, "weights="]
             a = _run(row.trainer, root / "a" / "imageset_studio", root / "a" / "labels.csv", work / "a",
                      [*scratch, f"max_steps={steps}"], ["--val-fraction", "0.2"])  # fmt: skip
             images_b = root / "b" / "imageset_studio"
@@ -233,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     DEVICE[1] = args.device
     if args.archs:
         if args.smoke and not args.only_archs:
-            args.only_archs = ["ssdlite320_mobilenet_v3_large"]
+            args.only_archs = ["ssdlite320_mobilenet_v3_large", "hf d_fine (N)"]
         return arch_table(args)
 
     from trainkit.weights import named_weights

@@ -107,3 +107,12 @@ def test_another_archs_weights_file_is_one_line(detector, tmp_path: Path) -> Non
     params = parse_params(detector.Params, {"arch": "fcos_resnet50_fpn", "weights": str(path), "image_size": SIZE})
     with pytest.raises(UserError, match=r"none of its \d+ tensors fits this model; is it for another one\?"):
         detector.build_model(params, CLASSES)
+
+
+def test_faster_rcnn_samples_the_rois_it_is_told_and_the_recipe_by_default() -> None:
+    """rois_per_image / positive_fraction reach torchvision's sampler; 0 leaves its recipe (512 at 25%)."""
+    trainer = load_trainer(str(ROOT / "trainers" / "detector")).trainer
+    for raw, expected in (({"rois_per_image": 64, "positive_fraction": 0.5}, (64, 0.5)), ({}, (512, 0.25))):
+        model = trainer.build_model(parse_params(trainer.Params, {**raw, "weights": "", "image_size": SIZE}), CLASSES)
+        sampler = model.roi_heads.fg_bg_sampler
+        assert (sampler.batch_size_per_image, sampler.positive_fraction) == expected

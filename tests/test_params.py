@@ -73,6 +73,12 @@ def test_trainer_discovery_by_folder_file_and_module(tmp_path, monkeypatch) -> N
             "retinanet_resnet50_fpn_v2, fcos_resnet50_fpn, ssdlite320_mobilenet_v3_large, got 'yolov5'",
         ),
         ("detector", {"trainable_backbone_layers": 7}, "'trainable_backbone_layers' = 7 is out of range: 0 to 6"),
+        (
+            "detector",
+            {"arch": "fcos_resnet50_fpn", "rois_per_image": 64},
+            "'rois_per_image' and 'positive_fraction' apply to the Faster R-CNN archs only, not fcos_resnet50_fpn",
+        ),
+        ("detector", {"positive_fraction": 1.5}, "'rois_per_image' (>= 1, or 0: 512) and 'positive_fraction'"),
         ("classifier", {"arch": "vit"}, "hyperparameter 'arch' must be one of resnet18, mobilenet_v3_small, got 'vit'"),
         ("detector", {"weights": "/no/such.pt"}, "'weights': no file or folder '/no/such.pt' (weights are never"),
         ("detector", {"backbone_weights": "torchvision:X.Y"}, "unknown weights 'X.Y': give torchvision's name"),

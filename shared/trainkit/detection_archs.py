@@ -83,10 +83,12 @@ def build_detector(
     weights: object | None = None,
     weights_backbone: object | None = None,
     trainable_backbone_layers: int | None = None,
+    roi_sampling: dict[str, float | None] | None = None,
 ) -> nn.Module:
     """The torchvision detector `arch` for `num_classes` labels (`arch.labels_for` counts them), taking square
     `image_size` inputs as the loader gives them (no second resize). With `weights` (a torchvision
-    weights enum member) it starts as published and its class layer is then replaced."""
+    weights enum member) it starts as published and its class layer is then replaced. `roi_sampling`:
+    Faster R-CNN's box_batch_size_per_image / box_positive_fraction where not None (else the recipe's)."""
     import torchvision.models.detection as detection
 
     build = getattr(detection, arch.name)
@@ -99,6 +101,7 @@ def build_detector(
         options["trainable_backbone_layers"] = trainable_backbone_layers
     if not arch.name.startswith("ssdlite"):
         options.update(min_size=image_size, max_size=image_size)
+    options.update({key: value for key, value in (roi_sampling or {}).items() if value is not None})
     try:
         model = build(weights=weights, num_classes=None if weights is not None else num_classes, **options)
     except (TypeError, ValueError) as exc:  # weights for another architecture, a bad layer count

@@ -43,6 +43,11 @@ class DetectorParams(CommonParams):
     warmup_steps: int = 100  # a new class layer on a pretrained body: ease it in (at most a fifth of the run)
     score_threshold: float = 0.05
     detections_per_image: int = 100
+    # Faster R-CNN's box head learns from RoIs sampled per image; 0: torchvision's 512 at 25% positives,
+    # its COCO recipe. Fewer, more of them positive, make a from-scratch box head learn on a small set
+    # (the skeleton's finding) and a CPU step several times cheaper (RoIAlign's backward is most of it).
+    rois_per_image: int = 0
+    positive_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         require_choice(self, "arch", ARCHS)
@@ -57,6 +62,12 @@ class DetectorParams(CommonParams):
             check_spec(self.weights, "weights")
         if self.backbone_weights:
             check_spec(self.backbone_weights, "backbone_weights", named_only=True)
+        if (self.rois_per_image or self.positive_fraction) and not arch.name.startswith("fasterrcnn"):
+            raise ValueError(f"hyperparameters 'rois_per_image' and 'positive_fraction' apply to the Faster R-CNN "
+                             f"archs only, not {arch.name}")  # fmt: skip
+        if self.rois_per_image < 0 or not 0 <= self.positive_fraction <= 1:
+            raise ValueError("hyperparameters 'rois_per_image' (>= 1, or 0: 512) and 'positive_fraction' "
+                             "((0..1], or 0: 0.25) are out of range")  # fmt: skip
         if not -1 <= self.trainable_backbone_layers <= 6:
             raise ValueError(f"hyperparameter 'trainable_backbone_layers' = {self.trainable_backbone_layers} "
                              "is out of range: 0 to 6, or -1 for the arch's default")  # fmt: skip
@@ -79,7 +90,9 @@ class DetectorTrainer(TorchvisionDetectionTrainer):
             "detections_per_image": params.detections_per_image,
             "weights_backbone": backbone,
             "trainable_backbone_layers": layers,
-        }
+            "roi_sampling": {"box_batch_size_per_image": params.rois_per_image or None,
+                             "box_positive_fraction": params.positive_fraction or None},
+        }  # fmt: skip
         if is_named(params.weights):
             # torchvision's own fine-tuning recipe: its detector as published (frozen BatchNorm, its
             # classes), then a new class layer for ours. torchvision reads the file from the cache.
