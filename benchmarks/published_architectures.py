@@ -60,6 +60,9 @@ def config(arch: str) -> object:
                 setattr(built.backbone_config, name, setting)
         else:
             setattr(built, key, value)
+    if getattr(built, "head_dim", None):  # stored beside d_model in D-FINE's config, and checked against it
+        built.head_dim = built.d_model // built.decoder_attention_heads
+    built.validate()
     return built
 
 
