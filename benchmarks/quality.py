@@ -113,8 +113,10 @@ class ArchRow:
         folder = work / "architecture"
         if not folder.is_dir():
             write_folder(self.hf_arch, folder)
-        # From scratch the backbone learns as fast as the rest (the factor is for pretrained backbones).
-        return [*self.settings, f"weights={folder}", "scratch=true", "backbone_lr_factor=1"]
+        # From scratch the backbone learns as fast as the rest (the factor is for pretrained backbones),
+        # and at 5x the fine-tuning rate: D-FINE N overfitting 8 demo images for 200 steps found 8 of their
+        # 17 objects at 5e-4 and none at 1e-4.
+        return [*self.settings, f"weights={folder}", "scratch=true", "backbone_lr_factor=1", "lr=5e-4"]
 
 
 # Faster R-CNN samples 64 RoIs an image, half of them positive (torchvision's 512 at 25% is COCO's):
