@@ -45,7 +45,7 @@ class DetectorParams(CommonParams):
     detections_per_image: int = 100
     # Faster R-CNN's box head learns from RoIs sampled per image; 0: torchvision's 512 at 25% positives,
     # its COCO recipe. Fewer, more of them positive, make a from-scratch box head learn on a small set
-    # (the skeleton's finding) and a CPU step several times cheaper (RoIAlign's backward is most of it).
+    # (the skeleton's finding) and a CPU step three times cheaper (RoIAlign's backward is half of it).
     rois_per_image: int = 0
     positive_fraction: float = 0.0
 
