@@ -202,8 +202,8 @@ def arch_table(args: argparse.Namespace) -> int:
         b = ["--val-labelset", str(b_rest)]
         for row in rows:
             work = root / row.name.replace(" ", "_")
-            # A smoke run takes the fewest steps, so it needs no probe to count them.
             scratch = [*base, *row.scratch(work)]
+            # A smoke run takes the fewest steps, so it needs no probe to count them.
             per_step = float("inf") if args.smoke else _seconds_a_step(row.trainer, root / "a", work / "probe", scratch)
             steps = max(5, int(args.budget / per_step))
             transfer_steps = max(5, int(args.transfer_budget / per_step))
