@@ -115,7 +115,8 @@ class ArchRow:
             write_folder(self.hf_arch, folder)
         # From scratch the backbone learns as fast as the rest (the factor is for pretrained backbones),
         # and at 5x the fine-tuning rate: D-FINE N overfitting 8 demo images for 200 steps found 8 of their
-        # 17 objects at 5e-4, none at 1e-4, 9 at 1e-3 and 1 at 2e-3.
+        # 17 objects at 5e-4, none at 1e-4, 9 at 1e-3 and 1 at 2e-3 (5e-4: as good as 1e-3, further from the
+        # rate where it falls apart).
         return [*self.settings, f"weights={folder}", "scratch=true", "backbone_lr_factor=1", "lr=5e-4"]
 
 
