@@ -250,22 +250,21 @@ def test_a_yolo_folder_needs_class_names(tmp_path: Path) -> None:
 
 
 def test_a_detection_in_a_crowd_region_is_neither_right_nor_wrong() -> None:
-    import torch
-    from torchmetrics.detection import MeanAveragePrecision
+    from trainkit.classmap import ClassMap
+    from trainkit.tasks import Detection, Prediction, Truth
 
-    from trainkit.evaluation import with_crowd
+    answer = Prediction(200, 200, np.array([[10.0, 10, 50, 50], [100, 100, 180, 180]], np.float32),
+                        np.array([0, 0]), np.array([0.9, 0.95], np.float32))  # fmt: skip
+    one = (np.array([[10.0, 10, 50, 50]], np.float32), np.array([0]))
 
-    truth = {"boxes": torch.tensor([[10.0, 10, 50, 50]]), "labels": torch.tensor([0])}
-    preds = [{"boxes": torch.tensor([[10.0, 10, 50, 50], [100, 100, 180, 180]]), "scores": torch.tensor([0.9, 0.95]),
-              "labels": torch.tensor([0, 0])}]  # fmt: skip
+    def map_of(truth: Truth) -> float:
+        evaluator = Detection().evaluator(ClassMap(("can",)), 0.5)
+        evaluator.update(answer, truth)
+        return evaluator.metrics["map"]
 
-    def map_of(target: dict) -> float:
-        metric = MeanAveragePrecision(iou_type="bbox", box_format="xyxy")
-        metric.update(preds, [target])
-        return float(metric.compute()["map"])
-
-    assert map_of(truth) < 0.9  # the second detection is a false positive, and scores higher
-    assert map_of(with_crowd(truth, np.array([[90.0, 90, 200, 200]]), np.array([0]))) == pytest.approx(1.0)
+    assert map_of(Truth("a.png", "a.png", *one)) < 0.9  # the second detection is a false positive, and scores higher
+    crowd = (np.array([[90.0, 90, 200, 200]], np.float32), np.array([0]))
+    assert map_of(Truth("a.png", "a.png", *one, *crowd)) == pytest.approx(1.0)
 
 
 def test_a_yolo_label_file_without_an_image_is_counted_named_and_warned(run_cli, tmp_path: Path) -> None:

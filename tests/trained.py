@@ -20,6 +20,7 @@ from torch import nn
 from trainkit.batch import ClassificationBatch, DetectionBatch, to_float
 from trainkit.classmap import ClassMap
 from trainkit.params import CommonParams
+from trainkit.tasks import Detection, ObjectCrops
 from trainkit.trainer import Trainer
 
 COLOURS = ((230, 60, 60), (60, 220, 80), (70, 90, 240))  # class id -> colour
@@ -55,16 +56,16 @@ def crop(seed: int, size: int) -> tuple[np.ndarray, int]:
 
 def _batch(trainer: Trainer, seeds: list[int], size: int) -> tuple[torch.Tensor, DetectionBatch | ClassificationBatch]:
     indices = torch.tensor(seeds)
-    if trainer.task == "detection":
+    if isinstance(trainer.task, Detection):
         scenes = [scene(s, size) for s in seeds]
         images = torch.from_numpy(np.stack([s[0] for s in scenes])).permute(0, 3, 1, 2).contiguous()
         targets = [{"boxes": torch.from_numpy(b), "labels": torch.from_numpy(c)} for _, b, c in scenes]
         return images, DetectionBatch(images, targets, indices, torch.ones(len(seeds), 2))
-    if trainer.task == "object_crops":
+    if isinstance(trainer.task, ObjectCrops):
         crops = [crop(s, size) for s in seeds]
         images = torch.from_numpy(np.stack([c[0] for c in crops])).permute(0, 3, 1, 2).contiguous()
         return images, ClassificationBatch(images, torch.tensor([c[1] for c in crops]), indices)
-    raise NotImplementedError(f"task {trainer.task!r}: give tests/trained.py its synthetic data")
+    raise NotImplementedError(f"task {trainer.task.name}: give tests/trained.py its synthetic data")
 
 
 def built_model_dir(
@@ -139,7 +140,7 @@ def _recalibrate_batch_norm(trainer: Trainer, model: nn.Module, scenes: int, siz
 
 def sample_images(trainer: Trainer, size: int, count: int = 4) -> list[np.ndarray]:
     """Images of the kind the model was trained on, at twice its input size (so they are resized)."""
-    if trainer.task == "object_crops":
+    if isinstance(trainer.task, ObjectCrops):
         return [crop(seed, 2 * size)[0] for seed in range(count)]
     return [scene(seed, 2 * size)[0] for seed in range(count)]
 

@@ -1,7 +1,8 @@
 """What a batch holds, and how it is asked for: the loader's side of the trainer interface.
 
-A trainer receives `DetectionBatch` or `ClassificationBatch` objects and says how it wants them
-made with a `LoaderConfig`; it never needs the loader itself (nor DALI) to know either. Images
+A trainer receives the batches its task (trainkit.tasks) makes, `DetectionBatch` or
+`ClassificationBatch`, and says how it wants them made with a `LoaderConfig`; it never needs the
+loader itself (nor DALI) to know either. Images
 arrive as uint8 (N, 3, S, S) tensors (channels-last memory) on the model's device; `to_float`
 normalises them there. Detection targets follow torchvision: per image a dict of absolute xyxy
 `boxes` (float32, in batch pixels) and `labels` (int64).
@@ -10,8 +11,8 @@ normalises them there. Detection targets follow torchvision: per image a dict of
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
@@ -19,8 +20,13 @@ from trainkit.errors import BadRowPolicy
 
 if TYPE_CHECKING:
     from trainkit.params import TileSpec
+    from trainkit.tasks import Task
 
-Task = Literal["detection", "object_crops", "image_labels"]
+
+def _detection() -> Task:
+    from trainkit.tasks.detection import Detection  # the tasks make batches: imported when first asked
+
+    return Detection()
 
 
 @dataclass(frozen=True)
@@ -30,7 +36,7 @@ class LoaderConfig:
     batch_size: int = 8
     image_size: int = 512
     train: bool = True
-    task: Task = "detection"
+    task: Task = field(default_factory=_detection)  # what a sample is and carries (trainkit.tasks)
     hflip: float = 0.5
     random_crop: bool = True
     seed: int = 0
@@ -59,11 +65,11 @@ class DetectionBatch:
 
 @dataclass
 class ClassificationBatch:
-    """Images and labels: (N,) int64 class ids for object crops, (N, C) float multi-hot for image labels."""
+    """Images and their (N,) int64 class ids."""
 
     images: torch.Tensor
     labels: torch.Tensor
-    indices: torch.Tensor  # record indices (image_labels) or object indices (object_crops)
+    indices: torch.Tensor  # the samples' units (object indices for object crops)
 
 
 Batch = DetectionBatch | ClassificationBatch

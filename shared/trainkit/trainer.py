@@ -9,33 +9,25 @@ schedule, evaluation for the task, export. The module must define `TRAINER = You
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import ClassVar
 
 import torch
 from torch import nn
 
-from trainkit.batch import Batch, BatchLoader, LoaderConfig, Task
+from trainkit.batch import Batch, BatchLoader, LoaderConfig
 from trainkit.classmap import ClassMap
 from trainkit.detection_archs import label_offset
 from trainkit.errors import UserError
-from trainkit.evaluation import (
-    CLASSIFICATION_METRICS,
-    DETECTION_METRICS,
-    Evaluation,
-    draw_confusion,
-    draw_detections,
-    evaluate_classification,
-    evaluate_detection,
-)
 from trainkit.params import CommonParams, tile_spec
+from trainkit.tasks import Detection, Evaluator, Task
 
 
 class Trainer:
     """Base class of every trainer. Override what your model needs; keep the rest."""
 
     name: ClassVar[str] = "trainer"
-    task: ClassVar[Task] = "detection"
+    # What the model does (trainkit.tasks): the batches it gets, how its answers are read and evaluated.
+    task: ClassVar[Task] = Detection()
     Params: ClassVar[type[CommonParams]] = CommonParams
     # The harness hands the model float images (x / 255 - mean) / std, on the model's device.
     mean: ClassVar[tuple[float, float, float]] = (0.0, 0.0, 0.0)
@@ -62,35 +54,28 @@ class Trainer:
         Classification: per sample `labels` (the class id, a 0-d tensor) and `scores` (probabilities)."""
         raise NotImplementedError
 
-    def evaluate(self, model: nn.Module, loader: BatchLoader, classes: ClassMap, amp: bool) -> Evaluation:
-        """Validation metrics for the task: mAP for detection; accuracy, precision, recall for object crops."""
-        if self.task == "detection":
-            return evaluate_detection(self, model, loader, classes, amp)
-        if self.task == "object_crops":
-            return evaluate_classification(self, model, loader, classes, amp)
-        raise NotImplementedError(f"task {self.task!r}: override Trainer.evaluate")
+    def evaluate(self, model: nn.Module, loader: BatchLoader, classes: ClassMap, amp: bool) -> Evaluator:
+        """The task's evaluator over `loader` (eval mode): the model's answers in each image's own pixels,
+        exactly as `trainkit evaluate` computes them for the saved model."""
+        from trainkit.inference.evaluate import evaluate_loader
+        from trainkit.inference.predictor import Predictor
+
+        return evaluate_loader(Predictor.in_training(self, model, classes, loader, amp), loader)
 
     @classmethod
     def metric_names(cls) -> tuple[str, ...]:
         """The validation metrics, as logged (`val/NAME`), that `monitor` and a sweep's objective may name:
-        the built-in evaluation's for the task, the summary metrics and the monitor."""
-        task = {"detection": DETECTION_METRICS, "object_crops": CLASSIFICATION_METRICS}.get(cls.task, ())
-        names = [f"val/{name}" for name in (*task, *cls.summary_metrics)] + [cls.monitor]
+        the task's evaluator's, the summary metrics and the monitor."""
+        names = [f"val/{name}" for name in (*cls.task.metrics, *cls.summary_metrics)] + [cls.monitor]
         return tuple(dict.fromkeys(names))
-
-    def draw(self, evaluation: Evaluation, classes: ClassMap, folder: Path) -> list[Path]:
-        """Pictures of an evaluation: validation images with boxes, or the confusion matrix."""
-        if self.task == "detection":
-            return draw_detections(evaluation, classes, folder)
-        return draw_confusion(evaluation, classes, folder)
 
     def loader_config(self, params: CommonParams, train: bool) -> LoaderConfig:
         """How the harness loads batches for this trainer: tiles when the tile_* hyperparameters ask
         (training on them unless `tile_train` is off; evaluation always on them)."""
         tiles = tile_spec(params)
-        if tiles is not None and self.task != "detection":
+        if tiles is not None and not self.task.tiles:
             raise UserError(f"hyperparameters 'tile_grid'/'tile_size' are for detection trainers; "
-                            f"{self.name} is a {self.task} trainer: leave them out")  # fmt: skip
+                            f"{self.name} is a {self.task.name} trainer: leave them out")  # fmt: skip
         return LoaderConfig(
             batch_size=params.batch_size,
             image_size=params.image_size,
@@ -141,7 +126,7 @@ class TorchvisionDetectionTrainer(Trainer):
     write `build_model` and keep `loss` and `predict`.
     """
 
-    task: ClassVar[Task] = "detection"
+    task: ClassVar[Task] = Detection()
 
     def loss(self, model: nn.Module, images: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         """The model's own losses (whatever it names them), summed into `loss`."""

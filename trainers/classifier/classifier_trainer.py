@@ -1,6 +1,6 @@
 """trainkit trainer: an image classifier of labelled objects (torchvision ResNet-18 or MobileNetV3-Small).
 
-Task: each labelled object is cut out of its image (its box, the loader's `object_crops` task) and
+Task: each labelled object is cut out of its image (its box: the `ObjectCrops` task of trainkit.tasks) and
 classified by its class name (`type`, or `label`). The same label sets as the detector, no new
 loader: a second opinion on what the detector's boxes hold, or a crop classifier in a pipeline.
 Metrics: accuracy, macro and per-class precision / recall / F1, and the confusion matrix (PNG).
@@ -21,6 +21,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from trainkit.classmap import ClassMap
 from trainkit.params import CommonParams, require_choice
+from trainkit.tasks import ObjectCrops
 from trainkit.trainer import Batch, Trainer
 from trainkit.weights import check_spec, load_into
 
@@ -52,7 +53,7 @@ class ClassifierParams(CommonParams):
 
 class ClassifierTrainer(Trainer):
     name = "classifier"
-    task = "object_crops"
+    task = ObjectCrops()
     Params = ClassifierParams
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     summary_metrics = ("accuracy", "macro_f1")

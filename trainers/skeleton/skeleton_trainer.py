@@ -22,6 +22,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from trainkit.classmap import ClassMap
 from trainkit.params import CommonParams, require_choice
+from trainkit.tasks import Detection
 from trainkit.trainer import TorchvisionDetectionTrainer
 from trainkit.weights import check_spec, load_into
 
@@ -91,7 +92,7 @@ class SmallBackbone(nn.Sequential):
 
 class SkeletonTrainer(TorchvisionDetectionTrainer):
     name = "skeleton"  # FILL IN: your trainer's name (shown in run.json and MLflow)
-    task = "detection"  # or "object_crops" / "image_labels" for classifiers
+    task = Detection()  # what the model does: trainkit.tasks (ObjectCrops() for a crop classifier)
     Params = SkeletonParams
 
     # FILL IN: build the model for the dataset's classes (ids 0 .. len(classes) - 1).

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainkit.inference.predictor import Prediction
+from trainkit.tasks import Prediction
 
 LOW_SCORE = 0.05  # detections below this carry no signal worth ranking on
 RANKS = ("uncertainty",)
@@ -22,13 +22,6 @@ def uncertainty(scores: np.ndarray) -> tuple[float, float]:
     scores = np.asarray(scores, np.float64)
     doubt = 1.0 - np.abs(2.0 * scores[scores >= LOW_SCORE] - 1.0)
     return (float(doubt.max()), float(doubt.sum())) if len(doubt) else (0.0, 0.0)
-
-
-def above(prediction: Prediction, threshold: float) -> Prediction:
-    """The prediction's detections scoring `threshold` or more."""
-    keep = prediction.scores >= threshold
-    return Prediction(prediction.width, prediction.height, prediction.boxes[keep], prediction.labels[keep],
-                      prediction.scores[keep], prediction.probabilities)  # fmt: skip
 
 
 def queue(answers: list[tuple[int, Prediction]], top: int) -> list[tuple[int, Prediction, tuple[float, float]]]:

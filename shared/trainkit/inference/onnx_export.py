@@ -2,7 +2,8 @@
 
     input   images  uint8 (N, 3, S, S): RGB images resized to the model's square side S, as training
                     resized them (bilinear, antialiased); N is dynamic
-    detection outputs, per image up to D detections (D: the model's detections per image), padded:
+    outputs: the task's (its `onnx_outputs`); detection's, per image up to D detections (D: the model's
+    detections per image), padded:
             boxes   float32 (N, D, 4)  xyxy in the S x S input's pixels
             labels  int64   (N, D)     class ids (class_map order), -1 in the padding
             scores  float32 (N, D)
@@ -39,35 +40,25 @@ from trainkit.inference.predictor import Predictor
 log = logging.getLogger(__name__)
 
 OPSET = 17
-DETECTION_OUTPUTS = ("boxes", "labels", "scores", "count")
-CLASSIFICATION_OUTPUTS = ("scores", "labels")
 DEFAULT_DETECTIONS = 100
 
 
 class _OneImage(nn.Module):
-    """The trainer's `predict` for one uint8 (3, S, S) image, its detections padded to `limit`."""
+    """The trainer's `predict` for one uint8 (3, S, S) image, as the task's ONNX outputs (detections
+    padded to `limit`)."""
 
     def __init__(self, predictor: Predictor, limit: int) -> None:
         super().__init__()
         self.model = predictor.model
         self.trainer = predictor.trainer
         self.settings = predictor.settings
+        self.task = predictor.task
         self.limit = limit
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         images = to_float(image.unsqueeze(0), self.settings.mean, self.settings.std)
         out = self.trainer.predict(self.model, images, None)[0]
-        if self.settings.task != "detection":
-            return out["scores"].float(), out["labels"].reshape(()).to(torch.int64)
-        boxes, labels, scores = out["boxes"][: self.limit], out["labels"][: self.limit], out["scores"][: self.limit]
-        pad = self.limit - boxes.shape[0]
-        count = torch.ones_like(scores, dtype=torch.int64).sum()  # traced as the detections' number, not a constant
-        return (
-            torch.cat([boxes.float(), boxes.new_zeros((pad, 4))]),
-            torch.cat([labels.to(torch.int64), labels.new_full((pad,), -1).to(torch.int64)]),
-            torch.cat([scores.float(), scores.new_zeros((pad,))]),
-            count,
-        )
+        return self.task.onnx_outputs(out, self.limit)
 
 
 def export_onnx(predictor: Predictor, path: Path) -> Path:
@@ -79,11 +70,11 @@ def export_onnx(predictor: Predictor, path: Path) -> Path:
         raise UserError(f"trainer {predictor.trainer.name} does not export to ONNX (its exports_onnx is False)")
     if predictor.device.type != "cpu":
         raise ValueError("export_onnx traces on the CPU: load the predictor there")
-    detects = predictor.detects
-    limit = _detections(predictor.model) if detects else 0
+    task = predictor.task
+    limit = _detections(predictor.model)
     wrapper = _OneImage(predictor, limit).eval()
     size = predictor.settings.image_size
-    names = DETECTION_OUTPUTS if detects else CLASSIFICATION_OUTPUTS
+    names = task.onnx_names
     with (
         tempfile.TemporaryDirectory(prefix="trainkit-onnx-") as scratch,
         torch.no_grad(),
@@ -97,7 +88,8 @@ def export_onnx(predictor: Predictor, path: Path) -> Path:
         torch.onnx.export(wrapper, (example,), str(single), opset_version=OPSET, dynamo=False,
                           input_names=["image"], output_names=list(names))  # fmt: skip
         one = onnx.load(str(single))
-    model = _batched(one, names, size, limit, len(predictor.classes))
+    outputs = task.onnx_output_types(limit, len(predictor.classes))
+    model = _batched(one, names, size, outputs)
     metadata = {"trainkit.settings": json.dumps(predictor.settings.to_json()),
                 "trainkit.classes": json.dumps(list(predictor.classes.names))}  # fmt: skip
     for key, value in metadata.items():
@@ -144,8 +136,9 @@ def _detections(model: nn.Module) -> int:
     return DEFAULT_DETECTIONS
 
 
-def _batched(one, names: tuple[str, ...], size: int, limit: int, classes: int):
-    """An ONNX model that runs the one-image graph `one` in a Loop over the batch of `images`."""
+def _batched(one, names: tuple[str, ...], size: int, types: list[tuple[str, int, list]]):
+    """An ONNX model that runs the one-image graph `one` in a Loop over the batch of `images`; `types`:
+    each output's (name, element type, shape)."""
     from onnx import TensorProto, helper
 
     graph = one.graph
@@ -159,18 +152,7 @@ def _batched(one, names: tuple[str, ...], size: int, limit: int, classes: int):
         [helper.make_tensor_value_info("go_on_out", TensorProto.BOOL, []), *graph.output],
         value_info=list(graph.value_info),
     )  # fmt: skip
-    if names == DETECTION_OUTPUTS:
-        outputs = [
-            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["batch", limit, 4]),
-            helper.make_tensor_value_info("labels", TensorProto.INT64, ["batch", limit]),
-            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", limit]),
-            helper.make_tensor_value_info("count", TensorProto.INT64, ["batch"]),
-        ]
-    else:
-        outputs = [
-            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", classes]),
-            helper.make_tensor_value_info("labels", TensorProto.INT64, ["batch"]),
-        ]
+    outputs = [helper.make_tensor_value_info(name, kind, shape) for name, kind, shape in types]
     nodes = [
         helper.make_node("Shape", ["images"], ["images_shape"]),
         helper.make_node("Constant", [], ["first"], value=helper.make_tensor("first", TensorProto.INT64, [], [0])),

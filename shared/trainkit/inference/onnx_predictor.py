@@ -37,11 +37,6 @@ class OnnxPredictor(BasePredictor):
         self.device = torch.device("cpu")
 
     def run(self, images: torch.Tensor, sizes: np.ndarray) -> list[dict[str, np.ndarray]]:
-        """onnxruntime on the batch; padding dropped."""
+        """onnxruntime on the batch, read back as the task's raw outputs (padding dropped)."""
         outputs = self.session.run(None, {"images": images.cpu().contiguous().numpy()})
-        if not self.detects:
-            scores, labels = outputs
-            return [{"scores": scores[i], "labels": labels[i]} for i in range(len(images))]
-        boxes, labels, scores, count = outputs
-        return [{"boxes": boxes[i, : count[i]], "labels": labels[i, : count[i]], "scores": scores[i, : count[i]]}
-                for i in range(len(images))]  # fmt: skip
+        return self.task.onnx_answers(outputs, len(images))

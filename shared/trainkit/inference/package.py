@@ -35,6 +35,7 @@ from trainkit.classmap import CLASS_MAP_FILE, ClassMap
 from trainkit.inference import served_model
 from trainkit.inference.predictor import NMS_OFF, SETTINGS_FILE
 from trainkit.inference.settings import ModelSettings
+from trainkit.tasks import task_named
 
 # MLflow draws a progress bar for every local "download" while saving; not the user's concern.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -111,13 +112,11 @@ def signature(settings: ModelSettings) -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-    if settings.task == "detection":
-        outputs = Schema([ColSpec("string", "filename"), ColSpec("string", "boxes")])
-    else:
-        outputs = Schema([ColSpec("string", "filename"), ColSpec("string", "probs"), ColSpec("string", "labels")])
+    task = task_named(settings.task)
+    outputs = Schema([ColSpec("string", column) for column in task.answer_columns])
     # agnostic_nms: the IoU above which boxes of any classes count as one object (1.0: off)
     params = [ParamSpec("min_score", "double", settings.min_score), ParamSpec("agnostic_nms", "double", NMS_OFF)]
-    if settings.task == "detection":
+    if task.tiles:
         params += [ParamSpec(name, kind, value) for name, kind, value in tile_params(settings)]
     return ModelSignature(inputs=None, outputs=outputs, params=ParamSchema(params))
 

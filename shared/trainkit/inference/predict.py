@@ -26,9 +26,9 @@ import numpy as np
 from trainkit.atomic import write_bytes_atomic, write_json_atomic
 from trainkit.classmap import ClassMap
 from trainkit.errors import UserError
-from trainkit.inference.predictor import NMS_OFF, BasePredictor, Prediction, check_agnostic_nms, load_predictor
-from trainkit.inference.responses import jsonl_line, labelling_row
+from trainkit.inference.predictor import NMS_OFF, BasePredictor, check_agnostic_nms, load_predictor
 from trainkit.inference.sources import resolve_model
+from trainkit.tasks import Detection, Prediction, Task
 
 if TYPE_CHECKING:
     from trainkit.params import TileSpec
@@ -90,10 +90,10 @@ def run_predict(config: PredictConfig) -> PredictSummary:
     threshold = predictor.settings.min_score if config.min_score is None else config.min_score
     start = time.perf_counter()
     if config.rank:  # the ranking needs the doubtful detections below the threshold too
-        from trainkit.inference.label_queue import LOW_SCORE, above
+        from trainkit.inference.label_queue import LOW_SCORE
 
         ranked, loader_skipped = _predict_all(predictor, records, replace(config, min_score=min(threshold, LOW_SCORE)))
-        answers = [(i, above(a, threshold)) for i, a in ranked]
+        answers = [(i, a.above(threshold)) for i, a in ranked]
     else:
         answers, loader_skipped = _predict_all(predictor, records, config)
     seconds = time.perf_counter() - start
@@ -128,8 +128,9 @@ def checked_tiles(predictor: BasePredictor, options: Mapping[str, object], prefi
     """The predictor's tiling changed by `options`, or a UserError naming the option (`prefix` + name)."""
     from trainkit.params import override_tiles
 
-    if not predictor.detects:
-        raise UserError(f"{prefix}{next(iter(options))}: tiling is for detection models; this one classifies")
+    if not predictor.task.tiles:
+        raise UserError(f"{prefix}{next(iter(options))}: tiling is for detection models; this one is a "
+                        f"{predictor.task.name} model")  # fmt: skip
     try:
         return override_tiles(predictor.tiles, options)
     except ValueError as exc:
@@ -198,28 +199,32 @@ def labelled_records(imageset: Path, labelset: Path, datastore_name: str | None,
     return records, report
 
 
-def batch_loader(predictor: BasePredictor, records, batch_size: int, task: str = "detection"):
+def batch_loader(predictor: BasePredictor, records, batch_size: int, task: Task | None = None):
     """trainkit's loader over `records` in evaluation mode, at the model's input size, on its device;
-    unreadable files are skipped (and named by the loader)."""
+    unreadable files are skipped (and named by the loader). Its units are whole images (or their tiles)
+    unless `task` says otherwise (an evaluation's units are the model's task's)."""
     from trainkit.batch import LoaderConfig
     from trainkit.loading.loader import create_loader
 
-    config = LoaderConfig(batch_size=batch_size, image_size=predictor.settings.image_size, train=False, task=task,
-                          on_bad_row="skip", tiles=predictor.tiles)  # fmt: skip
+    config = LoaderConfig(batch_size=batch_size, image_size=predictor.settings.image_size, train=False,
+                          task=task or Detection(), on_bad_row="skip", tiles=predictor.tiles)  # fmt: skip
     return create_loader(records, config, predictor.device)
 
 
 def batch_answers(
-    predictor: BasePredictor, batch, records, min_score: float | None = None, agnostic_nms: float = NMS_OFF
+    predictor: BasePredictor, batch, loader, min_score: float | None = None, agnostic_nms: float = NMS_OFF
 ) -> list[tuple[int, Prediction]]:
-    """(record index, answer) for each image of a `batch_loader` batch (its windows merged when tiled)."""
+    """(unit, answer) for each unit (an image, or what the loader's task makes a unit) of a batch of
+    `loader`, an image's windows merged when tiled."""
     from trainkit.loading.tile_merge import run_starts
 
     indices = batch.indices.numpy()
-    images = indices[run_starts(indices)]
-    windows = batch.windows.numpy() if batch.windows is not None else None
-    answers = predictor.predict_batch(batch.images, records.sizes[images], min_score, agnostic_nms, windows, indices)
-    return list(zip(images.tolist(), answers, strict=True))
+    units = indices[run_starts(indices)]
+    windows = getattr(batch, "windows", None)
+    windows = windows.numpy() if windows is not None else None
+    sizes = loader.config.task.unit_sizes(loader.records, units)
+    answers = predictor.predict_batch(batch.images, sizes, min_score, agnostic_nms, windows, indices)
+    return list(zip(units.tolist(), answers, strict=True))
 
 
 def _predict_all(predictor: BasePredictor, records, config: PredictConfig):
@@ -230,7 +235,7 @@ def _predict_all(predictor: BasePredictor, records, config: PredictConfig):
     bar = tqdm(total=len(records), unit="img", disable=not terminal, file=sys.stderr)
     answers: list[tuple[int, Prediction]] = []
     for n, batch in enumerate(loader, 1):
-        found = batch_answers(predictor, batch, records, config.min_score, config.agnostic_nms)
+        found = batch_answers(predictor, batch, loader, config.min_score, config.agnostic_nms)
         answers += found
         bar.update(len(found))
         if not terminal and n % LOG_EVERY == 0:
@@ -243,9 +248,9 @@ def _write_queue(config: PredictConfig, predictor: BasePredictor, records, ranke
     """label_queue.csv: label-set rows of the most uncertain images, pre-labelled with what reaches the threshold."""
     import pandas as pd
 
-    from trainkit.inference.label_queue import above, queue
+    from trainkit.inference.label_queue import queue
 
-    rows = [{**labelling_row(above(a, threshold), predictor.classes, str(records.image_urls[i])),
+    rows = [{**predictor.task.labelling_row(a.above(threshold), predictor.classes, str(records.image_urls[i])),
              "uncertainty": round(doubt, 4), "doubtful_sum": round(total, 4)}
             for i, a, (doubt, total) in queue(ranked, config.top)]  # fmt: skip
     columns = ["image_url", "label", "label_confidence", "uncertainty", "doubtful_sum"]
@@ -258,23 +263,18 @@ def _write_queue(config: PredictConfig, predictor: BasePredictor, records, ranke
 def _write(config: PredictConfig, predictor: BasePredictor, records, answers, skipped, seconds: float) -> list[Path]:
     import pandas as pd
 
-    from trainkit.evaluation import Evaluation, draw_detections
-
     out = config.output_dir
     out.mkdir(parents=True, exist_ok=True)
-    classes = predictor.classes
-    rows = [labelling_row(a, classes, str(records.image_urls[i])) for i, a in answers]
+    classes, task = predictor.classes, predictor.task
+    rows = [task.labelling_row(a, classes, str(records.image_urls[i])) for i, a in answers]
     buffer = io.StringIO()
     pd.DataFrame(rows, columns=["image_url", "label", "label_confidence"]).to_csv(buffer, index=False)
     files = [write_bytes_atomic(out / "predictions.csv", buffer.getvalue().encode("utf-8"))]
-    lines = "".join(json.dumps(jsonl_line(a, classes, str(records.image_urls[i]))) + "\n" for i, a in answers)
+    lines = "".join(json.dumps(task.jsonl_line(a, classes, str(records.image_urls[i]))) + "\n" for i, a in answers)
     files.append(write_bytes_atomic(out / "predictions.jsonl", lines.encode("utf-8")))
-    if config.draw and predictor.detects:
-        import torch
-
-        nothing = {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64)}
-        drawn = [(str(records.paths[i]), a.tensors(), nothing) for i, a in answers[: config.draw]]
-        files += draw_detections(Evaluation({}, drawn), classes, out / "drawn", prefix="pred", min_score=0.0)
+    if config.draw:
+        files += task.draw_answers([(str(records.paths[i]), a) for i, a in answers[: config.draw]], classes,
+                                   out / "drawn")  # fmt: skip
     summary = {
         "model": config.model,
         "images": len(answers),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,39 +13,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainkit.batch import ClassificationBatch, DetectionBatch, to_float
+from trainkit.batch import to_float
 from trainkit.classmap import CLASS_MAP_FILE, ClassMap
 from trainkit.errors import UserError
 from trainkit.inference.settings import ModelSettings
 from trainkit.loading.augment import full_window
 from trainkit.loading.resize import resize_into
-from trainkit.loading.tile_merge import as_numpy, per_image
+from trainkit.loading.tile_merge import as_numpy
 from trainkit.loading.tiles import tile_windows
+from trainkit.tasks import Prediction, Task, task_named
 from trainkit.trainer import Trainer
 
 if TYPE_CHECKING:
+    from trainkit.batch import BatchLoader
     from trainkit.params import TileSpec
 
 SETTINGS_FILE = "settings.json"
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One image's answer. Detection: boxes (k, 4) xyxy in the image's pixels, class ids, scores.
-    Classification: the class id and score of the best class, and every class's probability."""
-
-    width: int
-    height: int
-    boxes: np.ndarray  # (k, 4) float32; (0, 4) for classifiers
-    labels: np.ndarray  # (k,) int64 class ids
-    scores: np.ndarray  # (k,) float32
-    probabilities: np.ndarray | None = None  # (classes,) for classifiers
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """Boxes, labels and scores as torch tensors: what torchmetrics and the drawing take."""
-        return {"boxes": torch.from_numpy(self.boxes), "labels": torch.from_numpy(self.labels),
-                "scores": torch.from_numpy(self.scores)}  # fmt: skip
-
 
 NMS_OFF = 1.0  # class-agnostic NMS at IoU 1 suppresses nothing
 
@@ -59,8 +42,9 @@ class BasePredictor:
     device: torch.device
 
     @property
-    def detects(self) -> bool:
-        return self.settings.task == "detection"
+    def task(self) -> Task:
+        """What the model does (its settings name it)."""
+        return task_named(self.settings.task)
 
     @property
     def tiles(self) -> TileSpec | None:
@@ -68,7 +52,7 @@ class BasePredictor:
         replaced by `with_tiles`."""
         from trainkit.params import TileSpec
 
-        return TileSpec.from_json(self.settings.tiling) if self.settings.tiling and self.detects else None
+        return TileSpec.from_json(self.settings.tiling) if self.settings.tiling and self.task.tiles else None
 
     def with_tiles(self, tiles: TileSpec | None) -> None:
         """Predict on these tiles from now on (None: whole images), whatever the model was trained with."""
@@ -116,27 +100,13 @@ class BasePredictor:
         sizes = np.asarray(sizes, np.float32).reshape(-1, 2)
         owners = np.arange(len(images)) if owners is None else np.asarray(owners)
         outputs = self.run(images, _input_sizes(sizes, windows))
-        if not self.detects:
-            return [self._classified(out, size) for out, size in zip(outputs, sizes, strict=True)]
-        for out in outputs:
-            keep = out["scores"] >= threshold
-            out.update(boxes=out["boxes"][keep], scores=out["scores"][keep], labels=out["labels"][keep])
-        found = per_image(outputs, windows, owners, self.settings.image_size, sizes, self.tiles)
-        answers = [Prediction(round(float(width)), round(float(height)), boxes, labels, scores)
-                   for (width, height), (_, boxes, scores, labels) in zip(sizes, found, strict=True)]  # fmt: skip
+        answers = self.task.answers(outputs, sizes, windows, owners, self.settings.image_size, self.tiles, threshold)
         return answers if agnostic_nms >= NMS_OFF else [_agnostic(a, agnostic_nms) for a in answers]
 
     def run(self, images: torch.Tensor, sizes: np.ndarray) -> list[dict[str, np.ndarray]]:
         """The model's raw outputs per input (see `Trainer.predict`), as numpy arrays; `sizes` are the
         inputs' own (width, height) in image pixels."""
         raise NotImplementedError
-
-    def _classified(self, out: dict[str, np.ndarray], size: np.ndarray) -> Prediction:
-        width, height = (round(v) for v in size.tolist())
-        probabilities = out["scores"].astype(np.float32)
-        label = int(out["labels"])
-        return Prediction(width, height, np.zeros((0, 4), np.float32), np.array([label]),
-                          probabilities[[label]], probabilities)  # fmt: skip
 
 
 def _input_sizes(sizes: np.ndarray, windows: np.ndarray | None) -> np.ndarray:
@@ -168,24 +138,40 @@ class Predictor(BasePredictor):
     """A PyTorch model with what it needs to run: its trainer, class map and settings, on one device."""
 
     def __init__(
-        self, trainer: Trainer, model: nn.Module, classes: ClassMap, settings: ModelSettings, device: torch.device
+        self,
+        trainer: Trainer,
+        model: nn.Module,
+        classes: ClassMap,
+        settings: ModelSettings,
+        device: torch.device,
+        amp_dtype: torch.dtype | None = None,
     ) -> None:
         self.trainer = trainer
         self.model = model.to(device).eval()
         self.classes = classes
         self.settings = settings
         self.device = device
+        self.amp_dtype = amp_dtype  # mixed precision's type on a GPU (None: full precision)
+
+    @classmethod
+    def in_training(cls, trainer: Trainer, model: nn.Module, classes: ClassMap, loader: BatchLoader,
+                    amp: bool) -> Predictor:  # fmt: skip
+        """The model being trained, answering as it will once saved, for the batches of `loader`
+        (its input size and tiles); `amp`: in the trainer's mixed precision, on a GPU."""
+        config, device = loader.config, loader.device
+        settings = ModelSettings(
+            trainer=trainer.name, trainer_module=type(trainer).__module__, task=trainer.task.name,
+            image_size=config.image_size, mean=tuple(trainer.mean), std=tuple(trainer.std),
+            tiling=config.tiles.to_json() if config.tiles is not None else None,
+        )  # fmt: skip
+        dtype = trainer.amp_dtype(device) if amp and device.type == "cuda" else None
+        return cls(trainer, model, classes, settings, device, dtype)
 
     def run(self, images: torch.Tensor, sizes: np.ndarray) -> list[dict[str, np.ndarray]]:
         """The trainer's own `predict` on the images, normalised as the harness fed them in training."""
-        n = len(images)
-        scales = torch.from_numpy(self.settings.image_size / sizes)
-        if self.detects:
-            targets = [{"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64)}] * n
-            batch = DetectionBatch(images, targets, torch.arange(n), scales)
-        else:
-            batch = ClassificationBatch(images, torch.zeros(n, dtype=torch.int64), torch.arange(n))
-        with torch.no_grad():
+        batch = self.task.predict_batch(images, torch.from_numpy(self.settings.image_size / sizes))
+        device, dtype = self.device, self.amp_dtype
+        with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             outputs = self.trainer.predict(self.model, to_float(images, self.settings.mean, self.settings.std), batch)
         return as_numpy(outputs)
 

@@ -39,7 +39,6 @@ class TrainkitModel(mlflow.pyfunc.PythonModel):
         from trainkit.errors import UserError
         from trainkit.inference.images import UnreadableImage, to_array
         from trainkit.inference.predictor import NMS_OFF, check_agnostic_nms
-        from trainkit.inference.responses import automl_answer
 
         params = params or {}
         min_score = params.get("min_score")
@@ -62,9 +61,9 @@ class TrainkitModel(mlflow.pyfunc.PythonModel):
                 except UnreadableImage as exc:
                     raise _bad_input(f"image {n} ({filename}): {exc}") from None
             answers = predictor.predict(arrays, None if min_score is None else float(min_score), agnostic)
-            rows += [automl_answer(a, predictor.classes, f) for (f, _), a in zip(chunk, answers, strict=True)]
-        columns = ["filename", "boxes"] if predictor.detects else ["filename", "probs", "labels"]
-        return pd.DataFrame(rows, columns=columns)
+            rows += [predictor.task.automl_answer(a, predictor.classes, f)
+                     for (f, _), a in zip(chunk, answers, strict=True)]  # fmt: skip
+        return pd.DataFrame(rows, columns=list(predictor.task.answer_columns))
 
     def _tiled(self, params: dict[str, Any]) -> Any:
         """The predictor, tiling as this request's tile_* parameters say (a copy when they change it)."""
@@ -73,7 +72,7 @@ class TrainkitModel(mlflow.pyfunc.PythonModel):
         from trainkit.inference.predict import checked_tiles
 
         options = {key[len("tile_") :]: value for key, value in params.items() if key.startswith("tile_")}
-        if not options or not self._predictor.detects:
+        if not options or not self._predictor.task.tiles:
             return self._predictor
         tiles = checked_tiles(self._predictor, options, "tile_")
         if tiles == self._predictor.tiles:

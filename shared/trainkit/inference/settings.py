@@ -20,7 +20,7 @@ class ModelSettings:
 
     trainer: str  # the trainer's name
     trainer_module: str  # the module defining TRAINER, importable from the model's code/ folder
-    task: str  # detection, object_crops or image_labels
+    task: str  # the task's name (trainkit.tasks.TASKS)
     image_size: int  # the square side images are resized to, as in training
     mean: tuple[float, float, float]  # (x / 255 - mean) / std, as the harness fed the model
     std: tuple[float, float, float]
@@ -35,11 +35,11 @@ class ModelSettings:
         import trainkit
         from trainkit.params import tile_spec
 
-        tiles = tile_spec(params) if trainer.task == "detection" else None
+        tiles = tile_spec(params) if trainer.task.tiles else None
         return cls(
             trainer=trainer.name,
             trainer_module=module,
-            task=trainer.task,
+            task=trainer.task.name,
             image_size=trainer.loader_config(params, False).image_size,
             mean=tuple(trainer.mean),
             std=tuple(trainer.std),

@@ -32,15 +32,11 @@ class Sample:
     shape: np.ndarray  # (2,) float32: width, height of the window
     flip: np.ndarray  # () int32: 1 to mirror horizontally
     window: np.ndarray  # (4,) float32: x0, y0, x1, y1 of the window in the image's own pixels (before any reduction)
-    targets: tuple[np.ndarray, ...]  # per task; see TASK_TARGETS
+    targets: tuple[np.ndarray, ...]  # what the task's `sample` says, of its `target_dtypes`
 
 
-# Targets that travel with each sample through DALI (untouched) to the batch, per task.
-TASK_TARGETS: dict[str, tuple[types.DALIDataType, ...]] = {
-    "detection": (types.FLOAT, types.INT32),  # boxes (k, 4) relative to the output, class ids (k,)
-    "object_crops": (types.INT32,),  # class id (1,)
-    "image_labels": (types.FLOAT,),  # multi-hot (classes,)
-}
+# The numpy types a task's targets may have, as DALI names them: targets travel through DALI untouched.
+DALI_TYPES = {"float32": types.FLOAT, "int32": types.INT32, "int64": types.INT64, "uint8": types.UINT8}
 
 
 class BadFile(Exception):
@@ -59,10 +55,10 @@ class BatchSource:
     loader reports it.
     """
 
-    def __init__(self, load: Callable[[int], Sample], batch_size: int, task: str, skip_bad: bool) -> None:
+    def __init__(self, load: Callable[[int], Sample], batch_size: int, targets: int, skip_bad: bool) -> None:
         self._load = load
         self._batch_size = batch_size
-        self._task = task
+        self._targets = targets  # arrays per sample
         self._skip_bad = skip_bad
         self._order = np.zeros(0, np.int64)
         self._cursor = 0
@@ -96,7 +92,7 @@ class BatchSource:
         self.pending.append(np.array([s.position for s in samples], np.int64))
         columns: list[list[np.ndarray]] = [[s.encoded for s in samples], [s.anchor for s in samples]]
         columns += [[s.shape for s in samples], [s.flip for s in samples], [s.window for s in samples]]
-        columns += [[s.targets[j] for s in samples] for j in range(len(TASK_TARGETS[self._task]))]
+        columns += [[s.targets[j] for s in samples] for j in range(self._targets)]
         columns.append([np.array([s.position], np.int64) for s in samples])
         return tuple(columns)
 
@@ -117,9 +113,10 @@ class BatchSource:
 
 
 @pipeline_def(enable_conditionals=False)
-def loader_pipeline(source: BatchSource, task: str, decode_device: str) -> tuple:
+def loader_pipeline(source: BatchSource, target_dtypes: tuple[str, ...], decode_device: str) -> tuple:
     """Decode each sample's window. Outputs: images (HWC uint8), flips, windows, targets, positions."""
-    dtypes = [types.UINT8, types.FLOAT, types.FLOAT, types.INT32, types.FLOAT, *TASK_TARGETS[task], types.INT64]
+    targets = [DALI_TYPES[name] for name in target_dtypes]
+    dtypes = [types.UINT8, types.FLOAT, types.FLOAT, types.INT32, types.FLOAT, *targets, types.INT64]
     encoded, anchor, shape, flip, window, *rest = fn.external_source(
         source=source, num_outputs=len(dtypes), batch=True, dtype=dtypes
     )

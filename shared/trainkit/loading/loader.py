@@ -8,7 +8,7 @@ distributed run reads a disjoint, equally long shard (up to count-1 images a epo
 the shards are equal, as torch's DistributedSampler does). Eval mode reads every sample exactly
 once, in order, the last partial batch included, with no randomness.
 
-With `config.tiles` (detection), training samples are an image's tiles and the whole image (each a
+With `config.tiles` (tasks that tile), training samples are an image's tiles and the whole image (each a
 window decoded alone; an epoch is every window once, shuffled across images), and evaluation batches
 hold every window of each image, cut from one decode of it (`DetectionBatch.windows` says where each
 input lies in its image; trainkit.loading.tiles).
@@ -23,35 +23,25 @@ import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 
 import numpy as np
 import torch
 
-from trainkit.batch import ClassificationBatch, DetectionBatch, LoaderConfig
+from trainkit.batch import Batch, LoaderConfig
 from trainkit.data.decode_check import DaliDecodeCheck, transcoded
 from trainkit.data.records import Records
 from trainkit.errors import DatasetError
-from trainkit.loading.augment import (
-    Window,
-    box_window,
-    boxes_in_window,
-    full_window,
-    sample_crop_window,
-    sample_rng,
-)
+from trainkit.loading.augment import Window, sample_rng
 from trainkit.loading.dali_pipeline import BadFile, BatchSource, Sample, loader_pipeline
 from trainkit.loading.distributed import Shard, local_processes, usable_cores
 from trainkit.loading.large_images import is_large, reduced
 from trainkit.loading.resize import resize_into
-from trainkit.loading.tiles import IGNORE_LABEL, tile_windows, window_targets
+from trainkit.loading.tiles import tile_windows
 from trainkit.params import TileSpec
 
 log = logging.getLogger(__name__)
 
-MIN_BOX_PIXELS = 1.0
 MAX_REBUILDS_PER_EPOCH = 100
-IGNORE_FILL = 114  # the grey an ignore region is painted with (YOLO's letterbox grey): no object, no background
 
 
 def create_loader(
@@ -75,16 +65,17 @@ class DaliLoader:
         self.device = device
         self.shard = shard
         self.epoch = 0
-        self._units = len(records) if config.task != "object_crops" else records.num_objects
-        self._object_image = records.object_image()
-        self._tiles = config.tiles if config.task == "detection" else None
+        task = config.task
+        self._units = task.units(records)
+        self._task_image = task.unit_images(records)  # the image of each of the task's units (None: images)
+        self._tiles = config.tiles if task.tiles else None
         # Training on tiles: each unit is one window of one image (see trainkit.loading.tiles).
         self._unit_image, self._unit_window = _tile_units(records, self._tiles) if config.train else (None, None)
         if self._unit_image is not None:
             self._units = len(self._unit_image)
         if config.train and self._units < shard.count:
             raise DatasetError(f"{self._units} samples cannot be split over {shard.count} processes")
-        self._source = BatchSource(self._load, config.batch_size, config.task, config.on_bad_row == "skip")
+        self._source = BatchSource(self._load, config.batch_size, len(task.target_dtypes), config.on_bad_row == "skip")
         self._pipe = None
         self._clean_end = True
         self._start_batch = 0
@@ -112,7 +103,7 @@ class DaliLoader:
         order = np.random.default_rng([self.config.seed, epoch]).permutation(n)
         return order[: n - n % shard.count][shard.index :: shard.count]
 
-    def __iter__(self) -> Iterator[DetectionBatch | ClassificationBatch]:
+    def __iter__(self) -> Iterator[Batch]:
         # Each iteration is the next epoch, however far the previous one was read.
         self._source_epoch, self.epoch = self.epoch, self.epoch + 1
         order = self.epoch_order(self._source_epoch)[self._start_batch * self.config.batch_size :]
@@ -144,7 +135,7 @@ class DaliLoader:
         threads = c.num_threads or max(1, min(8, usable_cores() // local_processes()))
         pipe = loader_pipeline(
             source=self._source,
-            task=c.task,
+            target_dtypes=c.task.target_dtypes,
             decode_device="mixed" if gpu else "cpu",
             batch_size=c.batch_size,
             num_threads=threads,
@@ -193,7 +184,7 @@ class DaliLoader:
     def _image_of(self, position: int) -> int:
         if self._unit_image is not None:
             return int(self._unit_image[position])
-        return int(self._object_image[position]) if self.config.task == "object_crops" else position
+        return int(self._task_image[position]) if self._task_image is not None else position
 
     def _path_of(self, position: int) -> str:
         return str(self.records.paths[self._image_of(position)])
@@ -226,8 +217,9 @@ class DaliLoader:
         return None
 
     def _load(self, position: int) -> Sample:
-        """Read one sample's bytes and decide its window, flip and targets (runs in DALI's feeding thread)."""
-        records, config, task = self.records, self.config, self.config.task
+        """Read one sample's bytes; the task decides its window and targets, given the flip and crop drawn
+        here (runs in DALI's feeding thread)."""
+        records, config = self.records, self.config
         image = self._image_of(position)
         path = str(records.paths[image])
         try:
@@ -239,29 +231,10 @@ class DaliLoader:
         width, height = (int(v) for v in records.sizes[image])
         rng = sample_rng(config.seed, self._source_epoch, position) if config.train else None
         flip = bool(rng is not None and rng.random() < config.hflip)
-        start, stop = records.offsets[image], records.offsets[image + 1]
-        window: Window
-        if task == "object_crops":
-            window = box_window(records.boxes[position], width, height, flip)
-            targets: tuple[np.ndarray, ...] = (records.class_ids[position : position + 1].astype(np.int32),)
-        elif task == "image_labels":
-            window = full_window(width, height, flip)
-            hot = np.zeros(len(records.classes), np.float32)
-            hot[records.class_ids[start:stop]] = 1.0
-            targets = (hot,)
-        else:
-            boxes = records.boxes[start:stop].astype(np.float64)
-            labels = records.class_ids[start:stop].astype(np.int32)
-            tile = None if self._unit_window is None else Window(*(int(v) for v in self._unit_window[position]))
-            if tile is not None and tile != full_window(width, height):
-                # A tile is already a crop: it is only mirrored, and objects it cuts become ignore regions.
-                window = replace(tile, flip=flip)
-                targets = window_targets(boxes, labels, window, self._tiles.min_visible)
-            else:
-                crop = rng is not None and config.random_crop
-                window = sample_crop_window(rng, boxes, width, height) if crop else full_window(width, height)
-                window = replace(window, flip=flip)
-                targets = boxes_in_window(boxes, labels, window)
+        tile = None if self._unit_window is None else Window(*(int(v) for v in self._unit_window[position]))
+        crop = rng if rng is not None and config.random_crop else None
+        unit = image if tile is not None else position  # a tile's unit is its image
+        window, targets = config.task.sample(records, unit, image, flip, crop, tile, config)
         corners = window.xyxy()[0].astype(np.float32)
         if is_large(width, height):
             # Evaluation cuts tiles from this one decode: it must keep `image_size` pixels across the smallest.
@@ -291,40 +264,18 @@ class DaliLoader:
         tiles = tile_windows(width, height, self._tiles)
         return math.ceil(size * max(max(width / t.width, height / t.height) for t in tiles))
 
-    def _batch(self, outputs: tuple, positions: np.ndarray) -> DetectionBatch | ClassificationBatch:
+    def _batch(self, outputs: tuple, positions: np.ndarray) -> Batch:
         images_tl, flips_tl, windows_tl = outputs[0], outputs[1], outputs[2]
-        if self.config.task != "detection":
-            images = self._resized([_to_torch(images_tl[i], self.device) for i in range(len(positions))], flips_tl)
-            labels_tl = outputs[3]
-            labels = np.stack([np.asarray(labels_tl[i]) for i in range(len(positions))])
-            labels_t = torch.from_numpy(
-                labels.reshape(len(positions)).astype(np.int64) if self.config.task == "object_crops" else labels
-            )
-            return ClassificationBatch(images, labels_t.to(self.device), torch.from_numpy(positions))
+        n = len(positions)
         image_ids = np.array([self._image_of(p) for p in positions.tolist()], np.int64)
-        windows = np.stack([np.asarray(windows_tl[i], np.float32) for i in range(len(positions))]).reshape(-1, 4)
-        decoded = [_to_torch(images_tl[i], self.device) for i in range(len(positions))]
+        windows = np.stack([np.asarray(windows_tl[i], np.float32) for i in range(n)]).reshape(-1, 4)
+        decoded = [_to_torch(images_tl[i], self.device) for i in range(n)]
         if self._tiles is not None and not self.config.train:
             return self._tiled_batch(decoded, windows, image_ids)
-        size = self.config.image_size
         images = self._resized(decoded, flips_tl)
-        boxes_tl, labels_tl = outputs[3], outputs[4]
-        targets = []
-        for i in range(len(positions)):
-            boxes = np.asarray(boxes_tl[i], np.float32).reshape(-1, 4) * size
-            labels = np.asarray(labels_tl[i]).reshape(-1).astype(np.int64)
-            ignore = labels == IGNORE_LABEL
-            for x0, y0, x1, y1 in np.rint(boxes[ignore]).astype(int).tolist():
-                images[i, :, y0:y1, x0:x1] = IGNORE_FILL
-            boxes, labels = boxes[~ignore], labels[~ignore]
-            keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_PIXELS) & ((boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_PIXELS)
-            targets.append(
-                {
-                    "boxes": torch.from_numpy(boxes[keep]).to(self.device),
-                    "labels": torch.from_numpy(labels[keep]).to(self.device),
-                }
-            )
-        return _detection_batch(images, targets, image_ids, windows)
+        columns = outputs[3 : 3 + len(self.config.task.target_dtypes)]
+        targets = [tuple(np.asarray(column[i]) for column in columns) for i in range(n)]
+        return self.config.task.collate(images, targets, positions, image_ids, windows)
 
     def _resized(self, decoded: list[torch.Tensor], flips_tl=None) -> torch.Tensor:
         """The decoded (1, 3, h, w) windows resized to the model's square input (and mirrored where flipped)."""
@@ -340,16 +291,14 @@ class DaliLoader:
                     images[i : i + 1] = images[i : i + 1].flip(-1)
         return images
 
-    def _tiled_batch(self, decoded: list[torch.Tensor], windows: np.ndarray, image_ids: np.ndarray) -> DetectionBatch:
-        """Evaluation on tiles: every window of each image, cut from its one decode, as consecutive inputs;
-        targets are each window's boxes (kept whole when `min_visible` of them is inside)."""
+    def _tiled_batch(self, decoded: list[torch.Tensor], windows: np.ndarray, image_ids: np.ndarray) -> Batch:
+        """Evaluation on tiles: every window of each image, cut from its one decode, as consecutive inputs,
+        with each window's targets as the task says."""
         crops, corners, owners, targets = [], [], [], []
         for chw, frame, image in zip(decoded, windows, image_ids.tolist(), strict=True):
             width, height = (int(v) for v in self.records.sizes[image])
             # The decode may be reduced (a large image): tile corners in its own pixels.
             fx, fy = chw.shape[-1] / float(frame[2] - frame[0]), chw.shape[-2] / float(frame[3] - frame[1])
-            start, stop = self.records.offsets[image], self.records.offsets[image + 1]
-            boxes, labels = self.records.boxes[start:stop], self.records.class_ids[start:stop]
             for tile in tile_windows(width, height, self._tiles):
                 x0, y0 = math.floor(tile.x0 * fx), math.floor(tile.y0 * fy)
                 x1 = max(x0 + 1, math.ceil((tile.x0 + tile.width) * fx))
@@ -357,19 +306,10 @@ class DaliLoader:
                 crops.append(chw[:, :, y0:y1, x0:x1])
                 corners.append(tile.xyxy()[0])
                 owners.append(image)
-                rel, ids = window_targets(boxes, labels, tile, self._tiles.min_visible)
-                keep = ids != IGNORE_LABEL
-                targets.append({"boxes": torch.from_numpy(rel[keep] * self.config.image_size).to(self.device),
-                                "labels": torch.from_numpy(ids[keep].astype(np.int64)).to(self.device)})  # fmt: skip
+                targets.append(self.config.task.tile_targets(self.records, image, tile, self.config))
         images = self._resized(crops)
-        return _detection_batch(images, targets, np.array(owners, np.int64), np.array(corners, np.float32))
-
-
-def _detection_batch(images: torch.Tensor, targets: list, image_ids: np.ndarray, windows: np.ndarray) -> DetectionBatch:
-    size = images.shape[-1]
-    extent = (windows[:, 2:] - windows[:, :2]).astype(np.float32)
-    return DetectionBatch(images, targets, torch.from_numpy(image_ids), torch.from_numpy(size / extent),
-                          windows=torch.from_numpy(windows.astype(np.float32)))  # fmt: skip
+        owned = np.array(owners, np.int64)
+        return self.config.task.collate(images, targets, owned, owned, np.array(corners, np.float32).reshape(-1, 4))
 
 
 def _tile_units(records: Records, tiles: TileSpec | None) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -30,7 +30,6 @@ from trainkit.config import TrainConfig
 from trainkit.contract import ExitCode
 from trainkit.data.dataset import Dataset
 from trainkit.errors import Stopped, UserError
-from trainkit.evaluation import Evaluation, plot_curves
 from trainkit.inference.devices import resolve_device
 from trainkit.inference.package import build_model_dir
 from trainkit.inference.predictor import Predictor
@@ -38,6 +37,7 @@ from trainkit.inference.settings import ModelSettings
 from trainkit.loading.distributed import Shard, local_processes, local_rank
 from trainkit.loading.loader import DaliLoader, create_loader
 from trainkit.params import CommonParams, describe, params_to_dict, parse_params
+from trainkit.tasks import Evaluator
 from trainkit.training.best import BestModel
 from trainkit.training.checkpoint import (
     Position,
@@ -48,6 +48,7 @@ from trainkit.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from trainkit.training.curves import plot_curves
 from trainkit.training.ddp import ProcessGroup
 from trainkit.training.discovery import LoadedTrainer
 from trainkit.training.folder_lock import hold_folder
@@ -92,7 +93,7 @@ class _State:
     position: Position
     group: ProcessGroup
     train_model: torch.nn.Module | None = None  # the model wrapped for distributed training, else the model
-    evaluation: Evaluation | None = None  # the latest validation in this process
+    evaluation: Evaluator | None = None  # the latest validation in this process
 
 
 def run_training(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer) -> int:
@@ -240,7 +241,7 @@ def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: Pr
 
     history: dict[str, list[tuple[int, float]]] = defaultdict(list, checkpoint.get("history", {}) if checkpoint else {})
     started = time.perf_counter()
-    evaluation: Evaluation | None = None
+    evaluation: Evaluator | None = None
     try:
         with _StopFlag() as stop:
             finished = _train_loop(
@@ -272,7 +273,7 @@ def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: Pr
                 run_info = {**run_info, "images": images}
             _finish(trainer, loaded, state, params, dataset, tracker, config, history, evaluation, seconds, run_info,
                     best if val_loader is not None else None, complete)  # fmt: skip
-            if config.label_issues and val_loader is not None and trainer.task == "detection":  # crops: no boxes
+            if config.label_issues and val_loader is not None and trainer.task.reviews_labels:
                 _label_review(config, dataset, device, tracker, state.position.step)
     except Stopped:
         tracker.end("KILLED")  # as a SIGTERM in the loop: stopped, not failed
@@ -289,7 +290,7 @@ def _with_policy(loader_config: LoaderConfig, policy: str) -> LoaderConfig:
 
 
 def _final_evaluation(trainer, state: _State, val_loader: DaliLoader, dataset: Dataset, amp: bool, tracker,
-                      history, best: BestModel, complete: bool) -> Evaluation:  # fmt: skip
+                      history, best: BestModel, complete: bool) -> Evaluator:  # fmt: skip
     """The evaluation of the model `train` saves: the final weights' (offered to `best`), then, when an
     earlier evaluation was better, the best weights are loaded and evaluated again for the pictures."""
     step = state.position.step
@@ -450,7 +451,7 @@ def _validate(
     tracker: Tracker | NullTracker,
     history: dict[str, list[tuple[int, float]]],
     step: int,
-) -> Evaluation:
+) -> Evaluator:
     """Evaluate on the validation set: every metric to the tracker, the summary metrics to the curves."""
     evaluation = trainer.evaluate(model, val_loader, dataset.class_map, amp)
     tracker.log_metrics({f"val/{k}": v for k, v in evaluation.metrics.items()}, step)
@@ -468,7 +469,7 @@ def _finish(
     tracker: Tracker,
     config: TrainConfig,
     history,
-    evaluation: Evaluation | None,
+    evaluation: Evaluator | None,
     seconds: float,
     run_info: dict,
     best: BestModel | None,
@@ -481,13 +482,13 @@ def _finish(
     plots = output_dir / "plots"
     plot_curves(history, plots)
     if evaluation is not None:
-        trainer.draw(evaluation, dataset.class_map, plots)
+        evaluation.draw(plots)
     metrics = {
         "step": state.position.step,
         "epoch": state.position.epoch,
         "train_loss": history["train_loss"][-1][1] if history.get("train_loss") else None,
         "val": evaluation.metrics if evaluation is not None else None,
-        **({"confusion_matrix": evaluation.confusion} if evaluation is not None and evaluation.confusion else {}),
+        **(evaluation.details if evaluation is not None else {}),
         "seconds": round(seconds, 1),
         "skipped_images": len(images["skipped"]),
         "cpu_decoded_images": len(images["decoded_on_cpu"]),
