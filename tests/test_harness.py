@@ -44,6 +44,27 @@ def final_weights(out: Path) -> dict[str, torch.Tensor]:
     return torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)["model"]
 
 
+def assert_evaluate_agrees(demo: DemoDataset, out: Path, scratch: Path, val_fraction: float, batch_size: int) -> None:
+    """`trainkit evaluate` of a run's saved model on the run's validation images reports exactly the
+    validation metrics the run wrote for that model: one evaluator, fed the same way, for both."""
+    from trainkit.data.dataset import DataConfig, DatasetOptions, DatasetPair, load_dataset
+
+    data = load_dataset(DataConfig(DatasetPair(demo.imageset_studio, demo.labels_csv), val_fraction=val_fraction,
+                                   options=DatasetOptions(datastore_name="")))  # fmt: skip
+    labels = pd.read_csv(demo.labels_csv)
+    val = labels[labels["image_url"].isin(set(data.val.image_urls.tolist()))]
+    assert len(val) == len(data.val)
+    val.to_csv(scratch / "val.csv", index=False)
+    result = run([str(TRAINKIT), "evaluate", "--model", str(out), "--imageset", str(demo.imageset_studio),
+                  "--labelset", str(scratch / "val.csv"), "--datastore-name", "", "--device", "cpu",
+                  "--batch-size", str(batch_size), "--output-dir", str(scratch / "evaluated")])  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluated = json.loads((scratch / "evaluated" / "metrics.json").read_text())
+    trained = json.loads((out / "metrics.json").read_text())
+    assert trained["val"] and {name: evaluated[name] for name in trained["val"]} == trained["val"]
+    assert evaluated["confusion_matrix"] == trained["confusion_matrix"]
+
+
 def test_detector_trains_logs_to_mlflow_and_reloads(demo: DemoDataset, tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = run(
@@ -99,7 +120,7 @@ def test_a_detection_trainer_trains_on_tiles_and_its_model_predicts_on_them(
     scratch = ("--set", "weights=") if trainer == DETECTOR else ()
     result = run(train_command(demo, out, trainer, *scratch, "--set", "epochs=1", "--set", "batch_size=4",
                                "--set", "image_size=64", "--set", "tile_grid=2x2", "--set", "tile_overlap=0.2",
-                               "--log-every", 1))  # fmt: skip
+                               "--val-fraction", 0.2, "--log-every", 1))  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     steps = json.loads((out / "metrics.json").read_text())["step"]
     train_images = json.loads((out / "run.json").read_text())["train_images"]
@@ -111,6 +132,7 @@ def test_a_detection_trainer_trains_on_tiles_and_its_model_predicts_on_them(
                      "--datastore-name", "", "--output-dir", str(tmp_path / "pred"), "--draw", "0"])  # fmt: skip
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     assert json.loads((tmp_path / "pred" / "predict.json").read_text())["images"] == 12
+    assert_evaluate_agrees(demo, out, tmp_path, 0.2, 4)  # on tiles, as the run validated
 
 
 def test_classifier_trains_on_object_crops_with_its_own_metrics(demo: DemoDataset, tmp_path: Path) -> None:
@@ -126,7 +148,7 @@ def test_classifier_trains_on_object_crops_with_its_own_metrics(demo: DemoDatase
     val = metrics["val"]
     assert 0 <= val["accuracy"] <= 1 and {"macro_precision", "macro_recall", "macro_f1"} <= set(val)
     assert any(key.startswith("recall_class/") for key in val)
-    confusion = metrics["confusion_matrix"]
+    confusion = metrics["confusion_matrix"]["rows_truth_columns_predicted"]
     assert len(confusion) == len(classes) == 3 and all(len(row) == 3 for row in confusion)
     run_info = json.loads((out / "run.json").read_text())
     from trainkit.data.dataset import DataConfig, DatasetOptions, DatasetPair, load_dataset
@@ -137,6 +159,7 @@ def test_classifier_trains_on_object_crops_with_its_own_metrics(demo: DemoDatase
     assert sum(map(sum, confusion)) == data.val.num_objects  # every validation crop counted once
     for name in ("confusion_matrix.png", "val_accuracy.png", "val_macro_f1.png", "train_loss.png"):
         assert (out / "plots" / name).is_file(), name
+    assert_evaluate_agrees(demo, out, tmp_path, 0.3, 8)
     import mlflow
 
     model = mlflow.pytorch.load_model(str(out / "model")).eval()

@@ -104,3 +104,23 @@ def test_light_commands_load_no_heavy_library(args: list[str], tmp_path: Path) -
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stderr[-2000:]
+
+
+def test_a_trainer_may_name_its_task_and_no_task_is_compared_by_name_outside_the_task_package() -> None:
+    import re
+
+    from trainkit.tasks import ObjectCrops
+    from trainkit.trainer import Trainer
+
+    class Named(Trainer):
+        task = "object_crops"  # the form trainers used before tasks were types
+
+    assert Named.task == ObjectCrops() and Named.metric_names()[0] == "val/accuracy"
+    with pytest.raises(ValueError, match="unknown task 'image_labels'"):
+        type("Unknown", (Trainer,), {"task": "image_labels"})
+    branches = re.compile(r"task\s*[!=]=|\.detects\b|task_name\s*[!=]=")
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        lines = path.read_text(encoding="utf-8").splitlines() if "tasks" not in path.parts else []
+        found += [f"{path.relative_to(PACKAGE)}:{n}" for n, line in enumerate(lines, 1) if branches.search(line)]
+    assert not found, found

@@ -21,10 +21,11 @@ from trainkit.data.dataset import DatasetOptions, DatasetPair, load_pair
 from trainkit.data.object_sizes import object_sizes
 from trainkit.errors import UserError
 from trainkit.loading.augment import Window
-from trainkit.loading.loader import IGNORE_FILL, create_loader
+from trainkit.loading.loader import create_loader
 from trainkit.loading.tile_merge import merge, per_image
 from trainkit.loading.tiles import IGNORE_LABEL, tile_windows, window_targets
 from trainkit.params import CommonParams, TileSpec, override_tiles, parse_grid, parse_params, tile_spec
+from trainkit.tasks.detection import IGNORE_FILL
 
 ROOT = Path(__file__).resolve().parents[1]
 

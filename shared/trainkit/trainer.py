@@ -19,7 +19,7 @@ from trainkit.classmap import ClassMap
 from trainkit.detection_archs import label_offset
 from trainkit.errors import UserError
 from trainkit.params import CommonParams, tile_spec
-from trainkit.tasks import Detection, Evaluator, Task
+from trainkit.tasks import Detection, Evaluator, Task, task_named
 
 
 class Trainer:
@@ -40,6 +40,12 @@ class Trainer:
     # `train` also writes model.onnx (trainkit.inference.onnx_export traces `predict` for one image);
     # set False for a model whose operations do not export.
     exports_onnx: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # Trainers written before tasks were types name theirs ("detection"): the name stands for the type.
+        if isinstance(cls.__dict__.get("task"), str):
+            cls.task = task_named(cls.__dict__["task"])
 
     def build_model(self, params: CommonParams, classes: ClassMap) -> nn.Module:
         """The model for these classes (ids 0 .. len(classes) - 1). Never download weights here."""

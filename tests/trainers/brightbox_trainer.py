@@ -11,6 +11,7 @@ from torch import nn
 from trainkit.batch import Batch
 from trainkit.classmap import ClassMap
 from trainkit.params import CommonParams
+from trainkit.tasks import Detection
 from trainkit.trainer import Trainer
 
 
@@ -41,7 +42,7 @@ class BrightBox(nn.Module):
 
 class BrightBoxTrainer(Trainer):
     name = "brightbox"
-    task = "detection"
+    task = Detection()
     Params = BrightBoxParams
 
     def build_model(self, params: BrightBoxParams, classes: ClassMap) -> nn.Module:
