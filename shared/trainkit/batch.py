@@ -17,16 +17,13 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 
 from trainkit.errors import BadRowPolicy
+from trainkit.tasks import Detection, Task
+from trainkit.tasks.batches import Batch, ClassificationBatch, DetectionBatch
 
 if TYPE_CHECKING:
     from trainkit.params import TileSpec
-    from trainkit.tasks import Task
 
-
-def _detection() -> Task:
-    from trainkit.tasks.detection import Detection  # the tasks make batches: imported when first asked
-
-    return Detection()
+__all__ = ["Batch", "BatchLoader", "ClassificationBatch", "DetectionBatch", "LoaderConfig", "to_float"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +33,7 @@ class LoaderConfig:
     batch_size: int = 8
     image_size: int = 512
     train: bool = True
-    task: Task = field(default_factory=_detection)  # what a sample is and carries (trainkit.tasks)
+    task: Task = field(default_factory=Detection)  # what a sample is and carries (trainkit.tasks)
     hflip: float = 0.5
     random_crop: bool = True
     seed: int = 0
@@ -44,35 +41,6 @@ class LoaderConfig:
     num_threads: int | None = None
     prefetch: int = 2
     on_bad_row: BadRowPolicy = "error"
-
-
-@dataclass
-class DetectionBatch:
-    """Images and torchvision-style targets; `indices` are record indices, `scales` map boxes back.
-
-    A box in the batch equals the record's box times `scales[i]` (x, y) when no crop was applied.
-    With tiling (trainkit.loading.tiles) an image is several inputs, one per window; `windows` says
-    which part of the image each input shows (image pixels), so a box maps back as
-    box / scales + window's corner. An image's inputs are consecutive, with the same index.
-    """
-
-    images: torch.Tensor  # (N, 3, S, S) uint8
-    targets: list[dict[str, torch.Tensor]]
-    indices: torch.Tensor  # (N,) int64
-    scales: torch.Tensor  # (N, 2) float32: output pixels per original pixel (x, y)
-    windows: torch.Tensor | None = None  # (N, 4) float32 x0, y0, x1, y1 in image pixels; None: the whole image
-
-
-@dataclass
-class ClassificationBatch:
-    """Images and their (N,) int64 class ids."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    indices: torch.Tensor  # the samples' units (object indices for object crops)
-
-
-Batch = DetectionBatch | ClassificationBatch
 
 
 class BatchLoader(Protocol):

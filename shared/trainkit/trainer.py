@@ -3,7 +3,8 @@
 Subclass `Trainer`, give it a `Params` dataclass (extending CommonParams), and implement
 `build_model`, `loss` and `predict` (a torchvision detection model needs only `build_model`: subclass
 `TorchvisionDetectionTrainer`). Everything else has a default the harness uses: optimiser,
-schedule, evaluation for the task, export. The module must define `TRAINER = YourTrainer()`.
+schedule, export; what is evaluated and drawn is the task's (`task`, from trainkit.tasks). The
+module must define `TRAINER = YourTrainer()`.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from trainkit.batch import Batch, BatchLoader, LoaderConfig
+from trainkit.batch import Batch, LoaderConfig
 from trainkit.classmap import ClassMap
 from trainkit.detection_archs import label_offset
 from trainkit.errors import UserError
 from trainkit.params import CommonParams, tile_spec
-from trainkit.tasks import Detection, Evaluator, Task, task_named
+from trainkit.tasks import Detection, Task, task_named
 
 
 class Trainer:
@@ -59,14 +60,6 @@ class Trainer:
         """Detection: per image `boxes` (xyxy in batch pixels), `labels` (class ids), `scores`.
         Classification: per sample `labels` (the class id, a 0-d tensor) and `scores` (probabilities)."""
         raise NotImplementedError
-
-    def evaluate(self, model: nn.Module, loader: BatchLoader, classes: ClassMap, amp: bool) -> Evaluator:
-        """The task's evaluator over `loader` (eval mode): the model's answers in each image's own pixels,
-        exactly as `trainkit evaluate` computes them for the saved model."""
-        from trainkit.inference.evaluate import evaluate_loader
-        from trainkit.inference.predictor import Predictor
-
-        return evaluate_loader(Predictor.in_training(self, model, classes, loader, amp), loader)
 
     @classmethod
     def metric_names(cls) -> tuple[str, ...]:

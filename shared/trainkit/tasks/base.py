@@ -9,7 +9,8 @@ packaging and export ask the task and never branch on its name.
 
 A task is a frozen dataclass: two instances of one task are equal, and it travels in a LoaderConfig.
 Modules of this package import the loader's geometry and torchmetrics inside their methods only, so
-that a trainer (which names its task) stays light to import.
+that a trainer (which names its task) stays light to import. `config` below is the loader's
+`trainkit.batch.LoaderConfig` (which holds the task, so is not imported here).
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from trainkit.batch import Batch, LoaderConfig
     from trainkit.classmap import ClassMap
     from trainkit.params import TileSpec
+    from trainkit.tasks.batches import Batch
 
 
 @dataclass(frozen=True)
@@ -128,12 +129,12 @@ class Task(ABC):
 
     @abstractmethod
     def sample(self, records, unit: int, image: int, flip: bool, crop: np.random.Generator | None, tile,
-               config: LoaderConfig) -> tuple[Any, tuple[np.ndarray, ...]]:  # fmt: skip
+               config: Any) -> tuple[Any, tuple[np.ndarray, ...]]:  # fmt: skip
         """The window of `image` to decode for `unit` (a trainkit.loading.augment.Window, mirrored when
         `flip`; a random crop drawn from `crop` when given; `tile` when training on tiles) and the
         sample's targets, arrays of `target_dtypes`, relative to that window."""
 
-    def tile_targets(self, records, image: int, tile, config: LoaderConfig) -> tuple[np.ndarray, ...]:
+    def tile_targets(self, records, image: int, tile, config: Any) -> tuple[np.ndarray, ...]:
         """The targets of one evaluation window `tile` of `image` (tasks that tile)."""
         raise NotImplementedError(f"task {self.name} does not tile")
 

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import torch
 
-from trainkit.batch import DetectionBatch
 from trainkit.tasks.base import Evaluator, Prediction, Task, Truth, labelled_object
+from trainkit.tasks.batches import DetectionBatch
 
 if TYPE_CHECKING:
     from trainkit.classmap import ClassMap

@@ -12,8 +12,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from trainkit.batch import ClassificationBatch
 from trainkit.tasks.base import Evaluator, Prediction, Task, Truth, rounded
+from trainkit.tasks.batches import ClassificationBatch
 
 
 @dataclass(frozen=True)

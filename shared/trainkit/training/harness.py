@@ -56,6 +56,7 @@ from trainkit.training.outputs import StagedOutputs
 from trainkit.training.parameters import count_parameters
 from trainkit.training.shm import shm_bytes, shm_warning
 from trainkit.training.tracking import NullTracker, Tracker
+from trainkit.training.validation import validate
 
 log = logging.getLogger(__name__)
 
@@ -453,7 +454,7 @@ def _validate(
     step: int,
 ) -> Evaluator:
     """Evaluate on the validation set: every metric to the tracker, the summary metrics to the curves."""
-    evaluation = trainer.evaluate(model, val_loader, dataset.class_map, amp)
+    evaluation = validate(trainer, model, val_loader, dataset.class_map, amp)
     tracker.log_metrics({f"val/{k}": v for k, v in evaluation.metrics.items()}, step)
     for name in trainer.summary_metrics:
         history[f"val_{name}"].append((step, evaluation.metrics[name]))
