@@ -36,7 +36,7 @@ import pandas as pd
 from inprocess import trainkit
 from smoke import parse_args
 
-from trainkit.data.checks import box_iou
+from trainkit.geometry.boxes import box_iou
 from trainkit.inference.label_issues import KINDS
 
 ROOT = Path(__file__).resolve().parents[1]

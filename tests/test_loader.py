@@ -15,8 +15,8 @@ from PIL import Image
 from trainkit.batch import ClassificationBatch, DetectionBatch, LoaderConfig, to_float
 from trainkit.data.dataset import DatasetOptions, DatasetPair, load_pair
 from trainkit.errors import DatasetError, UserError
+from trainkit.geometry.windows import CROP_MIN_IOUS, sample_crop_window, sample_rng
 from trainkit.inference.devices import resolve_device
-from trainkit.loading.augment import CROP_MIN_IOUS, sample_crop_window, sample_rng
 from trainkit.loading.distributed import Shard
 from trainkit.loading.loader import create_loader
 from trainkit.loading.resize import resize_uint8, resize_via_float

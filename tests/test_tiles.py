@@ -20,10 +20,10 @@ from trainkit.classmap import ClassMap
 from trainkit.data.dataset import DatasetOptions, DatasetPair, load_pair
 from trainkit.data.object_sizes import object_sizes
 from trainkit.errors import UserError
-from trainkit.loading.augment import Window
+from trainkit.geometry.tile_merge import merge, per_image
+from trainkit.geometry.tiles import IGNORE_LABEL, tile_windows, window_targets
+from trainkit.geometry.windows import Window
 from trainkit.loading.loader import create_loader
-from trainkit.loading.tile_merge import merge, per_image
-from trainkit.loading.tiles import IGNORE_LABEL, tile_windows, window_targets
 from trainkit.params import CommonParams, TileSpec, override_tiles, parse_grid, parse_params, tile_spec
 from trainkit.tasks.detection import IGNORE_FILL
 

@@ -37,7 +37,7 @@ class LoaderConfig:
     hflip: float = 0.5
     random_crop: bool = True
     seed: int = 0
-    tiles: TileSpec | None = None  # detection: cut images into windows (trainkit.loading.tiles)
+    tiles: TileSpec | None = None  # detection: cut images into windows (trainkit.geometry.tiles)
     num_threads: int | None = None
     prefetch: int = 2
     on_bad_row: BadRowPolicy = "error"

@@ -33,7 +33,7 @@ class CommonParams:
     monitor: str = ""  # the validation metric that picks the best model, e.g. val/map (empty: the trainer's)
     patience: int = 0  # stop after this many evaluations without a better `monitor`; 0: never stop early
     min_delta: float = 0.0  # how much better counts as better
-    # Detection on tiles (trainkit.loading.tiles): small objects in large images. A grid (COLUMNSxROWS)
+    # Detection on tiles (trainkit.geometry.tiles): small objects in large images. A grid (COLUMNSxROWS)
     # or a tile side in source pixels turns it on, for training, evaluation and the saved model alike.
     tile_grid: str = ""  # e.g. 3x2; empty: no tiles
     tile_size: int = 0  # square tiles of this many source pixels instead of a grid; 0: none
@@ -140,7 +140,7 @@ def _coerce(name: str, value: object, hint: Any) -> object:
     raise UserError(f"hyperparameter {name!r} must be {kind}, got {value!r}")
 
 
-# Tiles (trainkit.loading.tiles cuts images with them; trainkit.loading.tile_merge merges the windows' boxes).
+# Tiles (trainkit.geometry.tiles cuts images with them; trainkit.geometry.tile_merge merges the windows' boxes).
 MERGES = ("nms", "nmm")
 _GRID = re.compile(r"^\s*(\d+)\s*[xX*]\s*(\d+)\s*$")
 

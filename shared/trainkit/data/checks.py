@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from trainkit.data.records import Records
+from trainkit.geometry.boxes import box_iou
 
 THUMB = 32  # the thumbnail's side: what near-duplicate pairs are confirmed on
 NEAR_SHARE = 0.02  # the share of thumbnail pixels two near copies may differ in by more than near_level
@@ -139,18 +140,6 @@ def rare_classes(splits: dict[str, Records], least: int) -> list[Finding]:
         for cls, n in zip(records.classes, counts, strict=True)
         if n < least
     ]
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of xyxy boxes, (len(a), len(b))."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 A model sees each image (or tile) resized to `image_size` square; an object under about 16 px there
 is hard to learn and to find (under 8 px, nearly impossible). `validate` reports these counts and,
-when many objects are that small, the tile grid (trainkit.loading.tiles) that brings most of them
+when many objects are that small, the tile grid (trainkit.geometry.tiles) that brings most of them
 to 16 px: with c columns overlapping by a quarter, a tile is W / (0.75 c + 0.25) wide.
 """
 

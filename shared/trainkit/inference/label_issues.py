@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainkit.data.checks import box_iou
+from trainkit.geometry.boxes import box_iou
 
 KINDS = ("missing", "spurious", "swap", "loose")
 

@@ -216,7 +216,7 @@ def batch_answers(
 ) -> list[tuple[int, Prediction]]:
     """(unit, answer) for each unit (an image, or what the loader's task makes a unit) of a batch of
     `loader`, an image's windows merged when tiled."""
-    from trainkit.loading.tile_merge import run_starts
+    from trainkit.geometry.tile_merge import run_starts
 
     indices = batch.indices.numpy()
     units = indices[run_starts(indices)]

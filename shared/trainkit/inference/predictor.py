@@ -16,11 +16,11 @@ from torch import nn
 from trainkit.batch import to_float
 from trainkit.classmap import CLASS_MAP_FILE, ClassMap
 from trainkit.errors import UserError
+from trainkit.geometry.tile_merge import as_numpy
+from trainkit.geometry.tiles import tile_windows
+from trainkit.geometry.windows import full_window
 from trainkit.inference.settings import ModelSettings
-from trainkit.loading.augment import full_window
 from trainkit.loading.resize import resize_into
-from trainkit.loading.tile_merge import as_numpy
-from trainkit.loading.tiles import tile_windows
 from trainkit.tasks import Prediction, Task, task_named
 from trainkit.trainer import Trainer
 

@@ -21,7 +21,7 @@ from dataclasses import replace
 import numpy as np
 from PIL import Image, ImageOps
 
-from trainkit.loading.augment import Window
+from trainkit.geometry.windows import Window
 
 LARGE_IMAGE_PIXELS = 40_000_000  # above any phone photo (a 12 MP or 48 MP sensor bins to 12 MP by default)
 _SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that turn the stored image by 90 degrees

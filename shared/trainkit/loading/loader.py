@@ -11,7 +11,7 @@ once, in order, the last partial batch included, with no randomness.
 With `config.tiles` (tasks that tile), training samples are an image's tiles and the whole image (each a
 window decoded alone; an epoch is every window once, shuffled across images), and evaluation batches
 hold every window of each image, cut from one decode of it (`DetectionBatch.windows` says where each
-input lies in its image; trainkit.loading.tiles).
+input lies in its image; trainkit.geometry.tiles).
 
 A file that cannot be read or decoded follows the `on_bad_row` policy: `error` raises a
 DatasetError naming it; `skip` leaves it out, counts it in `skipped`, and goes on.
@@ -31,12 +31,12 @@ from trainkit.batch import Batch, LoaderConfig
 from trainkit.data.decode_check import DaliDecodeCheck, transcoded
 from trainkit.data.records import Records
 from trainkit.errors import DatasetError
-from trainkit.loading.augment import Window, sample_rng
+from trainkit.geometry.tiles import tile_windows
+from trainkit.geometry.windows import Window, sample_rng
 from trainkit.loading.dali_pipeline import BadFile, BatchSource, Sample, loader_pipeline
 from trainkit.loading.distributed import Shard, local_processes, usable_cores
 from trainkit.loading.large_images import is_large, reduced
 from trainkit.loading.resize import resize_into
-from trainkit.loading.tiles import tile_windows
 from trainkit.params import TileSpec
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class DaliLoader:
         self._units = task.units(records)
         self._task_image = task.unit_images(records)  # the image of each of the task's units (None: images)
         self._tiles = config.tiles if task.tiles else None
-        # Training on tiles: each unit is one window of one image (see trainkit.loading.tiles).
+        # Training on tiles: each unit is one window of one image (see trainkit.geometry.tiles).
         self._unit_image, self._unit_window = _tile_units(records, self._tiles) if config.train else (None, None)
         if self._unit_image is not None:
             self._units = len(self._unit_image)

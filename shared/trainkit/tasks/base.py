@@ -130,7 +130,7 @@ class Task(ABC):
     @abstractmethod
     def sample(self, records, unit: int, image: int, flip: bool, crop: np.random.Generator | None, tile,
                config: Any) -> tuple[Any, tuple[np.ndarray, ...]]:  # fmt: skip
-        """The window of `image` to decode for `unit` (a trainkit.loading.augment.Window, mirrored when
+        """The window of `image` to decode for `unit` (a trainkit.geometry.windows.Window, mirrored when
         `flip`; a random crop drawn from `crop` when given; `tile` when training on tiles) and the
         sample's targets, arrays of `target_dtypes`, relative to that window."""
 

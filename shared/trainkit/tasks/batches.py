@@ -16,7 +16,7 @@ class DetectionBatch:
     """Images and torchvision-style targets; `indices` are record indices, `scales` map boxes back.
 
     A box in the batch equals the record's box times `scales[i]` (x, y) when no crop was applied.
-    With tiling (trainkit.loading.tiles) an image is several inputs, one per window; `windows` says
+    With tiling (trainkit.geometry.tiles) an image is several inputs, one per window; `windows` says
     which part of the image each input shows (image pixels), so a box maps back as
     box / scales + window's corner. An image's inputs are consecutive, with the same index.
     """

@@ -32,8 +32,8 @@ class Detection(Task):
     onnx_names: ClassVar[tuple[str, ...]] = ("boxes", "labels", "scores", "count")
 
     def sample(self, records, unit, image, flip, crop, tile, config):
-        from trainkit.loading.augment import boxes_in_window, full_window, sample_crop_window
-        from trainkit.loading.tiles import window_targets
+        from trainkit.geometry.tiles import window_targets
+        from trainkit.geometry.windows import boxes_in_window, full_window, sample_crop_window
 
         width, height = (int(v) for v in records.sizes[image])
         start, stop = records.offsets[image], records.offsets[image + 1]
@@ -49,7 +49,7 @@ class Detection(Task):
 
     def tile_targets(self, records, image, tile, config):
         """The window's boxes (kept whole when `min_visible` of them is inside); cut objects left out."""
-        from trainkit.loading.tiles import IGNORE_LABEL, window_targets
+        from trainkit.geometry.tiles import IGNORE_LABEL, window_targets
 
         start, stop = records.offsets[image], records.offsets[image + 1]
         rel, ids = window_targets(records.boxes[start:stop], records.class_ids[start:stop], tile,
@@ -60,7 +60,7 @@ class Detection(Task):
     def collate(self, images, targets, units, image_ids, windows):
         """Targets in batch pixels; ignore regions (a tile's cut objects) painted grey and dropped, and
         boxes under MIN_BOX_PIXELS dropped."""
-        from trainkit.loading.tiles import IGNORE_LABEL
+        from trainkit.geometry.tiles import IGNORE_LABEL
 
         size = images.shape[-1]
         device = images.device
@@ -85,7 +85,7 @@ class Detection(Task):
         return DetectionBatch(images, [empty] * len(images), torch.arange(len(images)), scales)
 
     def answers(self, outputs, sizes, windows, owners, image_size, tiles, min_score):
-        from trainkit.loading.tile_merge import per_image
+        from trainkit.geometry.tile_merge import per_image
 
         for out in outputs:
             keep = out["scores"] >= min_score

@@ -37,7 +37,7 @@ class ObjectCrops(Task):
         return boxes[:, 2:] - boxes[:, :2]
 
     def sample(self, records, unit, image, flip, crop, tile, config):
-        from trainkit.loading.augment import box_window
+        from trainkit.geometry.windows import box_window
 
         width, height = (int(v) for v in records.sizes[image])
         window = box_window(records.boxes[unit], width, height, flip)

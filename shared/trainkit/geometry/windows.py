@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trainkit.geometry.boxes import box_iou
+
 # The crop policy of the SSD reference (as DALI's random_bbox_crop and torchvision's RandomIoUCrop):
 # no crop, or a window that overlaps some box by at least one of these IoUs.
 CROP_MIN_IOUS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -73,7 +75,7 @@ def sample_crop_window(rng: np.random.Generator, boxes: np.ndarray, width: int, 
     y0 = np.floor(rng.random(CROP_ATTEMPTS) * (height - h + 1))
     windows = np.stack([x0, y0, x0 + w, y0 + h], axis=1)  # (attempts, 4) xyxy
     if len(boxes):
-        fits &= _centres_inside(boxes, windows).any(axis=1) & (_iou(boxes, windows).max(axis=1) >= min_iou)
+        fits &= _centres_inside(boxes, windows).any(axis=1) & (box_iou(windows, boxes).max(axis=1) >= min_iou)
     passed = np.flatnonzero(fits)
     if not len(passed):
         return full_window(width, height)
@@ -106,13 +108,3 @@ def _centres_inside(boxes: np.ndarray, windows: np.ndarray) -> np.ndarray:
     cy = (boxes[:, 1] + boxes[:, 3]) / 2
     x0, y0, x1, y1 = (windows[:, k : k + 1] for k in range(4))
     return (cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)
-
-
-def _iou(boxes: np.ndarray, windows: np.ndarray) -> np.ndarray:
-    """(windows, boxes) intersection over union of each window with each box."""
-    x0, y0, x1, y1 = (windows[:, k : k + 1] for k in range(4))
-    iw = np.clip(np.minimum(boxes[:, 2], x1) - np.maximum(boxes[:, 0], x0), 0, None)
-    ih = np.clip(np.minimum(boxes[:, 3], y1) - np.maximum(boxes[:, 1], y0), 0, None)
-    inter = iw * ih
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / (area + (x1 - x0) * (y1 - y0) - inter)

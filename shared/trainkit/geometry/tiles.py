@@ -3,7 +3,7 @@
 A 20 px object in a 4000 px photo is a pixel or two once the whole image is resized to the model's
 input; cut into overlapping windows first, each resized alone, it stays visible. The same windows
 are used in training (each window a sample), in evaluation and in prediction (every window of an
-image through the model, boxes mapped back and merged: trainkit.loading.tile_merge), so a model
+image through the model, boxes mapped back and merged: trainkit.geometry.tile_merge), so a model
 sees at prediction time what it learned from.
 
 Windows are in the image's displayed pixels, decided from its size alone; the whole image comes
@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from trainkit.loading.augment import Window, relative_to
+from trainkit.geometry.windows import Window, relative_to
 from trainkit.params import TileSpec
 
 IGNORE_LABEL = -1  # a cut object's visible part: neither an object nor background (see window_targets)
