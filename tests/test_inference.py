@@ -404,6 +404,22 @@ def test_evaluate_counts_hits_misses_false_detections_and_wrong_classes(model_di
     assert logged.data.metrics["eval/map_50"] == pytest.approx(metrics["map_50"])
 
 
+def test_evaluate_names_an_image_it_cannot_decode_once(model_dir: Path, run_cli, tmp_path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    picture().save(images / "good.png")
+    whole = encoded(picture(), "JPEG")
+    (images / "cut.jpg").write_bytes(whole[: len(whole) // 2])  # its header reads; its pixels do not decode
+    rows = [{"image_url": name, "label": [{"type": "lamp", "bottomX": 40, "topX": 120, "bottomY": 30, "topY": 90}],
+             "label_confidence": [1.0]} for name in ("good.png", "cut.jpg")]  # fmt: skip
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    result = run_cli("evaluate", "--model", model_dir, "--imageset", images, "--labelset", tmp_path / "labels.csv",
+                     "--datastore-name", "", "--output-dir", tmp_path / "out")  # fmt: skip
+    assert result.code == 0, result.err
+    assert result.err.count("cut.jpg") == 1, result.err
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["images"] == 2
+
+
 def test_evaluate_a_crop_classifier(demo, run_cli, tmp_path: Path) -> None:
     settings = {"image_size": 32, "arch": "mobilenet_v3_small"}
     folder = built_model_dir(

@@ -68,9 +68,7 @@ def run_evaluate(config: EvaluateConfig) -> dict:
     out = config.output_dir
     out.mkdir(parents=True, exist_ok=True)
     loader = batch_loader(predictor, records, config.batch_size, task)
-    evaluator = evaluate_loader(predictor, loader, remap, threshold)
-    for path, reason in loader.skipped.items():
-        log.warning("skipped %s: %s", path, reason)
+    evaluator = evaluate_loader(predictor, loader, remap, threshold)  # the loader warns of each file it leaves out
     metrics = {**evaluator.metrics, **evaluator.details}
     files = evaluator.report(out, config.draw)
     if config.label_issues:

@@ -97,9 +97,9 @@ def run_predict(config: PredictConfig) -> PredictSummary:
     else:
         answers, loader_skipped = _predict_all(predictor, records, config)
     seconds = time.perf_counter() - start
-    skipped.update(loader_skipped)
-    for path, reason in skipped.items():
+    for path, reason in skipped.items():  # the loader warned of those it left out, once each
         log.warning("skipped %s: %s", path, reason)
+    skipped.update(loader_skipped)
     files = _write(config, predictor, records, answers, skipped, seconds)
     if config.rank:
         files.append(_write_queue(config, predictor, records, ranked, threshold))
