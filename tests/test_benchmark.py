@@ -100,3 +100,9 @@ def test_label_issues_benchmark_runs() -> None:
     out = run_benchmark("label_issues", "--smoke")
     assert re.search(r"^2 folds \(every image\)\s+all\s+\d+\s+(\d\.\d\d|-)\s+(\d\.\d\d|-)$", out, re.M), out
     assert re.search(r"^reviewed \(finder's top\)\s+\d\.\d{3}\s+\d\.\d{3}$", out, re.M), out
+
+
+@pytest.mark.slow
+def test_review_floor_benchmark_runs() -> None:
+    out = run_benchmark("review_floor", "--smoke")
+    assert re.search(r"^\s+21\s+4\s+\d\.\d{3}\s+\d+\s+\d+\s+(\d\.\d\d|-)\s+\d\.\d\d$", out, re.M), out

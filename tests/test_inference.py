@@ -25,6 +25,7 @@ from PIL import Image
 from trained import assert_same_answer, built_model_dir, sample_images
 
 from trainkit.classmap import ClassMap
+from trainkit.inference.label_issues import REVIEW_FLOOR as FLOOR
 from trainkit.inference.package import build_model_dir
 from trainkit.inference.settings import ModelSettings
 from trainkit.params import parse_params
@@ -444,7 +445,9 @@ LABEL_ERRORS = {"swap.png": ["swap"], "spurious.png": ["spurious"], "missing.png
 
 
 def label_error_cases(folder: Path) -> tuple[Path, Path]:
-    """An image set of one right label and one image per kind of error, and its labels.csv."""
+    """An image set of one right label and one image per kind of error, and its labels.csv. Four errors
+    in five images put the perfect bright-box model under the review's floor (the labels disagree with
+    it more than with most models): the tests of what the review finds lower the floor."""
     images = folder / "images"
     images.mkdir(parents=True)
     shifted = (RECT[0] + 32, RECT[1], RECT[2] + 32, RECT[3])  # 40% of the width to the right
@@ -468,7 +471,17 @@ def issue_kinds(table: pd.DataFrame) -> dict[str, list[str]]:
     return {url: literal_eval(k) for url, k in zip(table.image_url, table.issue_kinds, strict=True)}
 
 
-def test_evaluate_label_issues_ranks_each_kind_of_label_error(model_dir: Path, run_cli, tmp_path) -> None:
+@pytest.fixture
+def no_floor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every review written whatever the model's mAP (trainkit runs in this process)."""
+    import trainkit.inference.label_issues
+
+    monkeypatch.setattr(trainkit.inference.label_issues, "REVIEW_FLOOR", 0.0)
+
+
+def test_evaluate_label_issues_ranks_each_kind_of_label_error(
+    model_dir: Path, run_cli, tmp_path, monkeypatch, no_floor
+) -> None:
     images, labels = label_error_cases(tmp_path)
     out = tmp_path / "out"
     result = run_cli("evaluate", "--model", model_dir, "--imageset", images, "--labelset", labels,
@@ -496,6 +509,20 @@ def test_evaluate_label_issues_ranks_each_kind_of_label_error(model_dir: Path, r
     assert again.code == 0, again.err
     assert set(pd.read_csv(out / "label_issues.csv").image_url) == set(LABEL_ERRORS) - {"swap.png"}
     assert len(list((out / "label_issues").glob("issue_*.png"))) == 3
+    # A model that finds none of the labelled objects is no judge of them: under the review's floor, one
+    # line, no suspicions, and the earlier review's files gone.
+    import trainkit.inference.label_issues
+
+    monkeypatch.setattr(trainkit.inference.label_issues, "REVIEW_FLOOR", FLOOR)
+    table["label"] = repr([{"type": "lamp", "bottomX": 150, "topX": 190, "bottomY": 100, "topY": 140}])
+    table.to_csv(labels, index=False)
+    weak = run_cli("evaluate", "--model", model_dir, "--imageset", images, "--labelset", labels,
+                   "--datastore-name", "", "--output-dir", out, "--label-issues")  # fmt: skip
+    assert weak.code == 0, weak.err
+    assert "too weak to judge them, so no suspicions are written" in weak.err
+    assert not (out / "label_issues.csv").exists() and not list((out / "label_issues").glob("issue_*.png"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["label_issues/model_map_50"] == 0.0 and "label_issues/missing" not in metrics
 
 
 def train_brightbox(run_cli, images: Path, labels: Path, out: Path, *options: object):
@@ -504,7 +531,7 @@ def train_brightbox(run_cli, images: Path, labels: Path, out: Path, *options: ob
                    *options, env={"MLFLOW_TRACKING_URI": ""})  # fmt: skip
 
 
-def test_training_reviews_its_validation_labels_at_the_end(run_cli, monkeypatch, tmp_path) -> None:
+def test_training_reviews_its_validation_labels_at_the_end(run_cli, monkeypatch, tmp_path, no_floor) -> None:
     from mlflow import MlflowClient
 
     monkeypatch.delenv("TRAINKIT_LABEL_ISSUES")  # the default: on (the other tests turn it off)
@@ -518,8 +545,10 @@ def test_training_reviews_its_validation_labels_at_the_end(run_cli, monkeypatch,
     record = json.loads((out / "run.json").read_text())
     client = MlflowClient(tracking_uri=record["mlflow_tracking_uri"])
     run = client.get_run(record["mlflow_run_id"])
-    assert {k: v for k, v in run.data.metrics.items() if k.startswith("label_issues/")} == {
-        f"label_issues/{kind}": 1.0 for kind in ("missing", "spurious", "swap", "loose")}  # fmt: skip
+    logged_metrics = run.data.metrics
+    assert {kind: logged_metrics[f"label_issues/{kind}"] for kind in ("missing", "spurious", "swap", "loose")} == {
+        kind: 1.0 for kind in ("missing", "spurious", "swap", "loose")}  # fmt: skip
+    assert logged_metrics["label_issues/floor"] == 0.0 and 0 < logged_metrics["label_issues/model_map_50"] < 1
     logged = {a.path for a in client.list_artifacts(record["mlflow_run_id"])}
     assert {"label_issues.csv", "label_issues"} <= logged
     off = train_brightbox(run_cli, images, labels, tmp_path / "off", "--val-labelset", labels, "--label-issues", "off")
@@ -527,7 +556,7 @@ def test_training_reviews_its_validation_labels_at_the_end(run_cli, monkeypatch,
     assert not (tmp_path / "off" / "label_issues.csv").exists()
 
 
-def test_folds_review_every_image_with_a_model_that_did_not_learn_it(run_cli, tmp_path) -> None:
+def test_folds_review_every_image_with_a_model_that_did_not_learn_it(run_cli, tmp_path, no_floor) -> None:
     images, labels = label_error_cases(tmp_path)
     out = tmp_path / "out"
     result = train_brightbox(run_cli, images, labels, out, "--folds", "2")
@@ -566,3 +595,19 @@ def test_predict_rank_writes_the_label_queue_pre_labelled(model_dir: Path, run_c
     back = run_cli("validate", "--imageset", images, "--labelset", out / "label_queue.csv", "--datastore-name", "",
                    "--val-fraction", "0")  # fmt: skip
     assert back.code == 0, back.err
+
+
+def test_a_model_of_a_task_this_trainkit_does_not_know_is_refused_in_one_line(model_dir: Path, run_cli, tmp_path):
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    settings = copy / "artifacts" / "settings.json"
+    settings.write_text(settings.read_text().replace('"task": "detection"', '"task": "image_labels"'))
+    images = tmp_path / "images"
+    images.mkdir()
+    picture().save(images / "a.png")
+    result = run_cli("predict", "--model", copy, "--imageset", images, "--output-dir", tmp_path / "out")
+    assert result.code == 2
+    assert "field 'task' is 'image_labels', a task this trainkit does not know" in result.err
+    assert "Traceback" not in result.err

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainkit.atomic import write_bytes_atomic, write_json_atomic
+from trainkit.atomic import write_json_atomic
 from trainkit.classmap import ClassMap
 from trainkit.errors import UserError
 from trainkit.inference.predictor import BasePredictor
@@ -72,9 +72,11 @@ def run_evaluate(config: EvaluateConfig) -> dict:
     metrics = {**evaluator.metrics, **evaluator.details}
     files = evaluator.report(out, config.draw)
     if config.label_issues:
-        found, written = _label_issues(evaluator, predictor.classes, config.draw, out)
-        metrics.update({f"label_issues/{kind}": n for kind, n in found.items()})
-        files += written
+        from trainkit.inference.label_issues import review
+
+        found = review(evaluator, predictor.classes, config.draw, out)
+        metrics.update(found.metrics())
+        files += found.files
     document = {
         "model": config.model, "labelset": str(config.labelset), "images": len(records),
         "rows_left_out": dict(report.problems), "unknown_classes": unknown, "min_score": threshold, **metrics,
@@ -109,56 +111,17 @@ def _class_ids(names: tuple[str, ...], classes: ClassMap) -> tuple[np.ndarray, l
     return remap, [name for name in names if name.strip() not in ids]
 
 
-def review_labels(model: Path, records, out: Path, device: torch.device, draw: int = 10,
-                  batch_size: int = 8) -> tuple[dict[str, int], list[Path]]:  # fmt: skip
-    """`evaluate --label-issues` without the metrics: the saved detection model at `model` against the
-    labels of `records` (images it did not learn from), out/label_issues.csv and the worst `draw`
-    drawn in out/label_issues/; the count of each kind and the files written."""
+def review_labels(model: Path, records, out: Path, device: torch.device, draw: int = 10, batch_size: int = 8):
+    """`evaluate --label-issues` without the rest: the saved detection model at `model` against the
+    labels of `records` (images it did not learn from): trainkit.inference.label_issues.review's
+    out/label_issues.csv and drawings, when the model is good enough to judge them."""
+    from trainkit.inference.label_issues import review
     from trainkit.inference.predict import batch_loader, open_model
 
     predictor = open_model(str(model), device)
     remap, _ = _class_ids(records.classes, predictor.classes)
     evaluator = evaluate_loader(predictor, batch_loader(predictor, records, batch_size), remap)
-    return _label_issues(evaluator, predictor.classes, draw, out)
-
-
-def _label_issues(evaluator, classes: ClassMap, draw: int, out: Path) -> tuple[dict[str, int], list[Path]]:
-    """label_issues.csv (a label-set row per image of a detection evaluator's with suspected errors, the
-    worst first) and the first `draw` of them drawn; the count of each kind."""
-    from trainkit.inference.label_issues import KINDS, image_issues
-    from trainkit.tasks.base import labelled_object
-    from trainkit.tasks.drawing import draw_boxes
-
-    rows, counts = [], dict.fromkeys(KINDS, 0)
-    for image in evaluator.images:
-        p, truth = image.answer, image.truth
-        found = image_issues(truth.boxes, truth.labels, p.boxes, p.labels, p.scores)
-        if not found:
-            continue
-        found.sort(key=lambda issue: -issue.score)
-        for issue in found:
-            counts[issue.kind] += 1
-        objects = [labelled_object(box, classes.names[int(c)])
-                   for box, c in zip(truth.boxes, truth.labels, strict=True)]  # fmt: skip
-        listed = [{"kind": i.kind, "score": round(i.score, 4), "object": objects[i.object] if i.object >= 0 else None,
-                   "proposal": labelled_object(i.proposal[0], classes.names[i.proposal[1]]) if i.proposal else None}
-                  for i in found]  # fmt: skip
-        rows.append((found[0].score, image, {
-            "image_url": truth.image_url, "label": objects, "label_confidence": [1.0] * len(objects),
-            "issue_score": round(found[0].score, 4), "issue_kinds": sorted({i.kind for i in found}), "issues": listed,
-        }))  # fmt: skip
-    rows.sort(key=lambda row: -row[0])
-    import pandas as pd
-
-    table = pd.DataFrame([row for _, _, row in rows], columns=["image_url", "label", "label_confidence",
-                                                                "issue_score", "issue_kinds", "issues"])  # fmt: skip
-    for column in ("label", "label_confidence", "issue_kinds", "issues"):  # Python literals, as the labelling API
-        table[column] = table[column].map(repr)
-    path = out / "label_issues.csv"
-    write_bytes_atomic(path, table.to_csv(index=False).encode("utf-8"))
-    drawn = [(image.truth.path, image.answer, (image.truth.boxes, image.truth.labels)) for _, image, _ in rows[:draw]]
-    log.info("label issues: %s; %s (the worst first)", ", ".join(f"{k} {n}" for k, n in counts.items()), path)
-    return counts, [path, *draw_boxes(drawn, classes, out / "label_issues", "issue")]
+    return review(evaluator, predictor.classes, draw, out)
 
 
 def _log_to_mlflow(metrics: dict, files: list[Path]) -> None:

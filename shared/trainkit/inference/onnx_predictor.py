@@ -11,7 +11,7 @@ import torch
 from trainkit.classmap import ClassMap
 from trainkit.errors import UserError
 from trainkit.inference.predictor import BasePredictor
-from trainkit.inference.settings import SCHEMA, ModelSettings
+from trainkit.inference.settings import ModelSettings
 
 
 class OnnxPredictor(BasePredictor):
@@ -29,10 +29,7 @@ class OnnxPredictor(BasePredictor):
         metadata = self.session.get_modelmeta().custom_metadata_map
         if "trainkit.settings" not in metadata:
             raise UserError(f"--model {path}: no trainkit.settings in its metadata: export it with `trainkit export`")
-        document = json.loads(metadata["trainkit.settings"])
-        if document.pop("schema", None) != SCHEMA:
-            raise UserError(f"--model {path}: its settings are not {SCHEMA}")
-        self.settings = ModelSettings(**{**document, "mean": tuple(document["mean"]), "std": tuple(document["std"])})
+        self.settings = ModelSettings.from_document(json.loads(metadata["trainkit.settings"]), f"--model {path}")
         self.classes = ClassMap(tuple(json.loads(metadata["trainkit.classes"])))
         self.device = torch.device("cpu")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from trainkit.errors import UserError
 from trainkit.params import CommonParams, params_to_dict
+from trainkit.tasks import TASKS
 from trainkit.trainer import Trainer
 
 SCHEMA = "trainkit.model/v1"
@@ -58,10 +59,20 @@ class ModelSettings:
             document = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise UserError(f"{path}: not a readable trainkit model settings file ({exc})") from None
+        return cls.from_document(document, str(path))
+
+    @classmethod
+    def from_document(cls, document: object, source: str) -> ModelSettings:
+        """Settings from their JSON document (settings.json, or an ONNX file's metadata); a UserError
+        naming `source` when it is not one of ours."""
         if not isinstance(document, dict) or document.pop("schema", None) != SCHEMA:
-            raise UserError(f"{path}: field 'schema' is not {SCHEMA!r}: not a trainkit model (train it with trainkit)")
+            raise UserError(f"{source}: field 'schema' is not {SCHEMA!r}: not a trainkit model (train it with "
+                            "trainkit)")  # fmt: skip
         try:
             settings = cls(**document)
         except TypeError as exc:
-            raise UserError(f"{path}: {exc}") from None
+            raise UserError(f"{source}: {exc}") from None
+        if settings.task not in TASKS:
+            raise UserError(f"{source}: field 'task' is {settings.task!r}, a task this trainkit does not know (it "
+                            f"knows {', '.join(TASKS)}): use the trainkit version that trained it")  # fmt: skip
         return cls(**{**asdict(settings), "mean": tuple(settings.mean), "std": tuple(settings.std)})

@@ -106,19 +106,19 @@ class LabelReview(RunHook):
 
         out = run.output_dir
         try:
-            counts, files = review_labels(out / "model", run.dataset.val, out, run.device)
+            review = review_labels(out / "model", run.dataset.val, out, run.device)
         except Exception as exc:  # the model and its outputs are complete: a failed review costs the run nothing
             log.warning(
                 "the label review failed (%s: %s); the model is complete; run `trainkit evaluate --label-issues` on "
                 "the validation set to retry", type(exc).__name__, " ".join(str(exc).split())[:300],
             )  # fmt: skip
             return
-        if not files:
-            return
-        run.tracker.log_metrics({f"label_issues/{kind}": n for kind, n in counts.items()}, run.state.position.step)
-        run.tracker.log_artifact(files[0])
-        if len(files) > 1:
-            run.tracker.log_artifacts(files[1].parent, "label_issues")
+        # The model's quality and the floor are logged either way: a review left out says why.
+        run.tracker.log_metrics(review.metrics(), run.state.position.step)
+        if review.files:
+            run.tracker.log_artifact(review.files[0])
+        if len(review.files) > 1:
+            run.tracker.log_artifacts(review.files[1].parent, "label_issues")
 
 
 def run_hooks(run: Run) -> list[RunHook]:
