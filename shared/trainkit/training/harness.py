@@ -53,7 +53,7 @@ from trainkit.training.curves import plot_curves
 from trainkit.training.ddp import ProcessGroup
 from trainkit.training.discovery import LoadedTrainer
 from trainkit.training.folder_lock import hold_folder
-from trainkit.training.hooks import run_hooks
+from trainkit.training.hooks import RunHook, run_hooks
 from trainkit.training.outputs import StagedOutputs
 from trainkit.training.parameters import count_parameters
 from trainkit.training.run import Run, TrainingState
@@ -122,6 +122,10 @@ def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: Pr
     _make_loaders(run)
     _make_state(run)
     _start_tracking(run)
+    hooks = run_hooks(run) if group.is_main else []
+    if run.checkpoint is None:  # a resumed run's hooks started when it first began
+        for hook in hooks:
+            hook.started(run)
     try:
         with _StopFlag() as stop:
             started = time.perf_counter()
@@ -133,7 +137,7 @@ def _run(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer, group: Pr
                 run.evaluation = _final_evaluation(run)
             run.seconds = time.perf_counter() - started
         if group.is_main:
-            _finish(run)
+            _finish(run, hooks)
     except Stopped:
         run.tracker.end("KILLED")  # as a SIGTERM in the loop: stopped, not failed
         raise
@@ -231,7 +235,7 @@ def _make_state(run: Run) -> None:
 
 def _start_tracking(run: Run) -> None:
     """The MLflow run (rank 0; resumed when the checkpoint names it), its parameters, run.json and the
-    class map; then the hooks' start (a resumed run's hooks started when it first began)."""
+    class map."""
     if not run.group.is_main:
         return
     run_id = run.checkpoint.get("mlflow_run_id") if run.checkpoint else None
@@ -249,10 +253,6 @@ def _start_tracking(run: Run) -> None:
     })  # fmt: skip
     run.tracker.log_dict(run.info, "run.json")
     run.tracker.log_dict(run.dataset.class_map.to_json(), "class_map.json")
-    run.hooks = run_hooks(run)
-    if run.checkpoint is None:
-        for hook in run.hooks:
-            hook.started(run)
 
 
 def _with_policy(loader_config: LoaderConfig, policy: str) -> LoaderConfig:
@@ -426,7 +426,7 @@ def _validate(
     return evaluation
 
 
-def _finish(run: Run) -> None:
+def _finish(run: Run, hooks: list[RunHook]) -> None:
     """The curves and pictures, metrics.json, and the output set (run.json, class_map.json, metrics.json,
     the MLflow model and what the hooks stage), published together; then the hooks' end."""
     state, tracker, evaluation = run.state, run.tracker, run.evaluation
@@ -469,14 +469,14 @@ def _finish(run: Run) -> None:
         run.dataset.class_map.save(outputs.path("class_map.json"))
         write_json_atomic(outputs.path("metrics.json"), metrics)
         build_model_dir(outputs.path("model"), exported, settings, run.dataset.class_map, run.loaded.source)
-        for hook in run.hooks:
+        for hook in hooks:
             hook.stage(run, outputs, exported, settings)
         outputs.publish()
     finally:
         outputs.discard()
     tracker.log_artifacts(plots, "plots")
     tracker.log_dict(metrics, "metrics.json")
-    for hook in run.hooks:
+    for hook in hooks:
         hook.finished(run)
 
 

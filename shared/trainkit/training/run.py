@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from trainkit.training.best import BestModel
     from trainkit.training.ddp import ProcessGroup
     from trainkit.training.discovery import LoadedTrainer
-    from trainkit.training.hooks import RunHook
     from trainkit.training.tracking import Tracker
 
 
@@ -72,7 +71,6 @@ class Run:
     tracker: Tracker | NullTracker = field(default_factory=NullTracker)
     info: dict[str, Any] = field(default_factory=dict)  # run.json
     history: defaultdict[str, list[tuple[int, float]]] = field(default_factory=lambda: defaultdict(list))
-    hooks: list[RunHook] = field(default_factory=list)
     latest: Evaluator | None = None  # the latest validation in this process
     evaluation: Evaluator | None = None  # the saved model's validation
     seconds: float = 0.0  # training's wall time
