@@ -2,17 +2,16 @@
 
 A trainer receives the batches its task (trainkit.tasks) makes, `DetectionBatch` or
 `ClassificationBatch`, and says how it wants them made with a `LoaderConfig`; it never needs the
-loader itself (nor DALI) to know either. Images
-arrive as uint8 (N, 3, S, S) tensors (channels-last memory) on the model's device; `to_float`
-normalises them there. Detection targets follow torchvision: per image a dict of absolute xyxy
-`boxes` (float32, in batch pixels) and `labels` (int64).
+loader itself (nor DALI) to know either. Images arrive as uint8 (N, 3, S, S) tensors (channels-last
+memory) on the model's device; `to_float` normalises them there. Detection targets follow
+torchvision: per image a dict of absolute xyxy `boxes` (float32, in batch pixels) and `labels` (int64).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -44,9 +43,12 @@ class LoaderConfig:
 
 
 class BatchLoader(Protocol):
-    """What evaluation needs of a loader: one epoch of batches per iteration, on `device`."""
+    """What evaluation needs of a loader: one epoch of batches per iteration, on `device`, of the
+    `records` it was made for, as `config` says."""
 
     device: torch.device
+    config: LoaderConfig
+    records: Any  # trainkit.data.records.Records
 
     def __iter__(self) -> Iterator[Batch]: ...
 
