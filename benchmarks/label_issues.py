@@ -58,7 +58,10 @@ def train(images: Path, labels: Path, out: Path, args: argparse.Namespace, *spli
 
 
 def suspicions(review: Path) -> list[dict]:
-    """A label_issues.csv as one dict per suspicion (image_url, kind, score, box, proposal), the worst first."""
+    """A label_issues.csv as one dict per suspicion (image_url, kind, score, box, proposal), the worst
+    first; none when the review was not written (its model under the review's floor, as in --smoke)."""
+    if not review.is_file():
+        return []
     found = []
     for url, issues in pd.read_csv(review)[["image_url", "issues"]].itertuples(index=False):
         for issue in literal_eval(issues):

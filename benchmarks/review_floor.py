@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 out = review(work / "data" / "imageset_studio", work / "train.csv", work / "val.csv",
                              work / f"m{steps}", steps, args.image_size)  # fmt: skip
                 map_50 = json.loads((out / "metrics.json").read_text())["val"]["map_50"]
-                found = suspicions(out / "label_issues.csv") if (out / "label_issues.csv").is_file() else []
+                found = suspicions(out / "label_issues.csv")
                 precision = score(found, changes)["all"][0]
                 rows.append((seed, steps, map_50, len(found), len(changes), precision, len(changes) / max(1, labels)))
     print(f"\ndemo-data --images {args.images} --label-noise {args.label_noise}; skeleton {args.image_size} px; "

@@ -136,3 +136,21 @@ def test_folds_split_every_image_once_and_repeat_with_the_seed(tmp_path) -> None
     assert [objects(f.val) for f in fold_datasets(dataset, 3, seed=1)] != held
     with pytest.raises(UserError, match="--folds 13: needs 2 to 12 folds for 12 images"):
         fold_datasets(dataset, 13, seed=0)
+
+
+def test_merged_reviews_keep_the_folds_that_wrote_one_and_leave_no_stale_table(tmp_path) -> None:
+    import pandas as pd
+
+    from trainkit.training.folds import merge_reviews
+
+    folders = [tmp_path / "fold1", tmp_path / "fold2"]
+    for folder in folders:
+        folder.mkdir()
+    row = {"image_url": "a.png", "label": "[]", "label_confidence": "[]", "issue_score": 0.7, "issue_kinds": "[]",
+           "issues": "[]"}  # fmt: skip
+    pd.DataFrame([row]).to_csv(folders[0] / "label_issues.csv", index=False)  # fold 2's model was too weak
+    merged = merge_reviews(folders, tmp_path / "label_issues.csv")
+    assert merged is not None and pd.read_csv(merged).fold.tolist() == [1]
+    (folders[0] / "label_issues.csv").unlink()
+    assert merge_reviews(folders, tmp_path / "label_issues.csv") is None
+    assert not (tmp_path / "label_issues.csv").exists()  # an earlier run's table is not this run's review

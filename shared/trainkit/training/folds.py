@@ -74,14 +74,20 @@ def run_folds(config: TrainConfig, dataset: Dataset, loaded: LoadedTrainer) -> i
         if code != ExitCode.OK:
             return code
     merged = merge_reviews([run.output_dir for run in runs], config.output_dir / "label_issues.csv")
-    if merged is not None:
+    unreviewed = [str(i) for i, run in enumerate(runs, 1) if not (run.output_dir / "label_issues.csv").is_file()]
+    if merged is not None and unreviewed:
+        log.warning("label review of folds %s only: the models of folds %s were too weak to judge their labels "
+                    "(their warnings say so); train them further for a review of every image",
+                    ", ".join(str(i) for i in range(1, len(runs) + 1) if str(i) not in unreviewed),
+                    ", ".join(unreviewed))  # fmt: skip
+    elif merged is not None:
         log.info("label review of every image (%d folds): %s", len(folds), merged)
     return ExitCode.OK
 
 
 def merge_reviews(folders: list[Path], path: Path) -> Path | None:
     """The folders' label_issues.csv as one table, worst first, with a `fold` column (1-based); None
-    when the trainer wrote none (a classifier)."""
+    (and an earlier run's table removed) when none wrote one (a classifier; models too weak to judge)."""
     import pandas as pd
 
     tables = []
@@ -89,6 +95,7 @@ def merge_reviews(folders: list[Path], path: Path) -> Path | None:
         if (folder / "label_issues.csv").is_file():
             tables.append(pd.read_csv(folder / "label_issues.csv", dtype=str, keep_default_na=False).assign(fold=i))
     if not tables:
+        path.unlink(missing_ok=True)
         return None
     table = pd.concat(tables, ignore_index=True)
     table = table.iloc[np.argsort(-table.issue_score.astype(float).to_numpy(), kind="stable")]
