@@ -25,18 +25,28 @@ class ClassificationEvaluator(Evaluator):
         k = len(classes)
         self._confusion = MulticlassConfusionMatrix(k)
         self._curves = MulticlassPrecisionRecallCurve(k, thresholds=101)
+        self._probabilities: list[np.ndarray] = []
+        self._targets: list[int] = []
 
     def update(self, answer: Prediction, truth: Truth) -> None:
-        if int(truth.labels[0]) < 0:
-            return
-        probabilities = torch.from_numpy(answer.probabilities).reshape(1, -1)
-        target = torch.from_numpy(truth.labels.reshape(1))
-        self._confusion.update(probabilities.argmax(1), target)
-        self._curves.update(probabilities, target)
+        # Gathered here and handed to torchmetrics at once (`_feed`): one call per crop costs 0.17 ms.
+        if int(truth.labels[0]) >= 0:
+            self._probabilities.append(answer.probabilities)
+            self._targets.append(int(truth.labels[0]))
+
+    def _feed(self) -> None:
+        """Hand the samples `update` gathered to torchmetrics (once: the lists are emptied)."""
+        if self._targets:
+            probabilities = torch.from_numpy(np.stack(self._probabilities)).float()
+            targets = torch.tensor(self._targets, dtype=torch.int64)
+            self._confusion.update(probabilities.argmax(1), targets)
+            self._curves.update(probabilities, targets)
+            self._probabilities, self._targets = [], []
 
     @cached_property
     def matrix(self) -> np.ndarray:
         """(classes, classes): rows true class, columns predicted."""
+        self._feed()
         return self._confusion.compute().numpy()
 
     @cached_property
@@ -74,6 +84,7 @@ class ClassificationEvaluator(Evaluator):
         """pr_curves.png and confusion_matrix.png."""
         from trainkit.tasks.drawing import plot_pr_curves
 
+        self._feed()
         precision, recall, _ = self._curves.compute()
         curves = [(name, r.numpy(), p.numpy()) for name, p, r in zip(self.classes.names, precision, recall,
                                                                         strict=True)]  # fmt: skip
