@@ -93,11 +93,11 @@ def evaluate_loader(
     kept, against the labels of the loader's records, `remap`ped to the model's class ids: identity by
     default); `min_score`: the operating threshold (the model's own by default). Training's validation
     and `trainkit evaluate` both compute their metrics here."""
+    from trainkit.inference.predict import batch_answers
+
     task, records = predictor.task, loader.records
     remap = np.arange(len(records.classes), dtype=np.int64) if remap is None else remap
     evaluator = task.evaluator(predictor.classes, predictor.settings.min_score if min_score is None else min_score)
-    from trainkit.inference.predict import batch_answers
-
     for batch in loader:
         for unit, answer in batch_answers(predictor, batch, loader, 0.0):
             evaluator.update(answer, task.truth(records, unit, remap))
